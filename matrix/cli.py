@@ -1,0 +1,214 @@
+"""`matrix run | validate | list | schema | explain`.
+
+Start-up stays light: the engine, anyio and any heavy probe library are imported only by `run`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from matrix.problems import SpecInvalid
+
+EXIT_INVALID = 2
+EXIT_INTERRUPTED = 130
+
+
+def _split(values: Sequence[str] | None) -> list[str]:
+    """`--tags a,b --tags c` → [a, b, c]."""
+    return [item.strip() for value in values or () for item in value.split(",") if item.strip()]
+
+
+def _spec_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("spec", type=Path, help="spec YAML file")
+    parser.add_argument("--var", action="append", default=[], metavar="K=V", help="override a var")
+    parser.add_argument(
+        "--vars", action="append", default=[], metavar="FILE", help="YAML file of vars"
+    )
+    parser.add_argument(
+        "--allow-include-outside",
+        action="store_true",
+        help="allow includes outside the spec's folder",
+    )
+
+
+def _filter_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--phase", action="append", metavar="ID", help="only these phases")
+    parser.add_argument(
+        "--check", action="append", metavar="ID", help="only these checks (globs ok)"
+    )
+    parser.add_argument(
+        "--tags", action="append", metavar="T", help="only checks with one of these tags"
+    )
+    parser.add_argument(
+        "--skip-tags", action="append", metavar="T", help="leave out checks with these tags"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from reporters import registry as reporters
+
+    parser = argparse.ArgumentParser(
+        prog="matrix",
+        description="Probe every failure mode of a pipeline before you deploy it.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="probe everything and print the verdict")
+    _spec_options(run)
+    _filter_options(run)
+    run.add_argument(
+        "--concurrency",
+        type=int,
+        default=0,
+        metavar="N",
+        help="tasks at once (default: 4 per core)",
+    )
+    run.add_argument("--fail-fast", action="store_true", help="stop at the first critical failure")
+    run.add_argument("--dry-run", action="store_true", help="print the plan; probe nothing")
+    run.add_argument("--strict", action="store_true", help="exit 1 on CAUTION too")
+    run.add_argument("--quiet", action="store_true", help="no console output; only reports")
+    for entry in reporters().values():
+        run.add_argument(f"--{entry.name}", metavar=entry.metavar, help=entry.help)
+
+    validate = commands.add_parser("validate", help="check a spec and report every problem")
+    _spec_options(validate)
+
+    listing = commands.add_parser(
+        "list", help="phases, checks and targets of a spec, or probe kinds"
+    )
+    listing.add_argument("spec", type=Path, nargs="?", help="spec YAML file")
+    listing.add_argument("--probes", action="store_true", help="list probe kinds instead")
+    listing.add_argument("--var", action="append", default=[], metavar="K=V", help="override a var")
+    listing.add_argument(
+        "--vars", action="append", default=[], metavar="FILE", help="YAML file of vars"
+    )
+
+    commands.add_parser("schema", help="print the JSON Schema of specs (for YAML editors)")
+
+    explain = commands.add_parser("explain", help="what a check probes, expects and advises")
+    _spec_options(explain)
+    explain.add_argument("check", help="check id")
+    return parser
+
+
+def _plan(args: argparse.Namespace, *, filtered: bool = False):
+    from matrix.load import load
+    from matrix.plan import Filters, build_plan
+
+    loaded = load(
+        args.spec,
+        vars_files=args.vars,
+        var_args=args.var,
+        allow_include_outside=getattr(args, "allow_include_outside", False),
+    )
+    filters = Filters()
+    if filtered:
+        filters = Filters(
+            _split(args.phase), _split(args.check), _split(args.tags), _split(args.skip_tags)
+        )
+    return build_plan(loaded, filters)
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    plan = _plan(args)
+    checks = sum(len(p.checks) for p in plan.spec.phases)
+    phases = len(plan.spec.phases)
+    print(f"{plan.spec_path}: valid — {phases} phases, {checks} checks, {len(plan.tasks)} tasks")
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from matrix import describe
+
+    if args.probes or args.spec is None:
+        print(describe.probe_table())
+        return 0
+    print(describe.plan_table(_plan(args)))
+    return 0
+
+
+def cmd_schema(_: argparse.Namespace) -> int:
+    from matrix.schema import spec_schema
+
+    print(json.dumps(spec_schema(), indent=2))
+    return 0
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    from matrix import describe
+
+    plan = _plan(args)
+    tasks = [t for t in plan.tasks.values() if t.check.id == args.check]
+    if not tasks:
+        from matrix.problems import did_you_mean
+
+        known = [c.id for p in plan.spec.phases for c in p.checks]
+        print(
+            f"matrix: no check '{args.check}' in {plan.spec_path}{did_you_mean(args.check, known)}",
+            file=sys.stderr,
+        )
+        return EXIT_INVALID
+    print(describe.explain(tasks))
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    plan = _plan(args, filtered=True)
+    if args.dry_run:
+        from matrix import describe
+
+        print(describe.plan_tasks(plan))
+        return 0
+    import anyio
+
+    from matrix.engine import Options, execute
+    from reporters import registry as reporters
+    from reporters.console import ConsoleReporter
+
+    listeners = [] if args.quiet else [ConsoleReporter()]
+    for entry in reporters().values():
+        destination = getattr(args, entry.name.replace("-", "_"), None)
+        if destination:
+            listeners.append(entry.create(destination))
+    options = Options(concurrency=args.concurrency, fail_fast=args.fail_fast)
+    run = anyio.run(execute, plan, options, listeners)
+    for listener in listeners:
+        listener.finish(run)
+    return run.exit_code(strict=args.strict)
+
+
+COMMANDS = {
+    "run": cmd_run,
+    "validate": cmd_validate,
+    "list": cmd_list,
+    "schema": cmd_schema,
+    "explain": cmd_explain,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except SpecInvalid as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        count = len(exc.problems)
+        print(
+            f"matrix: {count} problem{'s' if count != 1 else ''} found; nothing was run",
+            file=sys.stderr,
+        )
+        return EXIT_INVALID
+    except KeyboardInterrupt:
+        print("matrix: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,253 @@
+"""The async executor: runs a Plan's tasks concurrently and turns each into a Result.
+
+One bad row never sinks the run: a probe that raises, hangs or loses its host becomes an
+`error` result, and Ctrl-C, --fail-fast or a crash still leave a Result for every task, so
+reporters always have a whole Run to write.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import anyio
+
+from matrix import template
+from matrix.expect import evaluate
+from matrix.plan import Plan, Task
+from matrix.probe import ProbeContext, ProbeError
+from matrix.redact import Redactor
+from matrix.results import Result, Run, Status, phase_infos, redact_vars
+from matrix.targets import TargetPool
+
+
+def default_concurrency() -> int:
+    """Probes mostly wait on subprocesses and sockets, so allow several per core."""
+    return max(4, (os.cpu_count() or 2) * 4)
+
+
+class Listener(Protocol):
+    """What reporters may hear while a run goes on; they never change it."""
+
+    def start(self, plan: Plan) -> None: ...
+
+    def task_started(self, task: Task) -> None: ...
+
+    def task_finished(self, result: Result) -> None: ...
+
+
+@dataclass
+class Options:
+    concurrency: int = 0
+    fail_fast: bool = False
+    handle_signals: bool = True
+
+
+def _seconds(value: float) -> str:
+    return f"{value:g}s"
+
+
+class _Execution:
+    def __init__(self, plan: Plan, options: Options, listeners: Sequence[Listener]):
+        self.plan = plan
+        self.options = options
+        self.listeners = listeners
+        self.results: dict[str, Result] = {}
+        self.done = {task_id: anyio.Event() for task_id in plan.tasks}
+        concurrency = options.concurrency or default_concurrency()
+        self.limit = anyio.CapacityLimiter(concurrency)
+        self.pool = TargetPool()
+        self.target_limits = {
+            name: anyio.CapacityLimiter(self.pool.limit(ref, concurrency))
+            for name, ref in plan.targets.items()
+        }
+        self.redact = Redactor(plan.spec.secrets, os.environ)
+        self.interrupted = False
+        self.stopped_early: str | None = None
+        self.scope = anyio.CancelScope()
+
+    async def run(self) -> Run:
+        started_at, started = time.time(), time.perf_counter()
+        for listener in self.listeners:
+            listener.start(self.plan)
+        with self.scope:
+            async with anyio.create_task_group() as tg:
+                if self.options.handle_signals:
+                    tg.start_soon(self._watch_signals)
+                async with anyio.create_task_group() as work:
+                    for task in self.plan.tasks.values():
+                        work.start_soon(self._run_task, task)
+                tg.cancel_scope.cancel()
+        unfinished = "interrupted before it finished" if self.interrupted else self.stopped_early
+        for task_id, task in self.plan.tasks.items():
+            if task_id not in self.results:
+                self._record(self._result(task, Status.skipped, reason=unfinished or "not run"))
+        return Run(
+            spec_name=self.plan.spec.name,
+            spec_path=str(self.plan.spec_path),
+            vars=redact_vars(self.plan.vars, self.redact),
+            phases=phase_infos(self.plan.spec.phases),
+            results=[self.results[task_id] for task_id in self.plan.tasks],
+            order=self.plan.order,
+            started_at=started_at,
+            duration=time.perf_counter() - started,
+            interrupted=self.interrupted,
+            stopped_early=self.stopped_early,
+        )
+
+    async def _watch_signals(self) -> None:
+        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async for _ in signals:
+                self.interrupted = True
+                self.scope.cancel()
+                return
+
+    def _record(self, result: Result) -> None:
+        self.results[result.task_id] = result
+        for listener in self.listeners:
+            listener.task_finished(result)
+        if self.options.fail_fast and result.bad and result.severity == "critical":
+            self.stopped_early = f"not run: --fail-fast stopped after {result.task_id}"
+            self.scope.cancel()
+
+    async def _run_task(self, task: Task) -> None:
+        try:
+            if task.skip:
+                self._record(self._result(task, Status.skipped, reason=task.skip))
+                return
+            blocker = await self._blocker(task)
+            if blocker:
+                self._record(self._result(task, Status.skipped, reason=f"blocked by {blocker}"))
+                return
+            if task.error:
+                self._record(self._result(task, Status.error, error=task.error))
+                return
+            async with self.limit, self.target_limits[task.target.name]:
+                for listener in self.listeners:
+                    listener.task_started(task)
+                self._record(await self._observe(task))
+        finally:
+            self.done[task.id].set()
+
+    async def _blocker(self, task: Task) -> str | None:
+        """The root task whose outcome blocks this one, if any."""
+        for need in task.needs:
+            await self.done[need.task_id].wait()
+            needed = self.results.get(need.task_id)
+            if needed is None:
+                continue
+            reason = needed.reason or ""
+            if reason.startswith("blocked by "):
+                if need.strict or needed.severity == "critical":
+                    return reason.removeprefix("blocked by ")
+            elif needed.bad and (need.strict or needed.severity == "critical"):
+                return needed.task_id
+        return None
+
+    async def _observe(self, task: Task) -> Result:
+        retry = task.check.retry
+        tries = retry.attempts if retry else 1
+        started_at, started = time.time(), time.perf_counter()
+        for attempt in range(1, tries + 1):
+            status, facts, error, reason = await self._attempt(task)
+            if status is Status.passed or attempt == tries or retry is None:
+                break
+            await anyio.sleep(retry.backoff * 2 ** (attempt - 1))
+        return self._result(
+            task,
+            status,
+            facts=facts,
+            error=error,
+            reason=reason,
+            attempts=attempt,
+            duration=time.perf_counter() - started,
+            started_at=started_at,
+        )
+
+    async def _attempt(self, task: Task) -> tuple[Status, dict[str, Any], str | None, str | None]:
+        assert task.params is not None
+        timeout = task.check.timeout
+        try:
+            target = self.pool.get(task.target)
+            ctx = ProbeContext(target=target, task_id=task.id)
+            with anyio.fail_after(timeout):
+                facts = await task.params.observe(ctx)
+        except TimeoutError:
+            return Status.error, {}, f"timed out after {_seconds(timeout)} (probe killed)", None
+        except ProbeError as exc:
+            return Status.error, {}, str(exc), None
+        except Exception as exc:
+            return (
+                Status.error,
+                {},
+                f"probe {task.params.kind} crashed: {type(exc).__name__}: {exc}",
+                None,
+            )
+        problems = evaluate(task.expect, facts)
+        return (
+            (Status.failed if problems else Status.passed),
+            facts,
+            None,
+            "; ".join(problems) or None,
+        )
+
+    def _result(
+        self,
+        task: Task,
+        status: Status,
+        *,
+        facts: dict[str, Any] | None = None,
+        error: str | None = None,
+        reason: str | None = None,
+        attempts: int = 0,
+        duration: float = 0.0,
+        started_at: float | None = None,
+    ) -> Result:
+        check = task.check
+        facts = facts or {}
+        cause = error or reason
+        context = {**task.context, "facts": facts, "error": error or "", "reason": cause or ""}
+        bad = status in (Status.failed, Status.error)
+        title = _text(check.title, context) or check.failure or check.id
+        return Result(
+            task_id=task.id,
+            check_id=check.id,
+            phase_id=task.phase.id,
+            target=task.target.name,
+            host=task.target.host,
+            cell=task.cell,
+            status=status,
+            severity=check.severity.value,
+            title=self.redact(title),
+            category=check.category,
+            failure=check.failure,
+            diagnostic=self.redact((_text(check.diagnostic, context) or cause) if bad else None),
+            fix=self.redact(_text(check.fix, context) if bad else None),
+            reason=self.redact(cause),
+            facts=self.redact(facts),
+            attempts=attempts,
+            duration=duration,
+            started_at=started_at,
+        )
+
+
+def _text(source: str | None, context: dict[str, Any]) -> str | None:
+    """Render a diagnostic/fix/title; a template naming a fact that was not observed falls
+    back to None so the caller shows the raw cause instead of crashing."""
+    if source is None:
+        return None
+    try:
+        return str(template.render(source, context))
+    except template.RenderError:
+        return None
+
+
+async def execute(
+    plan: Plan, options: Options | None = None, listeners: Sequence[Listener] = ()
+) -> Run:
+    """Run every task of the plan; always returns a complete Run."""
+    return await _Execution(plan, options or Options(), listeners).run()

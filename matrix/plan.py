@@ -1,0 +1,405 @@
+"""Spec → Plan: vars rendered, checks × targets × matrix cells expanded into tasks, a DAG.
+
+Everything that can be known without touching the world is decided here (probe params valid,
+expectations compiled, `when` evaluated, dependencies resolved, cycles found), so `validate`
+catches it and the engine only executes.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from fnmatch import fnmatch
+from typing import Any
+
+from pydantic import ValidationError
+
+from matrix import template
+from matrix.expect import Expectation, ExpectError, compile_expect
+from matrix.load import Loaded, display_name, template_problems, validation_problems
+from matrix.probe import ProbeClass, ProbeParams, registry
+from matrix.problems import Problem, SpecInvalid, did_you_mean
+from matrix.spec import Check, Phase, Spec, TargetSpec
+
+LOCAL_NAMES = ("local", "controller")
+
+
+@dataclass(frozen=True)
+class TargetRef:
+    """One concrete place a task runs: `local` or one host of a group."""
+
+    name: str
+    host: str
+    group: str
+    via: str = "local"
+    options: TargetSpec | None = None
+
+
+LOCAL = TargetRef("local", "localhost", "local")
+
+
+@dataclass(frozen=True)
+class Need:
+    """`strict` needs must pass; phase needs only block on critical failures."""
+
+    task_id: str
+    strict: bool
+
+
+@dataclass
+class Task:
+    """One (check × target × matrix cell): what the engine runs and reports on."""
+
+    id: str
+    check: Check
+    phase: Phase
+    target: TargetRef
+    cell: dict[str, Any]
+    context: dict[str, Any]
+    params: ProbeParams | None = None
+    expect: Expectation = field(default_factory=dict)
+    needs: list[Need] = field(default_factory=list)
+    skip: str | None = None
+    error: str | None = None
+
+
+@dataclass
+class Filters:
+    phases: Sequence[str] = ()
+    checks: Sequence[str] = ()
+    tags: Sequence[str] = ()
+    skip_tags: Sequence[str] = ()
+
+    def reason(self, check: Check, phase: Phase) -> str | None:
+        """Why a check is filtered out, or None when selected."""
+        if self.phases and phase.id not in self.phases:
+            return "filtered out by --phase"
+        if self.checks and not any(fnmatch(check.id, pattern) for pattern in self.checks):
+            return "filtered out by --check"
+        if self.tags and not set(self.tags) & set(check.tags):
+            return "filtered out by --tags"
+        if set(self.skip_tags) & set(check.tags):
+            return "filtered out by --skip-tags"
+        return None
+
+
+@dataclass
+class Plan:
+    spec: Spec
+    spec_path: str
+    vars: dict[str, Any]
+    tasks: dict[str, Task]
+    order: list[str]
+    targets: dict[str, TargetRef]
+
+    def phase_tasks(self, phase_id: str) -> list[Task]:
+        return [t for t in self.tasks.values() if t.phase.id == phase_id]
+
+
+class _Planner:
+    def __init__(self, loaded: Loaded, environ: Mapping[str, str]):
+        self.loaded = loaded
+        self.spec = loaded.spec
+        static = template_problems(loaded.spec, loaded.source)
+        self.problems: list[Problem] = [problem for _, problem in static]
+        self.unrenderable = {loc[:4] for loc, _ in static}
+        self.kinds = registry()
+        env = template.EnvView(environ, "environment variable")
+        secret = template.EnvView(environ, "secret", frozenset(self.spec.secrets))
+        self.base: dict[str, Any] = {"env": env, "secret": secret}
+        self.vars = self._render_vars()
+        self.base["vars"] = self.vars
+        self.groups = self._expand_targets()
+
+    def problem(self, loc: Sequence[Any], message: str, *, key: bool = False) -> None:
+        where, name = self.loaded.where(loc, key=key)
+        self.problems.append(Problem(where, name, message))
+
+    def _render_vars(self) -> dict[str, Any]:
+        rendered: dict[str, Any] = dict(self.spec.vars)
+        for name, value in self.spec.vars.items():
+            try:
+                rendered[name] = template.render_tree(value, {**self.base, "vars": rendered})
+            except template.RenderError as exc:
+                self.problem(("vars", name), str(exc))
+        return rendered
+
+    def _expand_targets(self) -> dict[str, list[TargetRef]]:
+        groups = {name: [LOCAL] for name in LOCAL_NAMES}
+        for name, spec in self.spec.targets.items():
+            if spec.via == "local":
+                groups[name] = [TargetRef(name, "localhost", name, "local", spec)]
+                continue
+            refs = []
+            for i, host in enumerate(spec.hosts):
+                try:
+                    host = str(template.render(host, self.base)).strip()
+                except template.RenderError as exc:
+                    self.problem(("targets", name, "hosts", i), str(exc))
+                    continue
+                if host:
+                    refs.append(TargetRef(host, host, name, spec.via, spec))
+            groups[name] = refs
+        return groups
+
+    # ── tasks ───────────────────────────────────────────────────────────────
+
+    def tasks_for(self, p: int, phase: Phase, c: int, check: Check, filters: Filters) -> list[Task]:
+        loc = ("phases", p, "checks", c)
+        kind = self.kinds.get(check.probe.kind)
+        if kind is None:
+            hint = did_you_mean(check.probe.kind, self.kinds)
+            self.problem((*loc, "probe", "kind"), f"unknown probe kind '{check.probe.kind}'{hint}")
+        targets = self._targets_of(loc, check)
+        tasks = []
+        for target, cell in itertools.product(targets, self._cells(loc, check)):
+            task = self._task(loc, phase, check, target, cell, kind)
+            task.skip = filters.reason(check, phase) or task.skip
+            tasks.append(task)
+        return tasks
+
+    def _targets_of(self, loc: tuple, check: Check) -> list[TargetRef]:
+        try:
+            name = str(template.render(check.on, self.base))
+        except template.RenderError as exc:
+            self.problem((*loc, "on"), str(exc))
+            return []
+        if name not in self.groups:
+            hint = did_you_mean(name, self.groups)
+            self.problem((*loc, "on"), f"unknown target '{name}'{hint}; declare it under targets:")
+            return []
+        if not self.groups[name]:
+            message = f"target group '{name}' has no hosts: set its hosts (or the vars they use)"
+            self.problem((*loc, "on"), message)
+        return self.groups[name]
+
+    def _cells(self, loc: tuple, check: Check) -> list[dict[str, Any]]:
+        axes = {}
+        for axis, values in check.matrix.items():
+            try:
+                axes[axis] = template.render_tree(values, self.base)
+            except template.RenderError as exc:
+                self.problem((*loc, "matrix", axis), str(exc))
+                return []
+        return [dict(zip(axes, combo)) for combo in itertools.product(*axes.values())]
+
+    def _task(
+        self,
+        loc: tuple,
+        phase: Phase,
+        check: Check,
+        target: TargetRef,
+        cell: dict[str, Any],
+        kind: ProbeClass | None,
+    ) -> Task:
+        task_id = check.id
+        if cell:
+            task_id += "[" + ",".join(f"{k}={v}" for k, v in cell.items()) + "]"
+        if target is not LOCAL:
+            task_id += f"@{target.name}"
+        context = {
+            **self.base,
+            "target": {"name": target.name, "host": target.host, "group": target.group},
+            "check": {
+                "id": check.id,
+                "title": check.title or check.failure or check.id,
+                "category": check.category,
+                "failure": check.failure,
+                "severity": check.severity.value,
+                "phase": phase.id,
+            },
+            "matrix": cell,
+        }
+        task = Task(task_id, check, phase, target, cell, context)
+        try:
+            if check.when is not None and not template.truthy(template.render(check.when, context)):
+                task.skip = f"when: {check.when} is false"
+            if kind is not None:
+                task.params = self._params(loc, check, kind, context)
+                task.expect = self._expect(loc, check, kind, context)
+        except template.NotConfigured as exc:
+            task.error = str(exc)
+        return task
+
+    def _params(
+        self, loc: tuple, check: Check, kind: ProbeClass, context: dict
+    ) -> ProbeParams | None:
+        raw = dict(check.probe.model_extra or {})
+        try:
+            rendered = template.render_tree(raw, context, shell_keys=frozenset({"shell"}))
+        except template.NotConfigured:
+            raise
+        except template.RenderError as exc:
+            if loc not in self.unrenderable:
+                self.problem((*loc, "probe"), str(exc))
+            return None
+        try:
+            return kind.model_validate(rendered)
+        except ValidationError as exc:
+            source = self.loaded.source["phases"][loc[1]]["checks"][loc[3]]["probe"]
+            prefix = self.loaded.where((*loc, "probe"))[1]
+            for problem in validation_problems(exc, source, kind):
+                name = f"{prefix}.{problem.key}" if problem.key else prefix
+                self.problems.append(Problem(problem.where, name, problem.message))
+            return None
+
+    def _expect(self, loc: tuple, check: Check, kind: ProbeClass, context: dict) -> Expectation:
+        declared = check.expect is not None
+        try:
+            raw = template.render_tree(check.expect if declared else kind.default_expect, context)
+        except template.NotConfigured:
+            raise
+        except template.RenderError as exc:
+            if loc not in self.unrenderable:
+                self.problem((*loc, "expect"), str(exc))
+            return {}
+        try:
+            return compile_expect(raw)
+        except ExpectError as exc:
+            if not declared:
+                raise
+            self.problem((*loc, "expect", *exc.path), str(exc), key=True)
+            return {}
+
+    # ── dependencies ────────────────────────────────────────────────────────
+
+    def link(self, tasks: dict[str, Task]) -> None:
+        by_check: dict[str, list[Task]] = {}
+        by_phase: dict[str, list[Task]] = {}
+        for task in tasks.values():
+            by_check.setdefault(task.check.id, []).append(task)
+            by_phase.setdefault(task.phase.id, []).append(task)
+        phase_ids = {phase.id for phase in self.spec.phases}
+        check_ids = {check.id for phase in self.spec.phases for check in phase.checks}
+        for p, phase in enumerate(self.spec.phases):
+            for i, ref in enumerate(phase.needs):
+                if ref not in phase_ids:
+                    message = f"unknown phase '{ref}'{did_you_mean(ref, phase_ids)}"
+                    self.problem(("phases", p, "needs", i), message)
+            for c, check in enumerate(phase.checks):
+                for i, ref in enumerate(check.needs):
+                    if ref not in check_ids and ref not in phase_ids:
+                        hint = did_you_mean(ref, [*check_ids, *phase_ids])
+                        self.problem(
+                            ("phases", p, "checks", c, "needs", i),
+                            f"unknown check or phase '{ref}'{hint}",
+                        )
+        for task in tasks.values():
+            for ref in task.check.needs:
+                if ref in check_ids:
+                    needed = by_check.get(ref, [])
+                    same_host = [t for t in needed if t.target == task.target]
+                    task.needs += [Need(t.id, True) for t in same_host or needed]
+                else:
+                    task.needs += [Need(t.id, False) for t in by_phase.get(ref, [])]
+            for ref in task.phase.needs:
+                task.needs += [Need(t.id, False) for t in by_phase.get(ref, [])]
+
+    def find_cycle(self) -> None:
+        """Dependency cycles over checks and phases, reported with the loop spelled out."""
+        edges: dict[str, list[str]] = {}
+        where: dict[str, tuple] = {}
+        for p, phase in enumerate(self.spec.phases):
+            node = f"phase {phase.id}"
+            edges[node] = [f"check {c.id}" for c in phase.checks] + [
+                f"phase {r}" for r in phase.needs
+            ]
+            where[node] = ("phases", p, "needs")
+            for c, check in enumerate(phase.checks):
+                refs = [*check.needs, *phase.needs]
+                edges[f"check {check.id}"] = [
+                    f"phase {r}" if r in {ph.id for ph in self.spec.phases} else f"check {r}"
+                    for r in refs
+                ]
+                where[f"check {check.id}"] = ("phases", p, "checks", c, "needs")
+        cycle = _first_cycle(edges)
+        if cycle:
+            loop = " → ".join(cycle)
+            self.problem(where[cycle[0]], f"dependency cycle: {loop}")
+
+
+def _first_cycle(edges: Mapping[str, list[str]]) -> list[str] | None:
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        stack.append(node)
+        for nxt in edges.get(node, []):
+            if state.get(nxt) == 1:
+                return [*stack[stack.index(nxt) :], nxt]
+            if nxt not in state and (found := visit(nxt)):
+                return found
+        stack.pop()
+        state[node] = 2
+        return None
+
+    for node in edges:
+        if node not in state and (found := visit(node)):
+            return found
+    return None
+
+
+def _topological(tasks: Mapping[str, Task]) -> list[str]:
+    """Spec order, moved only as far as dependencies require (for the fix list)."""
+    order, seen = [], set()
+
+    def visit(task_id: str) -> None:
+        if task_id in seen:
+            return
+        seen.add(task_id)
+        for need in tasks[task_id].needs:
+            visit(need.task_id)
+        order.append(task_id)
+
+    for task_id in tasks:
+        visit(task_id)
+    return order
+
+
+def _include_dependencies(tasks: dict[str, Task], selected: Iterable[Task]) -> None:
+    """A selected check pulls in the checks it strictly needs: they cannot be skipped."""
+    pending = [t for t in selected if not (t.skip or "").startswith("filtered")]
+    while pending:
+        for need in pending.pop().needs:
+            needed = tasks[need.task_id]
+            if need.strict and (needed.skip or "").startswith("filtered"):
+                needed.skip = None
+                pending.append(needed)
+
+
+def build_plan(
+    loaded: Loaded, filters: Filters | None = None, environ: Mapping[str, str] | None = None
+) -> Plan:
+    """Expand the spec; raise SpecInvalid listing every problem found."""
+    filters = filters or Filters()
+    planner = _Planner(loaded, os.environ if environ is None else environ)
+    tasks: dict[str, Task] = {}
+    seen_ids: dict[str, tuple] = {}
+    for p, phase in enumerate(loaded.spec.phases):
+        if phase.id in seen_ids:
+            planner.problem(
+                ("phases", p, "id"), "duplicate id (ids must be unique across the spec)"
+            )
+        seen_ids.setdefault(phase.id, ("phases", p))
+        for c, check in enumerate(phase.checks):
+            if check.id in seen_ids:
+                planner.problem(
+                    ("phases", p, "checks", c, "id"),
+                    "duplicate id (ids must be unique across the spec)",
+                )
+                continue
+            seen_ids[check.id] = ("phases", p, "checks", c)
+            for task in planner.tasks_for(p, phase, c, check, filters):
+                tasks[task.id] = task
+    planner.find_cycle()
+    planner.link(tasks)
+    if planner.problems:
+        raise SpecInvalid(planner.problems)
+    _include_dependencies(tasks, tasks.values())
+    targets = {t.target.name: t.target for t in tasks.values()}
+    return Plan(
+        loaded.spec, display_name(loaded.path), planner.vars, tasks, _topological(tasks), targets
+    )

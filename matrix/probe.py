@@ -1,0 +1,128 @@
+"""The probe contract: a probe kind is a pydantic params model with an async `observe`.
+
+Built-in kinds live in `probes/`; third-party kinds register through the `matrix.probes`
+entry-point group. Importing a probe module must stay cheap (no torch/boto/asyncssh at module
+level) because `validate` and `list` load every kind to check params.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+if TYPE_CHECKING:
+    from matrix.targets import Completed, Target
+
+BUILTIN_MODULES = (
+    "probes.command",
+    "probes.files",
+    "probes.host",
+    "probes.net",
+    "probes.pyenv",
+)
+ENTRY_POINT_GROUP = "matrix.probes"
+RunsOn = Literal["target", "controller"]
+
+
+class ProbeError(Exception):
+    """The probe could not observe; the task becomes an `error` with this message."""
+
+
+class ProbeParams(BaseModel):
+    """Base of every probe kind: fields are the probe's params, validated from the spec."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: ClassVar[str]
+    runs_on: ClassVar[RunsOn] = "target"
+    default_expect: ClassVar[dict[str, Any]] = {}
+    facts: ClassVar[dict[str, str]] = {}
+
+    async def observe(self, ctx: ProbeContext) -> dict[str, Any]:
+        raise NotImplementedError
+
+
+ProbeClass = type[ProbeParams]
+_REGISTRY: dict[str, ProbeClass] = {}
+
+
+def probe(
+    kind: str,
+    *,
+    runs_on: RunsOn = "target",
+    default_expect: dict[str, Any] | None = None,
+    facts: dict[str, str] | None = None,
+) -> Callable[[ProbeClass], ProbeClass]:
+    """Register a probe kind. `facts` documents what `observe` returns (name → meaning)."""
+
+    def register(cls: ProbeClass) -> ProbeClass:
+        cls.kind = kind
+        cls.runs_on = runs_on
+        cls.default_expect = default_expect or {}
+        cls.facts = facts or {}
+        _REGISTRY[kind] = cls
+        return cls
+
+    return register
+
+
+@cache
+def registry() -> Mapping[str, ProbeClass]:
+    """Every known probe kind: built-ins first, then entry-point plugins."""
+    for name in BUILTIN_MODULES:
+        importlib.import_module(name)
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        ep.load()
+    return dict(_REGISTRY)
+
+
+@dataclass
+class ProbeContext:
+    """What a probe may touch: the target it runs on and the task's environment."""
+
+    target: Target
+    task_id: str
+    env: dict[str, str] = field(default_factory=dict)
+
+    async def run(self, argv: list[str], *, input: bytes | None = None) -> Completed:
+        """Run argv on the target (never through a shell unless argv says so)."""
+        return await self.target.run(argv, input=input, env=self.env)
+
+    async def python(self, script: str | Path, params: Mapping[str, Any]) -> dict[str, Any]:
+        """Run a remote script with the target's python; return the facts it printed.
+
+        `script` is a built-in name from probes/remote/ or a path to a plugin's script. The
+        source travels on stdin, so nothing is left on the host.
+        """
+        source = remote_source(str(script))
+        done = await self.run([self.target.python, "-", json.dumps(params)], input=source)
+        try:
+            reply = json.loads(done.stdout)
+        except ValueError:
+            tail = done.stderr.decode(errors="replace").strip().splitlines()[-3:]
+            raise ProbeError(
+                f"{self.target.python} on {self.target.name} exited {done.exit_code} "
+                f"without a result: {' | '.join(tail) or 'no output'}"
+            ) from None
+        if "error" in reply:
+            raise ProbeError(reply["error"])
+        return reply["facts"]
+
+
+@cache
+def remote_source(script: str) -> bytes:
+    """Prelude + script + entry call, as one self-contained program."""
+    remote = resources.files("probes") / "remote"
+    path = Path(script) if script.endswith(".py") else Path(str(remote / f"{script}.py"))
+    prelude = (remote / "_prelude.py").read_text()
+    return f"{prelude}\n{path.read_text()}\nmain(observe)\n".encode()

@@ -1,0 +1,203 @@
+"""Results of a run, the verdict and the readiness score: the one source every reporter reads."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from enum import Enum
+from typing import Any
+
+RUN_SCHEMA = "https://preflight-matrix.dev/schemas/run-v1.json"
+RUN_SCHEMA_VERSION = 1
+
+
+class Status(str, Enum):
+    passed = "pass"
+    failed = "fail"
+    error = "error"
+    skipped = "skip"
+
+
+class Verdict(str, Enum):
+    ready = "READY"
+    caution = "CAUTION"
+    blocked = "BLOCKED"
+
+
+@dataclass
+class Result:
+    """What one task observed and concluded; already redacted."""
+
+    task_id: str
+    check_id: str
+    phase_id: str
+    target: str
+    host: str
+    cell: dict[str, Any]
+    status: Status
+    severity: str
+    title: str
+    category: str | None = None
+    failure: str | None = None
+    diagnostic: str | None = None
+    fix: str | None = None
+    reason: str | None = None
+    facts: dict[str, Any] = field(default_factory=dict)
+    attempts: int = 0
+    duration: float = 0.0
+    started_at: float | None = None
+
+    @property
+    def bad(self) -> bool:
+        """Failed or errored: what the verdict and fix list care about."""
+        return self.status in (Status.failed, Status.error)
+
+
+@dataclass
+class PhaseInfo:
+    id: str
+    title: str
+    weight: float
+    check_weights: dict[str, float]
+
+
+@dataclass
+class PhaseScore:
+    id: str
+    title: str
+    weight: float
+    score: float
+    passed: int
+    total: int
+    duration: float
+
+
+@dataclass
+class Run:
+    """One execution of a plan. Verdict and score are derived, never stored twice."""
+
+    spec_name: str
+    spec_path: str
+    vars: dict[str, Any]
+    phases: list[PhaseInfo]
+    results: list[Result]
+    order: list[str]
+    started_at: float
+    duration: float
+    interrupted: bool = False
+    stopped_early: str | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def verdict(self) -> Verdict:
+        return verdict(self.results)
+
+    def phase_scores(self) -> list[PhaseScore]:
+        return [phase_score(info, self.results) for info in self.phases]
+
+    @property
+    def score(self) -> float:
+        return total_score(self.phase_scores())
+
+    def fixes(self) -> list[Result]:
+        """Failing critical and warning results in dependency order."""
+        rank = {task_id: i for i, task_id in enumerate(self.order)}
+        bad = [r for r in self.results if r.bad and r.severity != "info"]
+        return sorted(bad, key=lambda r: rank.get(r.task_id, len(rank)))
+
+    def counts(self) -> dict[str, int]:
+        found = {status.value: 0 for status in Status}
+        for result in self.results:
+            found[result.status.value] += 1
+        return found
+
+    def exit_code(self, *, strict: bool = False) -> int:
+        if self.interrupted:
+            return 130
+        if self.verdict is Verdict.blocked:
+            return 1
+        return 1 if strict and self.verdict is Verdict.caution else 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """The documented JSON form (docs/json-report.md), versioned by `schema_version`."""
+        return {
+            "$schema": RUN_SCHEMA,
+            "schema_version": RUN_SCHEMA_VERSION,
+            "spec": {"name": self.spec_name, "path": self.spec_path},
+            "vars": self.vars,
+            "verdict": self.verdict.value,
+            "score": round(self.score, 1),
+            "started_at": self.started_at,
+            "duration": round(self.duration, 3),
+            "interrupted": self.interrupted,
+            "stopped_early": self.stopped_early,
+            "warnings": self.warnings,
+            "counts": self.counts(),
+            "phases": [asdict(p) | {"score": round(p.score, 2)} for p in self.phase_scores()],
+            "results": [_result_dict(r) for r in self.results],
+        }
+
+
+def _result_dict(result: Result) -> dict[str, Any]:
+    data = asdict(result)
+    data["status"] = result.status.value
+    data["duration"] = round(result.duration, 4)
+    return data
+
+
+def verdict(results: Sequence[Result]) -> Verdict:
+    """BLOCKED if a critical check failed or errored, CAUTION if a warning did, else READY."""
+    severities = {r.severity for r in results if r.bad}
+    if "critical" in severities:
+        return Verdict.blocked
+    if "warning" in severities:
+        return Verdict.caution
+    return Verdict.ready
+
+
+def _counts_toward_score(result: Result) -> bool:
+    """Not applicable (when false, filtered out) is left out; blocked counts as not passed."""
+    return result.status is not Status.skipped or (result.reason or "").startswith(
+        ("blocked", "interrupted", "not run")
+    )
+
+
+def phase_score(info: PhaseInfo, results: Sequence[Result]) -> PhaseScore:
+    """weight × (check weight that passed / check weight that applied); tasks split a check."""
+    mine = [r for r in results if r.phase_id == info.id]
+    counted = [r for r in mine if _counts_toward_score(r)]
+    per_check: dict[str, list[Result]] = {}
+    for result in counted:
+        per_check.setdefault(result.check_id, []).append(result)
+    applied = sum(info.check_weights.get(c, 1.0) for c in per_check)
+    earned = sum(
+        info.check_weights.get(c, 1.0) * sum(r.status is Status.passed for r in rs) / len(rs)
+        for c, rs in per_check.items()
+    )
+    share = earned / applied if applied else 1.0
+    return PhaseScore(
+        id=info.id,
+        title=info.title,
+        weight=info.weight if applied else 0.0,
+        score=info.weight * share if applied else 0.0,
+        passed=sum(r.status is Status.passed for r in counted),
+        total=len(counted),
+        duration=max((r.duration for r in mine), default=0.0),
+    )
+
+
+def total_score(scores: Sequence[PhaseScore]) -> float:
+    """Out of 100: phases that applied, normalised by their weights."""
+    weight = sum(s.weight for s in scores)
+    return 100.0 * sum(s.score for s in scores) / weight if weight else 100.0
+
+
+def phase_infos(phases: Sequence[Any]) -> list[PhaseInfo]:
+    return [
+        PhaseInfo(p.id, p.title or p.id, p.weight, {c.id: c.weight for c in p.checks})
+        for p in phases
+    ]
+
+
+def redact_vars(values: Mapping[str, Any], redact: Any) -> dict[str, Any]:
+    return {k: redact(v) for k, v in values.items()}

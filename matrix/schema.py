@@ -1,0 +1,45 @@
+"""JSON Schema of the spec for YAML editors, with each probe kind's params spelled out."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from matrix.probe import registry
+from matrix.spec import Spec
+
+TEMPLATE = {"type": "string", "pattern": r"\{\{|\{%", "description": "a Jinja2 template"}
+
+
+def _templatable(schema: dict[str, Any]) -> dict[str, Any]:
+    """Any param may be a template string that renders to the declared type."""
+    if schema.get("type") == "string":
+        return schema
+    return {"anyOf": [schema, TEMPLATE], **{k: schema[k] for k in ("description",) if k in schema}}
+
+
+def probe_schema(kind: str, params: dict[str, Any]) -> dict[str, Any]:
+    properties = {name: _templatable(value) for name, value in params.get("properties", {}).items()}
+    return {
+        "type": "object",
+        "title": kind,
+        "description": params.get("description", ""),
+        "properties": {"kind": {"const": kind}, **properties},
+        "required": ["kind", *params.get("required", [])],
+        "additionalProperties": False,
+    }
+
+
+def spec_schema() -> dict[str, Any]:
+    schema = copy.deepcopy(Spec.model_json_schema())
+    defs = schema.setdefault("$defs", {})
+    choices = []
+    for kind, cls in sorted(registry().items()):
+        params = cls.model_json_schema(ref_template="#/$defs/{model}")
+        defs.update(params.pop("$defs", {}))
+        choices.append(probe_schema(kind, params))
+    description = defs["ProbeRef"].get("description", "")
+    defs["ProbeRef"] = {"description": description, "oneOf": choices}
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "matrix spec"
+    return schema

@@ -1,0 +1,162 @@
+"""Pydantic models of the spec YAML: the single source of the schema (`matrix schema`)."""
+
+from __future__ import annotations
+
+import re
+from enum import Enum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+
+
+def parse_duration(value: Any) -> Any:
+    """'500ms', '10s', '2m', '1h' or a number of seconds → float seconds."""
+    if isinstance(value, str):
+        found = _DURATION.match(value)
+        if not found:
+            raise ValueError(f"expected a duration like 500ms, 10s, 2m or 1h, got {value!r}")
+        return float(found[1]) * _UNITS[found[2]]
+    return value
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration), Field(ge=0)]
+Id = Annotated[str, Field(pattern=ID_PATTERN)]
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
+
+class Severity(str, Enum):
+    critical = "critical"
+    warning = "warning"
+    info = "info"
+
+
+class Retry(Model):
+    """Retry a check that did not pass, waiting backoff × 2^(attempt-1) between tries."""
+
+    attempts: int = Field(3, ge=1, le=100)
+    """Total tries, the first included."""
+    backoff: Duration = 1.0
+    """Wait before the second try; doubles after each further one."""
+
+
+class ProbeRef(BaseModel):
+    """`kind` picks the probe; every other key is one of that kind's params."""
+
+    model_config = ConfigDict(extra="allow")
+
+    kind: str
+    """Probe kind, e.g. `disk`, `command`, `python` (see `matrix list --probes`)."""
+
+
+class TargetSpec(Model):
+    """A named group of hosts probes can run `on`."""
+
+    via: Literal["local", "ssh"] = "ssh"
+    """`ssh` for remote hosts, `local` for this machine (e.g. with another python)."""
+    hosts: list[str] = []
+    """Host names or addresses (`host` or `host:port`); templated."""
+    user: str | None = None
+    """SSH login user (default: ~/.ssh/config, then the local user)."""
+    port: int | None = Field(None, ge=1, le=65535)
+    """SSH port (default 22)."""
+    key: str | None = None
+    """Private key file."""
+    keys: list[str] = []
+    """Several private key files, tried in order."""
+    password: str | None = None
+    """Password: must be a `{{ secret.NAME }}` reference, never a literal."""
+    jump: list[str] = []
+    """ProxyJump hops, `user@host:port`, outermost first."""
+    known_hosts: str | None = None
+    """known_hosts file used to verify host keys (default ~/.ssh/known_hosts)."""
+    insecure: bool = False
+    """Skip host key verification; every report warns about it."""
+    connect_timeout: Duration = 10.0
+    """Seconds to wait for a connection."""
+    max_sessions: int = Field(4, ge=1, le=64)
+    """Concurrent channels per host; keep below the server's MaxSessions."""
+    python: str | None = None
+    """Python interpreter on the host for python-based probes (default python3)."""
+
+
+class Check(Model):
+    """One row of the failure matrix."""
+
+    id: Id
+    """Unique id across the spec, used by `needs`, filters and reports."""
+    title: str | None = None
+    """Short human name; defaults to the failure mode or the id."""
+    category: str | None = None
+    """Test category, e.g. `AWS Credentials`."""
+    failure: str | None = None
+    """The failure mode this row guards against, e.g. `Invalid/expired credentials`."""
+    severity: Severity = Severity.critical
+    """critical blocks the deploy, warning asks for caution, info only informs."""
+    probe: ProbeRef
+    """What to observe: `{kind: ..., <params>}`; params are templated."""
+    expect: dict[str, Any] | None = None
+    """Matchers over facts (`{free_gb: {ge: 100}}`); omitted → the probe's default."""
+    diagnostic: str | None = None
+    """Printed when the check fails; sees facts, error, vars, target, check, matrix."""
+    fix: str | None = None
+    """The fix action printed with the diagnostic."""
+    needs: list[str] = []
+    """Checks or phases that must pass first; otherwise this one is skipped as blocked."""
+    on: str = "local"
+    """Target group to run on; fans out to one task per host."""
+    timeout: Duration = 60.0
+    """Seconds before the probe (and its processes) is killed and the task errors."""
+    retry: Retry | None = None
+    """Retry a check that did not pass."""
+    tags: list[str] = []
+    """Labels for --tags / --skip-tags."""
+    when: str | bool | None = None
+    """Template that must render true for the check to run (e.g. `{{ vars.use_gpu }}`)."""
+    matrix: dict[str, list[Any]] = {}
+    """Axes to expand: `{batch_size: [8, 16]}` → one task per combination."""
+    weight: float = Field(1.0, ge=0)
+    """Share of its phase's score relative to sibling checks."""
+
+
+class Phase(Model):
+    """A named group of checks with a weight in the readiness score."""
+
+    id: Id
+    """Unique id, referenced by `needs`."""
+    title: str | None = None
+    """Heading shown in reports."""
+    weight: float = Field(10.0, ge=0)
+    """Points this phase contributes to the 100-point readiness score."""
+    needs: list[str] = []
+    """Phases that must not be blocked (no critical check failed) before this one runs."""
+    checks: list[Check] = []
+    """The failure-matrix rows of this phase."""
+
+
+class Spec(Model):
+    """A failure matrix: vars, targets and phases of checks."""
+
+    version: Literal[1]
+    """Spec format version; always 1."""
+    name: str
+    """Name of the pipeline or system under test."""
+    description: str | None = None
+    """What this spec covers."""
+    include: list[str] = []
+    """Other spec files merged in (by phase id), relative to this file."""
+    vars: dict[str, Any] = {}
+    """Defaults for `{{ vars.* }}`; override with --var k=v or --vars file.yaml."""
+    secrets: list[str] = []
+    """Environment variables whose values are secrets: readable as `{{ secret.NAME }}`,
+    replaced by *** in every output."""
+    targets: dict[Id, TargetSpec] = {}
+    """Named host groups; `local` always exists."""
+    phases: list[Phase] = []
+    """Phases in report order."""

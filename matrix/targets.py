@@ -1,0 +1,149 @@
+"""Where probes run. `local` runs subprocesses here; SSH hosts plug in behind the same `run`.
+
+Every subprocess starts in its own session so a timeout or Ctrl-C can kill the whole process
+group: a probe never leaves orphans behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+import anyio
+from anyio.abc import ByteReceiveStream
+
+from matrix.probe import ProbeError
+
+if TYPE_CHECKING:
+    from matrix.plan import TargetRef
+
+OUTPUT_LIMIT = 1 << 20  # bytes kept per stream; the rest is drained and counted
+
+
+@dataclass(frozen=True)
+class Completed:
+    """What a command did on a target."""
+
+    exit_code: int
+    stdout: bytes
+    stderr: bytes
+    duration: float
+    truncated: bool = False
+
+
+class Target(Protocol):
+    """One place probes run: `local` or one SSH host."""
+
+    name: str
+    host: str
+    group: str
+    python: str
+
+    async def run(
+        self,
+        argv: Sequence[str],
+        *,
+        input: bytes | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> Completed: ...
+
+
+@dataclass
+class LocalTarget:
+    """The machine running matrix (also reachable as `controller`)."""
+
+    name: str = "local"
+    host: str = "localhost"
+    group: str = "local"
+    python: str = sys.executable
+
+    async def run(
+        self,
+        argv: Sequence[str],
+        *,
+        input: bytes | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> Completed:
+        started = time.perf_counter()
+        try:
+            proc = await anyio.open_process(
+                list(argv),
+                stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env={**os.environ, **env} if env else None,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            return Completed(127, b"", f"{argv[0]}: {exc.strerror}".encode(), 0.0)
+        out, err = bytearray(), bytearray()
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(_drain, proc.stdout, out)
+                tg.start_soon(_drain, proc.stderr, err)
+                if input is not None and proc.stdin is not None:
+                    async with proc.stdin:
+                        await proc.stdin.send(input)
+            code = await proc.wait()
+        finally:
+            if proc.returncode is None:
+                with anyio.CancelScope(shield=True):
+                    _kill_group(proc.pid)
+                    await proc.wait()
+        truncated = len(out) > OUTPUT_LIMIT or len(err) > OUTPUT_LIMIT
+        return Completed(
+            code,
+            bytes(out[:OUTPUT_LIMIT]),
+            bytes(err[:OUTPUT_LIMIT]),
+            time.perf_counter() - started,
+            truncated,
+        )
+
+
+async def _drain(stream: ByteReceiveStream | None, sink: bytearray) -> None:
+    """Read a stream to its end, keeping at most one byte past OUTPUT_LIMIT."""
+    if stream is None:
+        return
+    async for chunk in stream:
+        if len(sink) <= OUTPUT_LIMIT:
+            sink += chunk[: OUTPUT_LIMIT + 1 - len(sink)]
+
+
+def _kill_group(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)
+
+
+class TargetPool:
+    """One Target per concrete place, created on first use and shared by its tasks."""
+
+    def __init__(self) -> None:
+        self._targets: dict[str, Target] = {}
+
+    def get(self, ref: TargetRef) -> Target:
+        if ref.name not in self._targets:
+            self._targets[ref.name] = self._open(ref)
+        return self._targets[ref.name]
+
+    @staticmethod
+    def _open(ref: TargetRef) -> Target:
+        if ref.via == "local":
+            python = ref.options.python if ref.options and ref.options.python else sys.executable
+            return LocalTarget(ref.name, ref.host, ref.group, python)
+        raise ProbeError(
+            f"cannot reach {ref.name}: `via: {ref.via}` targets are not supported by this "
+            "version of matrix — run the check on `local` or upgrade matrix"
+        )
+
+    def limit(self, ref: TargetRef, default: int) -> int:
+        """How many tasks may run on this target at once."""
+        if ref.via == "ssh" and ref.options is not None:
+            return ref.options.max_sessions
+        return default

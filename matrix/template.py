@@ -1,0 +1,139 @@
+"""Jinja2 sandbox for every templated string in a spec.
+
+Strict undefined variables catch typos; a string that is one `{{ expression }}` renders to the
+expression's native value so `ge: "{{ vars.min_free_gb }}"` stays a number; in `shell:` strings
+every expression is shell-quoted so vars can never inject commands.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from collections.abc import Iterator, Mapping
+from functools import lru_cache
+from typing import Any
+
+from jinja2 import StrictUndefined, TemplateError, meta, nodes
+from jinja2.runtime import Undefined
+from jinja2.sandbox import SandboxedEnvironment
+
+CONTEXT_NAMES = frozenset(
+    {"vars", "env", "target", "facts", "error", "check", "secret", "matrix", "reason"}
+)
+_SINGLE = re.compile(r"^\s*\{\{(?P<expr>(?:(?!\}\}).)*)\}\}\s*$", re.S)
+
+
+class RenderError(Exception):
+    """A template could not be rendered; the message says which name or why."""
+
+
+class NotConfigured(RenderError):
+    """An environment variable or secret a template needs is not set on this machine."""
+
+
+def _environment(**options: Any) -> SandboxedEnvironment:
+    return SandboxedEnvironment(
+        undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True, **options
+    )
+
+
+_PLAIN = _environment()
+_SHELL = _environment(finalize=lambda value: shlex.quote(str(value)))
+
+
+def is_template(text: Any) -> bool:
+    return isinstance(text, str) and ("{{" in text or "{%" in text)
+
+
+@lru_cache(maxsize=4096)
+def _compile(text: str, shell: bool) -> Any:
+    single = None if shell else _SINGLE.match(text)
+    env = _SHELL if shell else _PLAIN
+    if single and "{{" not in single["expr"]:
+        return env.compile_expression(single["expr"], undefined_to_none=False)
+    return env.from_string(text).render
+
+
+def render(text: Any, context: Mapping[str, Any], *, shell: bool = False) -> Any:
+    """Render one value; non-strings and plain strings pass through untouched."""
+    if not is_template(text):
+        return text
+    try:
+        value = _compile(text, shell)(**context)
+        if isinstance(value, Undefined):
+            str(value)  # raises UndefinedError with the missing name
+    except RenderError:
+        raise
+    except TemplateError as exc:
+        raise RenderError(f"{exc.message} in {text!r}") from None
+    except Exception as exc:
+        raise RenderError(f"{type(exc).__name__}: {exc} in {text!r}") from None
+    return value
+
+
+def render_tree(value: Any, context: Mapping[str, Any], *, shell_keys: frozenset = frozenset()):
+    """Render every string in nested dicts/lists; keys in shell_keys render shell-quoted."""
+    if isinstance(value, Mapping):
+        return {
+            k: (
+                render(v, context, shell=True)
+                if k in shell_keys and isinstance(v, str)
+                else render_tree(v, context)
+            )
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [render_tree(v, context) for v in value]
+    return render(value, context)
+
+
+def truthy(value: Any) -> bool:
+    """`when` semantics: YAML-ish strings like 'false', 'no', '0', '' are false."""
+    if isinstance(value, str):
+        return value.strip().lower() not in {"", "false", "no", "off", "0", "none"}
+    return bool(value)
+
+
+def references(text: str) -> Iterator[tuple[str, str | None]]:
+    """(name, attribute) pairs a template reads, e.g. ('vars', 'gpu_host'); raises on syntax."""
+    try:
+        tree = _PLAIN.parse(text)
+    except TemplateError as exc:
+        raise RenderError(f"template syntax error: {exc.message}") from None
+    for name in meta.find_undeclared_variables(tree):
+        yield name, None
+    for node in tree.find_all(nodes.Getattr):
+        if isinstance(node.node, nodes.Name):
+            yield node.node.name, node.attr
+    for node in tree.find_all(nodes.Getitem):
+        if isinstance(node.node, nodes.Name) and isinstance(node.arg, nodes.Const):
+            yield node.node.name, str(node.arg.value)
+
+
+def is_known_global(name: str) -> bool:
+    return name in CONTEXT_NAMES or name in _PLAIN.globals
+
+
+class EnvView(Mapping[str, str]):
+    """`env` / `secret` in templates: a missing variable says exactly what to export."""
+
+    def __init__(self, source: Mapping[str, str], label: str, allowed: frozenset | None = None):
+        self._source = source
+        self._label = label
+        self._allowed = allowed
+
+    def __getitem__(self, name: str) -> str:
+        if self._allowed is not None and name not in self._allowed:
+            raise RenderError(f"{name} is not listed under `secrets:` in the spec")
+        if name not in self._source:
+            raise NotConfigured(f"{self._label} {name} is not set: export {name}=… and re-run")
+        return self._source[name]
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return self._source.get(name, default)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._allowed if self._allowed is not None else self._source)
+
+    def __len__(self) -> int:
+        return len(self._allowed if self._allowed is not None else self._source)

@@ -1,0 +1,70 @@
+"""`memory`, `env`: the target host's RAM and environment, read by probes/remote/host.py.
+
+Environment variables are read on the target, where the pipeline will run, not in matrix's own
+process; a `path` variable is checked for existence there too.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import model_validator
+
+from matrix.probe import ProbeContext, ProbeParams, probe
+
+
+class _Host(ProbeParams):
+    """Shared `observe`: ship the params to the remote script under this probe's kind."""
+
+    async def observe(self, ctx: ProbeContext) -> dict[str, Any]:
+        return await ctx.python("host", {"op": self.kind, **self.model_dump()})
+
+
+@probe(
+    "memory",
+    facts={
+        "total_gb": "physical memory in GB (1024³ bytes)",
+        "available_gb": "GB that can be allocated without swapping (MemAvailable)",
+        "used_percent": "share not available, 0-100",
+        "swap_total_gb": "swap size in GB (Linux only)",
+        "swap_free_gb": "unused swap in GB (Linux only)",
+    },
+)
+class Memory(_Host):
+    """RAM and swap of the target; passes when observed, so set `expect`."""
+
+
+@probe(
+    "env",
+    default_expect={"valid": True},
+    facts={
+        "name": "the variable's name",
+        "present": "the variable is set (possibly to an empty string)",
+        "empty": "it is set to an empty string",
+        "value": "the raw value (redacted when the name is in `secrets`)",
+        "typed": "the value converted to `type`; null when unset or unconvertible",
+        "valid": "set (or not required), of the right type, in range and among `choices`",
+        "problem": "why it is not valid, e.g. \"BATCH=0 is below min 1\"; null when valid",
+    },
+)
+class Env(_Host):
+    """An environment variable on the target, typed and range-checked."""
+
+    name: str
+    """Variable name, e.g. CUDA_VISIBLE_DEVICES."""
+    type: Literal["str", "int", "float", "bool", "path"] = "str"
+    """bool takes 1/0, true/false, yes/no, on/off; path must exist on the target."""
+    min: float | None = None
+    """Smallest allowed value (int and float only)."""
+    max: float | None = None
+    """Largest allowed value (int and float only)."""
+    choices: list[str] | None = None
+    """Allowed raw values."""
+    required: bool = True
+    """When false, an unset variable is valid."""
+
+    @model_validator(mode="after")
+    def _numeric_bounds(self) -> Env:
+        if (self.min is not None or self.max is not None) and self.type not in ("int", "float"):
+            raise ValueError(f"min and max need type int or float, not {self.type}")
+        return self

@@ -1,0 +1,19 @@
+# Prepended to every remote script: read params from argv, print one JSON reply.
+# Stdlib only; runs on any python3 >= 3.8 on the target.
+import json
+import sys
+
+
+class ObserveError(Exception):
+    """Raised by a script when it cannot observe; reported as the probe's error."""
+
+
+def main(observe):
+    params = json.loads(sys.argv[1]) if len(sys.argv) > 1 else {}
+    try:
+        reply = {"facts": observe(params)}
+    except ObserveError as exc:
+        reply = {"error": str(exc)}
+    except Exception as exc:  # a broken probe must still answer
+        reply = {"error": "%s: %s" % (type(exc).__name__, exc)}
+    sys.stdout.write(json.dumps(reply, default=str))

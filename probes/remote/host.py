@@ -1,0 +1,106 @@
+# Observe the host itself (params["op"]: memory | env).
+import math
+import os
+
+GB = 1024**3
+TRUE, FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+def _gb(size):
+    return round(size / GB, 2)
+
+
+def _meminfo():
+    """/proc/meminfo in bytes; empty off Linux."""
+    info = {}
+    try:
+        with open("/proc/meminfo") as handle:
+            for line in handle:
+                name, _, rest = line.partition(":")
+                info[name] = int(rest.split()[0]) * 1024
+    except (OSError, ValueError, IndexError):
+        return {}
+    return info
+
+
+def observe_memory(params):
+    info = _meminfo()
+    if "MemTotal" in info:
+        total = info["MemTotal"]
+        available = info.get("MemAvailable")  # kernels before 3.14 lack it
+        if available is None:
+            available = sum(info.get(k, 0) for k in ("MemFree", "Buffers", "Cached"))
+        swap = {"swap_total_gb": _gb(info.get("SwapTotal", 0))}
+        swap["swap_free_gb"] = _gb(info.get("SwapFree", 0))
+    else:  # macOS, BSD: no swap figures, and available only where sysconf has it
+        page = os.sysconf("SC_PAGE_SIZE")
+        total = os.sysconf("SC_PHYS_PAGES") * page
+        names = getattr(os, "sysconf_names", {})
+        available = os.sysconf("SC_AVPHYS_PAGES") * page if "SC_AVPHYS_PAGES" in names else None
+        swap = {}
+    facts = {"total_gb": _gb(total)}
+    if available is not None:
+        facts["available_gb"] = _gb(available)
+        facts["used_percent"] = round(100.0 * (total - available) / total, 1)
+    facts.update(swap)
+    return facts
+
+
+def _number(text, kind):
+    """`text` as an int or a finite float, or None."""
+    try:
+        value = int(text) if kind == "int" else float(text)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
+
+
+def _show(number):
+    return "%g" % number
+
+
+def _check(name, raw, params):
+    """(typed value, problem or None) for a set variable."""
+    kind = params.get("type") or "str"
+    choices = params.get("choices")
+    if choices is not None and raw not in choices:
+        return raw, "%s=%r is not one of %s" % (name, raw, ", ".join(choices))
+    if kind == "bool":
+        if raw.strip().lower() in TRUE + FALSE:
+            return raw.strip().lower() in TRUE, None
+        return None, "%s=%r is not a bool (use 1/0, true/false, yes/no, on/off)" % (name, raw)
+    if kind == "path":
+        path = os.path.expanduser(raw)
+        return path, (None if os.path.exists(path) else "%s=%s does not exist" % (name, raw))
+    if kind in ("int", "float"):
+        value = _number(raw.strip(), kind)
+        if value is None:
+            what = "an int" if kind == "int" else "a number"
+            return None, "%s=%r is not %s" % (name, raw, what)
+        low, high = params.get("min"), params.get("max")
+        if low is not None and value < low:
+            return value, "%s=%s is below min %s" % (name, raw, _show(low))
+        if high is not None and value > high:
+            return value, "%s=%s is above max %s" % (name, raw, _show(high))
+        return value, None
+    return raw, None
+
+
+def observe_env(params):
+    name = params["name"]
+    raw = os.environ.get(name)
+    facts = {"name": name, "present": raw is not None, "empty": raw == "", "value": raw}
+    if raw is None:
+        problem = "%s is not set" % name if params.get("required", True) else None
+        facts.update(typed=None, problem=problem)
+    else:
+        facts["typed"], facts["problem"] = _check(name, raw, params)
+    facts["valid"] = facts["problem"] is None
+    return facts
+
+
+OPS = {"memory": observe_memory, "env": observe_env}
+
+
+def observe(params):
+    return OPS[params["op"]](params)

@@ -1,0 +1,105 @@
+# Observe the network from the target (params["op"]: port | http).
+import socket
+import ssl
+import time
+import urllib.error
+import urllib.request
+
+
+def _error(message):
+    """ObserveError comes from the prelude this script is sent with."""
+    return ObserveError(message)  # noqa: F821
+
+
+def _why(exc, timeout):
+    """A short human cause for a failed connection: "connection refused", "timed out"."""
+    if isinstance(exc, urllib.error.URLError) and not isinstance(exc.reason, str):
+        exc = exc.reason
+    if isinstance(exc, socket.timeout):
+        return "timed out after %gs" % timeout
+    if isinstance(exc, socket.gaierror):
+        return "cannot resolve host (%s)" % exc.strerror
+    if isinstance(exc, ssl.SSLError):
+        return "TLS error: %s (verify_tls: false accepts self-signed certificates)" % (
+            getattr(exc, "verify_message", None) or exc.reason or exc
+        )
+    if isinstance(exc, urllib.error.URLError):
+        return str(exc.reason)
+    return ((exc.strerror if isinstance(exc, OSError) else None) or str(exc)).lower()
+
+
+def _ms(started):
+    return round((time.perf_counter() - started) * 1000, 2)
+
+
+def observe_port(params):
+    host, port, mode = params["host"], params["port"], params["mode"]
+    timeout = params["connect_timeout"]
+    facts = {"host": host, "port": port, "mode": mode, "privileged": port < 1024}
+    started = time.perf_counter()
+    try:
+        if mode == "open":
+            socket.create_connection((host, port), timeout=timeout).close()
+            facts["latency_ms"] = _ms(started)
+        else:  # bind the way a server without SO_REUSEADDR would
+            family, kind, proto, _, address = socket.getaddrinfo(
+                host, port, 0, socket.SOCK_STREAM
+            )[0]
+            with socket.socket(family, kind, proto) as sock:
+                sock.bind(address)
+        facts["ok"] = True
+    except OSError as exc:
+        facts.update(ok=False, error=_why(exc, timeout))
+    facts[mode] = facts["ok"]
+    return facts
+
+
+def _request(params):
+    data = params["body"].encode() if params.get("body") is not None else None
+    return urllib.request.Request(
+        params["url"], data=data, headers=params.get("headers") or {}, method=params["method"]
+    )
+
+
+def _tls(verify):
+    context = ssl.create_default_context()
+    if not verify:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def observe_http(params):
+    timeout, limit = params["timeout"], params["max_bytes"]
+    started = time.perf_counter()
+    try:
+        try:
+            response = urllib.request.urlopen(
+                _request(params), timeout=timeout, context=_tls(params["verify_tls"])
+            )
+        except urllib.error.HTTPError as exc:  # 4xx/5xx still answered: report them
+            response = exc
+        with response:
+            body = response.read(limit + 1)
+    except (OSError, ValueError) as exc:
+        raise _error("%s %s failed: %s" % (params["method"], params["url"], _why(exc, timeout)))
+    headers = {}
+    for name, value in response.headers.items():
+        name = name.lower()
+        headers[name] = headers[name] + ", " + value if name in headers else value
+    return {
+        "url": params["url"],
+        "status": response.status,
+        "reason": response.reason,
+        "headers": headers,
+        "latency_ms": _ms(started),
+        "body": body[:limit].decode("utf-8", "replace"),
+        "truncated": len(body) > limit,
+    }
+
+
+OPS = {"port": observe_port, "http": observe_http}
+
+
+def observe(params):
+    return OPS[params["op"]](params)

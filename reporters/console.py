@@ -1,0 +1,196 @@
+"""The console: a line per task under a header per phase, then the verdict and the fixes.
+
+Lines come out in plan order as soon as every earlier task has finished, so the output is
+the same run after run (stable CI logs) yet still streams. On a TTY a rich progress bar shows
+what is running; NO_COLOR and non-TTY output get plain text with no escape codes.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from typing import Any, TextIO
+
+from matrix.plan import Plan, Task
+from matrix.results import Result, Run, Status, Verdict
+from reporters import Reporter
+
+ICONS = {Status.passed: "✅", Status.failed: "❌", Status.error: "💥", Status.skipped: "⏭ "}
+WARNING_ICON = "⚠️ "
+STYLES = {
+    "✅": "green",
+    "❌": "bold red",
+    "💥": "bold magenta",
+    "⏭ ": "dim",
+    WARNING_ICON: "yellow",
+}
+BANNERS = {
+    Verdict.ready: "✅ READY",
+    Verdict.caution: "🟡 PROCEED WITH CAUTION",
+    Verdict.blocked: "🚨 DEPLOYMENT BLOCKED",
+}
+
+
+def icon(result: Result) -> str:
+    if result.bad and result.severity != "critical":
+        return WARNING_ICON
+    return ICONS[result.status]
+
+
+def _where(result: Result) -> str:
+    cell = ",".join(f"{k}={v}" for k, v in result.cell.items())
+    text = f" [{cell}]" if cell else ""
+    return text + (f" @ {result.target}" if result.target != "local" else "")
+
+
+def result_lines(result: Result) -> Iterator[str]:
+    """The lines for one task: headline, then diagnostic, cause and fix when it went wrong."""
+    head = f"{icon(result)} {result.title}{_where(result)}"
+    if result.status is Status.skipped:
+        yield f"{head} — {result.reason}"
+        return
+    if result.attempts > 1:
+        head += f" (after {result.attempts} attempts)"
+    yield head
+    if not result.bad:
+        return
+    if result.diagnostic:
+        yield f"   {result.diagnostic}"
+    if result.reason and result.reason not in (result.diagnostic or ""):
+        yield f"   ↳ {result.reason}"
+    if result.fix:
+        yield f"   Fix: {result.fix}"
+
+
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}{'' if count == 1 else 's'}"
+
+
+def summary_lines(run: Run) -> Iterator[str]:
+    """The closing block: warnings, verdict banner, fixes in dependency order, score."""
+    yield ""
+    yield "═" * 60
+    for warning in run.warnings:
+        yield f"⚠️  {warning}"
+    counts = run.counts()
+    finished = len(run.results) - sum(
+        r.status is Status.skipped and (r.reason or "").startswith(("interrupted", "not run"))
+        for r in run.results
+    )
+    if run.interrupted:
+        yield f"⛔ INTERRUPTED: {finished} of {len(run.results)} tasks finished; partial results"
+    if run.stopped_early:
+        yield f"⏹  --fail-fast: stopped at the first critical failure ({finished} tasks finished)"
+    fixes = run.fixes()
+    critical = [r for r in fixes if r.severity == "critical"]
+    warnings = [r for r in fixes if r.severity != "critical"]
+    verdict = run.verdict
+    if verdict is Verdict.blocked:
+        yield f"{BANNERS[verdict]}: {_plural(len(critical), 'critical issue')}"
+    elif verdict is Verdict.caution:
+        yield f"{BANNERS[verdict]}: {_plural(len(warnings), 'warning')}"
+    elif run.interrupted or run.stopped_early:
+        yield "No failures among the finished tasks, but the run is incomplete: no verdict"
+    else:
+        yield f"{BANNERS[verdict]}: {counts['pass']} passed, {counts['skip']} skipped"
+    for number, result in enumerate(fixes, 1):
+        label = "" if result.severity == "critical" else " (warning)"
+        yield f"   {number}. {result.title}{_where(result)}{label}: {result.diagnostic}"
+        if result.fix:
+            yield f"      Fix: {result.fix}"
+    yield ""
+    yield f"Readiness score: {run.score:.0f}/100"
+    for phase in run.phase_scores():
+        if not phase.total:
+            continue
+        mark = (
+            "✅"
+            if phase.passed == phase.total
+            else ("❌" if phase.score < phase.weight / 2 else "⚠️ ")
+        )
+        yield (
+            f"   {mark} {phase.title:<34} ({phase.score:.0f}/{phase.weight:g})"
+            f"  {phase.passed}/{phase.total} passed  {phase.duration:.1f}s"
+        )
+    yield (
+        f"   {counts['pass']} passed · {counts['fail']} failed · {counts['error']} errors · "
+        f"{counts['skip']} skipped · {run.duration:.1f}s"
+    )
+
+
+class ConsoleReporter(Reporter):
+    """Always on unless --quiet; the live bar only on a TTY."""
+
+    def __init__(self, stream: TextIO | None = None, *, live: bool | None = None):
+        self.stream = stream or sys.stdout
+        self.live = self.stream.isatty() if live is None else live
+        self.order: list[str] = []
+        self.titles: dict[str, str] = {}
+        self.pending: dict[str, Result] = {}
+        self.next = 0
+        self.phase: str | None = None
+        self.filtered = 0
+        self.progress: Any = None
+
+    def start(self, plan: Plan) -> None:
+        self.order = list(plan.tasks)
+        self.titles = {p.id: p.title or p.id for p in plan.spec.phases}
+        if self.live:
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+            console = Console(file=self.stream, highlight=False)
+            self.progress = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                console=console,
+                transient=True,
+            )
+            self.bar = self.progress.add_task("probing", total=len(self.order))
+            self.progress.start()
+
+    def task_started(self, task: Task) -> None:
+        if self.progress is not None:
+            self.progress.update(self.bar, description=f"probing {task.id}")
+
+    def task_finished(self, result: Result) -> None:
+        self.pending[result.task_id] = result
+        if self.progress is not None:
+            self.progress.advance(self.bar)
+        while self.next < len(self.order) and self.order[self.next] in self.pending:
+            self._show(self.pending.pop(self.order[self.next]))
+            self.next += 1
+
+    def _show(self, result: Result) -> None:
+        if result.status is Status.skipped and (result.reason or "").startswith("filtered"):
+            self.filtered += 1
+            return
+        if result.phase_id != self.phase:
+            self.phase = result.phase_id
+            self._print("")
+            self._print(f"🔍 {self.titles.get(result.phase_id, result.phase_id).upper()}", "bold")
+        first, *rest = result_lines(result)
+        self._print(first, STYLES.get(icon(result)))
+        for line in rest:
+            self._print(line, "dim" if line.startswith("   ↳") else None)
+
+    def _print(self, line: str, style: str | None = None) -> None:
+        if self.progress is not None:
+            self.progress.console.print(line, style=style, markup=False, highlight=False)
+        else:
+            self.stream.write(line + "\n")
+            self.stream.flush()
+
+    def finish(self, run: Run) -> None:
+        by_id = {result.task_id: result for result in run.results}
+        for task_id in self.order[self.next :]:
+            self._show(by_id[task_id])
+        self.next = len(self.order)
+        if self.filtered:
+            self._print(f"\n({_plural(self.filtered, 'check')} filtered out)")
+        for line in summary_lines(run):
+            style = "bold" if line.startswith(tuple(BANNERS.values())) else None
+            self._print(line, style)
+        if self.progress is not None:
+            self.progress.stop()
