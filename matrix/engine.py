@@ -18,7 +18,7 @@ import anyio
 
 from matrix import template
 from matrix.expect import evaluate
-from matrix.plan import Plan, Task
+from matrix.plan import LOCAL, Plan, Task
 from matrix.probe import ProbeContext, ProbeError
 from matrix.redact import Redactor
 from matrix.results import Result, Run, Status, phase_infos, redact_vars
@@ -172,7 +172,8 @@ class _Execution:
         assert task.params is not None
         timeout = task.check.timeout
         try:
-            target = self.pool.get(task.target)
+            ref = LOCAL if task.params.runs_on == "controller" else task.target
+            target = self.pool.get(ref)
             ctx = ProbeContext(target=target, task_id=task.id)
             with anyio.fail_after(timeout):
                 facts = await task.params.observe(ctx)
@@ -233,6 +234,14 @@ class _Execution:
             duration=duration,
             started_at=started_at,
         )
+
+
+def _explain(facts: dict[str, Any], problems: list[str]) -> str:
+    """Unmet matchers, led by the probe's own account of what is wrong when it gave one
+    (by convention a `problem` or `error` fact, e.g. "PORT='abc' is not an int")."""
+    detail = facts.get("problem") or facts.get("error")
+    unmet = "; ".join(problems)
+    return f"{detail} ({unmet})" if isinstance(detail, str) and detail else unmet
 
 
 def _text(source: str | None, context: dict[str, Any]) -> str | None:

@@ -182,8 +182,16 @@ def phase_score(info: PhaseInfo, results: Sequence[Result]) -> PhaseScore:
         score=info.weight * share if applied else 0.0,
         passed=sum(r.status is Status.passed for r in counted),
         total=len(counted),
-        duration=max((r.duration for r in mine), default=0.0),
+        duration=_wall_time(mine),
     )
+
+
+def _wall_time(results: Sequence[Result]) -> float:
+    """From the first task's start to the last one's end: phases overlap, so not a sum."""
+    timed = [r for r in results if r.started_at is not None]
+    if not timed:
+        return 0.0
+    return max(r.started_at + r.duration for r in timed) - min(r.started_at for r in timed)
 
 
 def total_score(scores: Sequence[PhaseScore]) -> float:

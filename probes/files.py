@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import Field
+
 from matrix.probe import ProbeContext, ProbeParams, probe
 
 
@@ -68,7 +70,7 @@ class Dir(_Filesystem):
 
     path: str
     """Directory to inspect."""
-    required: list[str] = []
+    required: list[str] = Field(default_factory=list)
     """Glob patterns relative to the directory that must each match, e.g. [*.safetensors]."""
 
 

@@ -44,7 +44,7 @@ class Memory(_Host):
         "value": "the raw value (redacted when the name is in `secrets`)",
         "typed": "the value converted to `type`; null when unset or unconvertible",
         "valid": "set (or not required), of the right type, in range and among `choices`",
-        "problem": "why it is not valid, e.g. \"BATCH=0 is below min 1\"; null when valid",
+        "problem": 'why it is not valid, e.g. "BATCH=0 is below min 1"; null when valid',
     },
 )
 class Env(_Host):

@@ -1,1 +1,104 @@
-"""placeholder"""
+"""`port`, `http`: the network as the target sees it, probed by probes/remote/net.py.
+
+Connections start on the target, so `127.0.0.1` means the target's own loopback and a
+firewall between the controller and the host does not skew the answer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from typing import Any, Literal
+
+from pydantic import Field, field_validator
+
+from matrix.probe import ProbeContext, ProbeParams, probe
+
+
+class _Net(ProbeParams):
+    """Shared `observe`: ship the params to the remote script under this probe's kind."""
+
+    async def observe(self, ctx: ProbeContext) -> dict[str, Any]:
+        return await ctx.python("net", {"op": self.kind, **self.model_dump()})
+
+
+@probe(
+    "port",
+    default_expect={"ok": True},
+    facts={
+        "host": "host as given",
+        "port": "port as given",
+        "mode": "open or free",
+        "ok": "the port is what `mode` asks for: `open` in open mode, `free` in free mode",
+        "open": "a TCP connection succeeded (mode open)",
+        "free": "the port could be bound without SO_REUSEADDR (mode free)",
+        "latency_ms": "milliseconds to connect, when open",
+        "error": "why not ok, e.g. connection refused, address already in use",
+        "privileged": "port < 1024 (binding needs root or CAP_NET_BIND_SERVICE)",
+    },
+)
+class Port(_Net):
+    """A TCP port that must accept connections (`open`) or be available to bind (`free`)."""
+
+    port: int = Field(ge=1, le=65535)
+    """TCP port number."""
+    host: str = "127.0.0.1"
+    """Address to connect to or bind, seen from the target."""
+    mode: Literal["open", "free"] = "open"
+    """open: something listens there; free: a server about to start could bind it."""
+    connect_timeout: float = Field(3.0, gt=0)
+    """Seconds to wait for a connection before calling the port closed."""
+
+
+@probe(
+    "http",
+    default_expect={"status": {"lt": 400}},
+    facts={
+        "url": "URL as given",
+        "status": "HTTP status code (4xx and 5xx are facts, not errors)",
+        "reason": "status text, e.g. Not Found",
+        "headers": "response headers, names lower-cased",
+        "latency_ms": "milliseconds from request to the end of the (capped) body",
+        "body": "body decoded as UTF-8 (invalid bytes replaced), at most `max_bytes`",
+        "truncated": "the body was longer than `max_bytes`",
+        "json": "body parsed as JSON, present only when it parses",
+    },
+)
+class Http(_Net):
+    """An HTTP request made from the target; no response at all (refused, timeout, DNS, TLS)
+    is an error naming the cause."""
+
+    url: str
+    """http:// or https:// URL; redirects are followed."""
+    method: str = "GET"
+    """Request method."""
+    headers: dict[str, str] = Field(default_factory=dict)
+    """Request headers."""
+    body: str | None = None
+    """Request body, sent as UTF-8."""
+    timeout: float = Field(10.0, gt=0)
+    """Seconds to wait for the connection and for each read."""
+    verify_tls: bool = True
+    """false accepts self-signed or mismatched certificates."""
+    max_bytes: int = Field(1_048_576, ge=0)
+    """Body bytes kept; the rest is not read."""
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, url: str) -> str:
+        if not url.lower().startswith(("http://", "https://")):
+            raise ValueError(f"expected an http:// or https:// URL, got {url!r}")
+        return url
+
+    @field_validator("method")
+    @classmethod
+    def _upper(cls, method: str) -> str:
+        return method.upper()
+
+    async def observe(self, ctx: ProbeContext) -> dict[str, Any]:
+        facts = await super().observe(ctx)
+        body = facts["body"].strip()
+        if "json" in facts["headers"].get("content-type", "") or body[:1] in ("{", "["):
+            with contextlib.suppress(ValueError):
+                facts["json"] = json.loads(body)
+        return facts

@@ -131,6 +131,7 @@ class ConsoleReporter(Reporter):
         self.phase: str | None = None
         self.filtered = 0
         self.progress: Any = None
+        self.console: Any = None
 
     def start(self, plan: Plan) -> None:
         self.order = list(plan.tasks)
@@ -139,12 +140,12 @@ class ConsoleReporter(Reporter):
             from rich.console import Console
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-            console = Console(file=self.stream, highlight=False)
+            self.console = Console(file=self.stream, highlight=False)
             self.progress = Progress(
                 TextColumn("{task.description}"),
                 BarColumn(),
                 MofNCompleteColumn(),
-                console=console,
+                console=self.console,
                 transient=True,
             )
             self.bar = self.progress.add_task("probing", total=len(self.order))
@@ -176,8 +177,10 @@ class ConsoleReporter(Reporter):
             self._print(line, "dim" if line.startswith("   ↳") else None)
 
     def _print(self, line: str, style: str | None = None) -> None:
-        if self.progress is not None:
-            self.progress.console.print(line, style=style, markup=False, highlight=False)
+        if self.console is not None:
+            from rich.text import Text
+
+            self.console.print(Text(line, style=style or ""))
         else:
             self.stream.write(line + "\n")
             self.stream.flush()
@@ -187,10 +190,10 @@ class ConsoleReporter(Reporter):
         for task_id in self.order[self.next :]:
             self._show(by_id[task_id])
         self.next = len(self.order)
+        if self.progress is not None:
+            self.progress.stop()
         if self.filtered:
             self._print(f"\n({_plural(self.filtered, 'check')} filtered out)")
         for line in summary_lines(run):
             style = "bold" if line.startswith(tuple(BANNERS.values())) else None
             self._print(line, style)
-        if self.progress is not None:
-            self.progress.stop()

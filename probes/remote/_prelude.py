@@ -1,7 +1,13 @@
 # Prepended to every remote script: read params from argv, print one JSON reply.
-# Stdlib only; runs on any python3 >= 3.8 on the target.
+# Stdlib only; runs on any python3 >= 3.8 on the target. Scripts use the names defined here.
 import json
 import sys
+
+GB = 1024**3  # facts say "GB" for GiB, like df -h and free -g
+
+
+def gb(size):
+    return round(size / GB, 2)
 
 
 class ObserveError(Exception):
@@ -15,5 +21,5 @@ def main(observe):
     except ObserveError as exc:
         reply = {"error": str(exc)}
     except Exception as exc:  # a broken probe must still answer
-        reply = {"error": "%s: %s" % (type(exc).__name__, exc)}
+        reply = {"error": f"{type(exc).__name__}: {exc}"}
     sys.stdout.write(json.dumps(reply, default=str))

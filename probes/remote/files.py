@@ -7,16 +7,6 @@ import shutil
 import stat
 
 CONTAINS_LIMIT = 16 << 20  # `contains` searches the first 16 MiB: enough for configs and logs
-GB = 1024**3
-
-
-def _gb(size):
-    return round(size / GB, 2)
-
-
-def _error(message):
-    """ObserveError comes from the prelude this script is sent with."""
-    return ObserveError(message)  # noqa: F821
 
 
 def _why(exc):
@@ -60,7 +50,7 @@ def _read(path, wanted, want_hash):
                 elif digest is None:
                     break
     except OSError as exc:
-        raise _error("cannot read %s: %s" % (path, _why(exc)))
+        raise ObserveError(f"cannot read {path}: {_why(exc)}") from None
     missing = [text for text in wanted if text.encode() not in head]
     return (digest.hexdigest() if digest else None), missing
 
@@ -77,21 +67,21 @@ def observe_file(params):
     except FileNotFoundError:
         st = None
     except OSError as exc:
-        raise _error("cannot stat %s: %s" % (path, _why(exc)))
+        raise ObserveError(f"cannot stat {path}: {_why(exc)}") from None
     digest, missing = None, wanted
     if st is None:
         facts.update(exists=False, type="missing")
     else:
         facts.update(exists=True, type=_type(st), size_bytes=st.st_size, mtime=st.st_mtime)
-        facts["mode"] = "%04o" % stat.S_IMODE(st.st_mode)
+        facts["mode"] = f"{stat.S_IMODE(st.st_mode):04o}"
         facts["owner"], facts["group"] = _owner(st)
         facts["readable"] = os.access(path, os.R_OK)
         facts["writable"] = os.access(path, os.W_OK)
         if wanted or want_hash:
             if facts["type"] != "file":
-                raise _error(
-                    "%s is a %s; `contains` and `sha256` need a regular file"
-                    % (path, facts["type"])
+                kind = facts["type"]
+                raise ObserveError(
+                    f"{path} is a {kind}; `contains` and `sha256` need a regular file"
                 )
             digest, missing = _read(path, wanted, want_hash)
     if want_hash:
@@ -111,7 +101,7 @@ def observe_dir(params):
     try:
         children = list(os.scandir(path))
     except OSError as exc:
-        raise _error("cannot list %s: %s" % (path, _why(exc)))
+        raise ObserveError(f"cannot list {path}: {_why(exc)}") from None
     base = glob.escape(path)
     facts.update(
         entries=len(children),
@@ -151,7 +141,7 @@ def _mount_entry(mount):
 def observe_disk(params):
     path = params["path"]
     if not os.path.exists(path):
-        raise _error("No such directory: %s — is the volume mounted?" % path)
+        raise ObserveError(f"No such directory: {path} — is the volume mounted?")
     real = os.path.realpath(path)
     mount = _mount_point(real)
     usage = shutil.disk_usage(real)
@@ -161,9 +151,9 @@ def observe_disk(params):
         "exists": True,
         "mount": mount,
         "is_mount": mount == real,
-        "total_gb": _gb(usage.total),
-        "free_gb": _gb(usage.free),
-        "used_gb": _gb(usage.used),
+        "total_gb": gb(usage.total),
+        "free_gb": gb(usage.free),
+        "used_gb": gb(usage.used),
         "used_percent": round(100.0 * usage.used / usable, 1) if usable else 0.0,
     }
     entry = _mount_entry(mount)

@@ -2,12 +2,7 @@
 import math
 import os
 
-GB = 1024**3
 TRUE, FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
-
-
-def _gb(size):
-    return round(size / GB, 2)
 
 
 def _meminfo():
@@ -30,17 +25,17 @@ def observe_memory(params):
         available = info.get("MemAvailable")  # kernels before 3.14 lack it
         if available is None:
             available = sum(info.get(k, 0) for k in ("MemFree", "Buffers", "Cached"))
-        swap = {"swap_total_gb": _gb(info.get("SwapTotal", 0))}
-        swap["swap_free_gb"] = _gb(info.get("SwapFree", 0))
+        swap = {"swap_total_gb": gb(info.get("SwapTotal", 0))}
+        swap["swap_free_gb"] = gb(info.get("SwapFree", 0))
     else:  # macOS, BSD: no swap figures, and available only where sysconf has it
         page = os.sysconf("SC_PAGE_SIZE")
         total = os.sysconf("SC_PHYS_PAGES") * page
         names = getattr(os, "sysconf_names", {})
         available = os.sysconf("SC_AVPHYS_PAGES") * page if "SC_AVPHYS_PAGES" in names else None
         swap = {}
-    facts = {"total_gb": _gb(total)}
+    facts = {"total_gb": gb(total)}
     if available is not None:
-        facts["available_gb"] = _gb(available)
+        facts["available_gb"] = gb(available)
         facts["used_percent"] = round(100.0 * (total - available) / total, 1)
     facts.update(swap)
     return facts
@@ -55,33 +50,29 @@ def _number(text, kind):
     return value if math.isfinite(value) else None
 
 
-def _show(number):
-    return "%g" % number
-
-
 def _check(name, raw, params):
     """(typed value, problem or None) for a set variable."""
     kind = params.get("type") or "str"
     choices = params.get("choices")
     if choices is not None and raw not in choices:
-        return raw, "%s=%r is not one of %s" % (name, raw, ", ".join(choices))
+        return raw, f"{name}={raw!r} is not one of {', '.join(choices)}"
     if kind == "bool":
         if raw.strip().lower() in TRUE + FALSE:
             return raw.strip().lower() in TRUE, None
-        return None, "%s=%r is not a bool (use 1/0, true/false, yes/no, on/off)" % (name, raw)
+        return None, f"{name}={raw!r} is not a bool (use 1/0, true/false, yes/no, on/off)"
     if kind == "path":
         path = os.path.expanduser(raw)
-        return path, (None if os.path.exists(path) else "%s=%s does not exist" % (name, raw))
+        return path, (None if os.path.exists(path) else f"{name}={raw} does not exist")
     if kind in ("int", "float"):
         value = _number(raw.strip(), kind)
         if value is None:
             what = "an int" if kind == "int" else "a number"
-            return None, "%s=%r is not %s" % (name, raw, what)
+            return None, f"{name}={raw!r} is not {what}"
         low, high = params.get("min"), params.get("max")
         if low is not None and value < low:
-            return value, "%s=%s is below min %s" % (name, raw, _show(low))
+            return value, f"{name}={raw} is below min {low:g}"
         if high is not None and value > high:
-            return value, "%s=%s is above max %s" % (name, raw, _show(high))
+            return value, f"{name}={raw} is above max {high:g}"
         return value, None
     return raw, None
 
@@ -91,7 +82,7 @@ def observe_env(params):
     raw = os.environ.get(name)
     facts = {"name": name, "present": raw is not None, "empty": raw == "", "value": raw}
     if raw is None:
-        problem = "%s is not set" % name if params.get("required", True) else None
+        problem = f"{name} is not set" if params.get("required", True) else None
         facts.update(typed=None, problem=problem)
     else:
         facts["typed"], facts["problem"] = _check(name, raw, params)

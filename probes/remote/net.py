@@ -1,4 +1,5 @@
 # Observe the network from the target (params["op"]: port | http).
+import http.client
 import socket
 import ssl
 import time
@@ -6,23 +7,17 @@ import urllib.error
 import urllib.request
 
 
-def _error(message):
-    """ObserveError comes from the prelude this script is sent with."""
-    return ObserveError(message)  # noqa: F821
-
-
 def _why(exc, timeout):
     """A short human cause for a failed connection: "connection refused", "timed out"."""
     if isinstance(exc, urllib.error.URLError) and not isinstance(exc.reason, str):
         exc = exc.reason
     if isinstance(exc, socket.timeout):
-        return "timed out after %gs" % timeout
+        return f"timed out after {timeout:g}s"
     if isinstance(exc, socket.gaierror):
-        return "cannot resolve host (%s)" % exc.strerror
+        return f"cannot resolve host ({exc.strerror})"
     if isinstance(exc, ssl.SSLError):
-        return "TLS error: %s (verify_tls: false accepts self-signed certificates)" % (
-            getattr(exc, "verify_message", None) or exc.reason or exc
-        )
+        cause = getattr(exc, "verify_message", None) or exc.reason or exc
+        return f"TLS error: {cause} (verify_tls: false accepts self-signed certificates)"
     if isinstance(exc, urllib.error.URLError):
         return str(exc.reason)
     return ((exc.strerror if isinstance(exc, OSError) else None) or str(exc)).lower()
@@ -42,9 +37,8 @@ def observe_port(params):
             socket.create_connection((host, port), timeout=timeout).close()
             facts["latency_ms"] = _ms(started)
         else:  # bind the way a server without SO_REUSEADDR would
-            family, kind, proto, _, address = socket.getaddrinfo(
-                host, port, 0, socket.SOCK_STREAM
-            )[0]
+            found = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)
+            family, kind, proto, _, address = found[0]
             with socket.socket(family, kind, proto) as sock:
                 sock.bind(address)
         facts["ok"] = True
@@ -81,15 +75,16 @@ def observe_http(params):
             response = exc
         with response:
             body = response.read(limit + 1)
-    except (OSError, ValueError) as exc:
-        raise _error("%s %s failed: %s" % (params["method"], params["url"], _why(exc, timeout)))
+    except (OSError, ValueError, http.client.HTTPException) as exc:
+        request = f"{params['method']} {params['url']}"
+        raise ObserveError(f"{request} failed: {_why(exc, timeout)}") from None
     headers = {}
     for name, value in response.headers.items():
         name = name.lower()
         headers[name] = headers[name] + ", " + value if name in headers else value
     return {
         "url": params["url"],
-        "status": response.status,
+        "status": response.getcode(),
         "reason": response.reason,
         "headers": headers,
         "latency_ms": _ms(started),

@@ -1,0 +1,165 @@
+"""Shared fixtures: write a spec from YAML text, load/plan/run it, run the CLI as a user does."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from matrix.engine import Options, execute
+from matrix.load import load
+from matrix.plan import Filters, Plan, build_plan
+from matrix.results import Result, Run
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def write_spec(tmp_path: Path) -> Callable[..., Path]:
+    """write_spec(yaml_text, name="spec.yaml") → path of the written file (dedented)."""
+
+    def write(text: str, name: str = "spec.yaml") -> Path:
+        path = tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text).lstrip("\n"), encoding="utf-8")
+        return path
+
+    return write
+
+
+def plan_of(
+    path: Path,
+    *,
+    filters: Filters | None = None,
+    environ: Mapping[str, str] | None = None,
+    **load_options: Any,
+) -> Plan:
+    return build_plan(load(path, **load_options), filters, environ)
+
+
+def run_plan(plan: Plan, **options: Any) -> Run:
+    """Execute a plan for real (no signal handling: pytest owns the signals)."""
+    return anyio.run(execute, plan, Options(handle_signals=False, **options))
+
+
+def results_by_id(run: Run) -> dict[str, Result]:
+    return {r.task_id: r for r in run.results}
+
+
+@pytest.fixture
+def plan_spec(write_spec: Callable[..., Path]) -> Callable[..., Plan]:
+    """plan_spec(yaml_text, filters=None, environ=None, **load_options) → Plan."""
+
+    def plan(text: str, **options: Any) -> Plan:
+        return plan_of(write_spec(text), **options)
+
+    return plan
+
+
+@pytest.fixture
+def run_spec(write_spec: Callable[..., Path]) -> Callable[..., Run]:
+    """run_spec(yaml_text, environ=None, **engine_options) → the finished Run."""
+
+    def run(text: str, *, environ: Mapping[str, str] | None = None, **options: Any) -> Run:
+        return run_plan(plan_of(write_spec(text), environ=environ), **options)
+
+    return run
+
+
+@pytest.fixture
+def by_id() -> Callable[[Run], dict[str, Result]]:
+    return results_by_id
+
+
+class Cli:
+    """`python -m matrix ...` in tmp_path, the way a user runs it."""
+
+    def __init__(self, cwd: Path):
+        self.cwd = cwd
+
+    def env(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+        env = {**os.environ, "NO_COLOR": "1", "PYTHONPATH": str(REPO)}
+        env.update(extra or {})
+        return env
+
+    def __call__(
+        self, *args: str, env: Mapping[str, str] | None = None, timeout: float = 60
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "matrix", *map(str, args)],
+            capture_output=True,
+            text=True,
+            cwd=self.cwd,
+            env=self.env(env),
+            timeout=timeout,
+        )
+
+    def popen(self, *args: str, env: Mapping[str, str] | None = None) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "matrix", *map(str, args)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=self.cwd,
+            env=self.env(env),
+        )
+
+
+@pytest.fixture
+def cli(tmp_path: Path) -> Cli:
+    return Cli(tmp_path)
+
+
+@pytest.fixture
+def report() -> Callable[[Path], dict[str, Any]]:
+    """report(path) → the JSON report, with `by_id` added: {task_id: result dict}."""
+
+    def read(path: Path) -> dict[str, Any]:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        data["by_id"] = {r["task_id"]: r for r in data["results"]}
+        return data
+
+    return read
+
+
+@pytest.fixture
+def live_processes() -> Callable[[str], list[str]]:
+    return live_commands
+
+
+def live_commands(needle: str) -> list[str]:
+    """Command lines of live (non-zombie) processes containing `needle`."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if needle in cmdline and state != "Z":
+            found.append(cmdline)
+    return found
+
+
+@pytest.fixture
+def spec_problems(write_spec: Callable[..., Path]) -> Callable[..., list[Any]]:
+    """spec_problems(yaml_text, **load_options) → the Problems load + build_plan raised."""
+    from matrix.problems import SpecInvalid
+
+    def problems(text: str, *, environ: Mapping[str, str] | None = None, **options: Any):
+        path = write_spec(text)
+        with pytest.raises(SpecInvalid) as info:
+            plan_of(path, environ=environ, **options)
+        return info.value.problems
+
+    return problems

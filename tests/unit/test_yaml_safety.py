@@ -1,0 +1,140 @@
+"""YAML is read safely: no code execution, bounded size and alias expansion, YAML 1.2 booleans."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from matrix.load import MAX_BYTES, load, read_yaml
+from matrix.problems import SpecInvalid
+
+
+def billion_laughs(levels: int = 9) -> str:
+    lines = ["version: 1", "name: lol", 'a0: &a0 ["lol","lol","lol","lol","lol","lol","lol","lol"]']
+    for i in range(1, levels + 1):
+        lines.append(f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]")
+    lines.append("phases: []")
+    return "\n".join(lines) + "\n"
+
+
+def test_billion_laughs_is_rejected_quickly(write_spec):
+    path = write_spec(billion_laughs())
+    started = time.perf_counter()
+    with pytest.raises(SpecInvalid) as info:
+        load(path)
+    assert time.perf_counter() - started < 2.0
+    [problem] = info.value.problems
+    assert "alias bomb" in problem.message
+
+
+def test_too_many_aliases_are_refused(write_spec):
+    aliases = ", ".join(["*x"] * 201)
+    path = write_spec(f"version: 1\nname: t\nx: &x hi\ny: [{aliases}]\nphases: []\n")
+    with pytest.raises(SpecInvalid) as info:
+        read_yaml(path)
+    [problem] = info.value.problems
+    assert "more than 200 YAML aliases" in problem.message
+    assert problem.where.line in (3, 4)
+
+
+def test_a_few_aliases_are_fine(write_spec):
+    path = write_spec(
+        """
+        version: 1
+        name: t
+        vars:
+          base: &cmd ["echo", "hi"]
+        phases:
+          - id: p
+            checks:
+              - id: a
+                probe: {kind: command, argv: *cmd}
+              - id: b
+                probe: {kind: command, argv: *cmd}
+        """
+    )
+    spec = load(path).spec
+    assert [c.probe.model_extra["argv"] for c in spec.phases[0].checks] == [["echo", "hi"]] * 2
+
+
+def test_file_over_two_mib_is_rejected_without_parsing(write_spec):
+    path = write_spec("version: 1\nname: big\nphases: []\n# " + "x" * MAX_BYTES + "\n")
+    assert MAX_BYTES == 2 * 1024 * 1024
+    with pytest.raises(SpecInvalid) as info:
+        load(path)
+    [problem] = info.value.problems
+    assert f"the limit is {MAX_BYTES}" in problem.message
+    assert (problem.where.line, problem.where.col) == (1, 1)
+
+
+def test_yaml_12_booleans_on_and_no_stay_strings(write_spec):
+    data = read_yaml(write_spec("on: yes\nneeds: [no, off, y, n, On]\nflag: true\nother: False\n"))
+    assert data == {
+        "on": "yes",
+        "needs": ["no", "off", "y", "n", "On"],
+        "flag": True,
+        "other": False,
+    }
+
+
+def test_on_and_needs_no_work_in_a_spec(plan_spec):
+    plan = plan_spec(
+        """
+        version: 1
+        name: t
+        targets:
+          "yes": {via: local}
+        phases:
+          - id: p
+            checks:
+              - id: "no"
+                probe: {kind: command, argv: ["true"]}
+              - id: after
+                on: yes
+                needs: [no]
+                probe: {kind: command, argv: ["true"]}
+        """
+    )
+    after = plan.tasks["after@yes"]
+    assert after.check.on == "yes"
+    assert [n.task_id for n in after.needs] == ["no"]
+
+
+@pytest.mark.parametrize(
+    "tag",
+    [
+        '!!python/object/apply:os.system ["touch {marker}"]',
+        "!!python/object:os.system {{}}",
+        '!!python/name:os.system ""',
+    ],
+)
+def test_python_tags_are_rejected_and_never_run(write_spec, tmp_path, tag):
+    marker = tmp_path / "pwned"
+    path = write_spec(f"version: 1\nname: {tag.format(marker=marker)}\nphases: []\n")
+    with pytest.raises(SpecInvalid) as info:
+        load(path)
+    [problem] = info.value.problems
+    assert "python/" in problem.message
+    assert problem.where.line == 2
+    assert not marker.exists()
+
+
+def test_non_mapping_document_is_a_clear_problem(write_spec):
+    with pytest.raises(SpecInvalid) as info:
+        load(write_spec("- just\n- a list\n"))
+    assert "must be a YAML mapping" in str(info.value)
+
+
+def test_missing_file_is_a_problem_not_an_exception(tmp_path):
+    with pytest.raises(SpecInvalid) as info:
+        load(tmp_path / "nope.yaml")
+    assert "file not found" in str(info.value)
+
+
+def test_invalid_utf8_is_a_problem(tmp_path):
+    path = tmp_path / "spec.yaml"
+    path.write_bytes(b"version: 1\nname: \xff\xfe\n")
+    with pytest.raises(SpecInvalid) as info:
+        load(path)
+    assert "cannot read file" in str(info.value)
