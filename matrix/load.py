@@ -137,9 +137,10 @@ _Loader.add_constructor("tag:yaml.org,2002:seq", _construct_seq)
 def display_name(path: Path) -> str:
     """Paths as the user thinks of them: relative to the working directory when inside it."""
     try:
-        return os.path.relpath(path)
+        relative = os.path.relpath(path)
     except ValueError:
         return str(path)
+    return str(path) if relative.startswith("..") else relative
 
 
 def _count_nodes(value: Any, budget: list[int], where: Position) -> None:

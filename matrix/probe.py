@@ -39,7 +39,7 @@ class ProbeError(Exception):
 class ProbeParams(BaseModel):
     """Base of every probe kind: fields are the probe's params, validated from the spec."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
     kind: ClassVar[str]
     runs_on: ClassVar[RunsOn] = "target"

@@ -7,7 +7,6 @@ from dataclasses import asdict, dataclass, field
 from enum import Enum
 from typing import Any
 
-RUN_SCHEMA = "https://preflight-matrix.dev/schemas/run-v1.json"
 RUN_SCHEMA_VERSION = 1
 
 
@@ -121,7 +120,6 @@ class Run:
     def to_dict(self) -> dict[str, Any]:
         """The documented JSON form (docs/json-report.md), versioned by `schema_version`."""
         return {
-            "$schema": RUN_SCHEMA,
             "schema_version": RUN_SCHEMA_VERSION,
             "spec": {"name": self.spec_name, "path": self.spec_path},
             "vars": self.vars,
