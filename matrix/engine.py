@@ -142,8 +142,10 @@ class _Execution:
                 continue
             reason = needed.reason or ""
             if reason.startswith("blocked by "):
-                if need.strict or needed.severity == "critical":
-                    return reason.removeprefix("blocked by ")
+                root = reason.removeprefix("blocked by ")
+                cause = self.results.get(root)
+                if need.strict or (cause is not None and cause.severity == "critical"):
+                    return root
             elif needed.bad and (need.strict or needed.severity == "critical"):
                 return needed.task_id
         return None
@@ -220,7 +222,7 @@ class _Execution:
             phase_id=task.phase.id,
             target=task.target.name,
             host=task.target.host,
-            cell=task.cell,
+            cell=self.redact(task.cell),
             status=status,
             severity=check.severity.value,
             title=self.redact(title),

@@ -47,16 +47,17 @@ def _number(value: Any) -> float:
 
 
 def _same(actual: Any, expected: Any) -> bool:
-    """Equality that forgives '100' vs 100 (vars from --var arrive as strings)."""
+    """Equality that forgives '100' vs 100 and 'true' vs true (vars from --var and command
+    output arrive as strings)."""
     if actual == expected:
         return True
-    if isinstance(actual, (int, float)) and isinstance(expected, str):
-        try:
-            return _number(actual) == float(expected)
-        except ValueError:
-            return False
     if isinstance(actual, bool) or isinstance(expected, bool):
         return str(actual).lower() == str(expected).lower()
+    if isinstance(actual, (int, float, str)) and isinstance(expected, (int, float, str)):
+        try:
+            return _number(actual) == _number(expected)
+        except ValueError:
+            return False
     return False
 
 

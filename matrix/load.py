@@ -392,7 +392,7 @@ def validation_problems(exc: ValidationError, data: Any, model: type[BaseModel])
             message = error["msg"].removeprefix("Value error, ")
             if error["type"] == "missing":
                 where, _ = locate(data, loc[:-1])
-                message = "required key is missing"
+                message = f"required key '{loc[-1]}' is missing"
             elif error["type"] == "literal_error":
                 message = f"expected {error['ctx']['expected']}, got {error['input']!r}"
         problems.append(Problem(where, name, message))
@@ -438,6 +438,9 @@ def _check_references(
         refs = list(template.references(text))
     except template.RenderError as exc:
         return [Problem(where, name, str(exc))]
+    private = [attr for _, attr in refs if attr and attr.startswith("_")]
+    if private:
+        return [Problem(where, name, f"templates may not read private attributes ({private[0]})")]
     problems = []
     for root, attr in refs:
         if attr is None and not template.is_known_global(root):
@@ -467,13 +470,70 @@ def _check_references(
 # ── entry point ─────────────────────────────────────────────────────────────
 
 
+# ── validation that keeps going ──────────────────────────────────────────────
+
+REQUIRED = {"check": {"id", "probe"}, "phase": {"id", "checks"}, "target": set()}
+PLACEHOLDERS = {"version": 1, "name": "?"}
+MAX_ROUNDS = 5
+
+
+def _row_of(loc: Sequence[Any]) -> tuple[str, tuple, Any]:
+    """(row kind, row location, key under the row) for a problem location."""
+    if len(loc) >= 4 and loc[0] == "phases" and loc[2] == "checks" and isinstance(loc[3], int):
+        return "check", tuple(loc[:4]), loc[4] if len(loc) > 4 else None
+    if len(loc) >= 2 and loc[0] == "phases" and isinstance(loc[1], int):
+        return "phase", tuple(loc[:2]), loc[2] if len(loc) > 2 else None
+    if len(loc) >= 2 and loc[0] == "targets":
+        return "target", tuple(loc[:2]), loc[2] if len(loc) > 2 else None
+    return "spec", (), loc[0] if loc else None
+
+
+def _node(data: Any, loc: Sequence[Any]) -> Any:
+    for part in loc:
+        data = data[part]
+    return data
+
+
+def _set_aside(data: YMap, errors: list[dict[str, Any]], dropped: set[str]) -> None:
+    """Remove what pydantic rejected so the rest can be validated and planned: a bad key
+    falls back to its default; a row whose required key is bad is dropped whole."""
+    rows: set[tuple] = set()
+    for error in errors:
+        kind, row, key = _row_of([p for p in error["loc"] if not (isinstance(p, str) and "[" in p)])
+        if kind == "spec":
+            if key in PLACEHOLDERS:
+                data.put(key, PLACEHOLDERS[key], data.at, data.at)
+            elif key in data:
+                del data[key]
+        elif key is None or key in REQUIRED[kind] or not isinstance(_node(data, row), dict):
+            rows.add(row)
+        elif key in _node(data, row):
+            del _node(data, row)[key]
+    for row in sorted(rows, key=lambda r: [str(p) for p in r], reverse=True):
+        parent, index = _node(data, row[:-1]), row[-1]
+        item = parent[index]
+        if isinstance(item, dict):
+            dropped.add(str(item.get("id", index)))
+            checks = item.get("checks") or []
+            dropped.update(str(c.get("id")) for c in checks if isinstance(c, dict))
+        del parent[index]
+        if isinstance(parent, YList):
+            del parent.items_at[index]
+
+
 @dataclass
 class Loaded:
-    """A validated spec plus its positioned source, for the planner's own problems."""
+    """A validated spec plus its positioned source, for the planner's own problems.
+
+    `problems` holds what was already wrong with the structure and `dropped` the ids of rows
+    set aside for it, so the planner reports its findings on the rest in the same breath.
+    """
 
     spec: Spec
     source: YMap
     path: Path
+    problems: list[Problem]
+    dropped: set[str]
 
     def where(self, loc: Sequence[Any], *, key: bool = False) -> tuple[Position, str]:
         return locate(self.source, loc, key=key)
@@ -490,8 +550,12 @@ def load(
     path = Path(path).resolve()
     data = _read_tree(path, path.parent, allow_include_outside, (path,))
     _override_vars(data, [Path(p) for p in vars_files], var_args)
-    try:
-        spec = Spec.model_validate(data)
-    except ValidationError as exc:
-        raise SpecInvalid(validation_problems(exc, data, Spec)) from None
-    return Loaded(spec, data, path)
+    problems: list[Problem] = []
+    dropped: set[str] = set()
+    for _ in range(MAX_ROUNDS):
+        try:
+            return Loaded(Spec.model_validate(data), data, path, problems, dropped)
+        except ValidationError as exc:
+            problems += validation_problems(exc, data, Spec)
+            _set_aside(data, exc.errors(include_url=False), dropped)
+    raise SpecInvalid(problems)

@@ -103,7 +103,7 @@ class _Planner:
         self.loaded = loaded
         self.spec = loaded.spec
         static = template_problems(loaded.spec, loaded.source)
-        self.problems: list[Problem] = [problem for _, problem in static]
+        self.problems: list[Problem] = loaded.problems + [problem for _, problem in static]
         self.unrenderable = {loc[:4] for loc, _ in static}
         self.kinds = registry()
         env = template.EnvView(environ, "environment variable")
@@ -137,7 +137,8 @@ class _Planner:
                 try:
                     host = str(template.render(host, self.base)).strip()
                 except template.RenderError as exc:
-                    self.problem(("targets", name, "hosts", i), str(exc))
+                    if ("targets", name, "hosts", i) not in self.unrenderable:
+                        self.problem(("targets", name, "hosts", i), str(exc))
                     continue
                 if host:
                     refs.append(TargetRef(host, host, name, spec.via, spec))
@@ -167,6 +168,8 @@ class _Planner:
             self.problem((*loc, "on"), str(exc))
             return []
         if name not in self.groups:
+            if name in self.loaded.dropped:
+                return []
             hint = did_you_mean(name, self.groups)
             self.problem((*loc, "on"), f"unknown target '{name}'{hint}; declare it under targets:")
             return []
@@ -273,14 +276,15 @@ class _Planner:
             by_phase.setdefault(task.phase.id, []).append(task)
         phase_ids = {phase.id for phase in self.spec.phases}
         check_ids = {check.id for phase in self.spec.phases for check in phase.checks}
+        known = phase_ids | check_ids | self.loaded.dropped
         for p, phase in enumerate(self.spec.phases):
             for i, ref in enumerate(phase.needs):
-                if ref not in phase_ids:
+                if ref not in known:
                     message = f"unknown phase '{ref}'{did_you_mean(ref, phase_ids)}"
                     self.problem(("phases", p, "needs", i), message)
             for c, check in enumerate(phase.checks):
                 for i, ref in enumerate(check.needs):
-                    if ref not in check_ids and ref not in phase_ids:
+                    if ref not in known:
                         hint = did_you_mean(ref, [*check_ids, *phase_ids])
                         self.problem(
                             ("phases", p, "checks", c, "needs", i),

@@ -39,7 +39,10 @@ class ProbeError(Exception):
 class ProbeParams(BaseModel):
     """Base of every probe kind: fields are the probe's params, validated from the spec."""
 
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+    # coerce: `argv: [sleep, "{{ vars.secs }}"]` renders 1 (native), argv wants "1"
+    model_config = ConfigDict(
+        extra="forbid", use_attribute_docstrings=True, coerce_numbers_to_str=True
+    )
 
     kind: ClassVar[str]
     runs_on: ClassVar[RunsOn] = "target"

@@ -82,7 +82,7 @@ class LocalTarget:
                 start_new_session=True,
             )
         except OSError as exc:
-            return Completed(127, b"", f"{argv[0]}: {exc.strerror}".encode(), 0.0)
+            raise ProbeError(f"cannot start {argv[0]} on {self.name}: {exc.strerror}") from None
         out, err = bytearray(), bytearray()
         try:
             async with anyio.create_task_group() as tg:

@@ -95,7 +95,8 @@ def truthy(value: Any) -> bool:
 
 
 def references(text: str) -> Iterator[tuple[str, str | None]]:
-    """(name, attribute) pairs a template reads, e.g. ('vars', 'gpu_host'); raises on syntax."""
+    """(name, attribute) pairs a template reads, e.g. ('vars', 'gpu_host'); the name is ''
+    when the attribute is read off an expression. Raises RenderError on a syntax error."""
     try:
         tree = _PLAIN.parse(text)
     except TemplateError as exc:
@@ -103,8 +104,7 @@ def references(text: str) -> Iterator[tuple[str, str | None]]:
     for name in meta.find_undeclared_variables(tree):
         yield name, None
     for node in tree.find_all(nodes.Getattr):
-        if isinstance(node.node, nodes.Name):
-            yield node.node.name, node.attr
+        yield (node.node.name if isinstance(node.node, nodes.Name) else ""), node.attr
     for node in tree.find_all(nodes.Getitem):
         if isinstance(node.node, nodes.Name) and isinstance(node.arg, nodes.Const):
             yield node.node.name, str(node.arg.value)

@@ -163,3 +163,9 @@ def spec_problems(write_spec: Callable[..., Path]) -> Callable[..., list[Any]]:
         return info.value.problems
 
     return problems
+
+
+@pytest.fixture
+def execute_plan() -> Callable[..., Run]:
+    """execute_plan(plan, **engine_options) → the finished Run."""
+    return run_plan

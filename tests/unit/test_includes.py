@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from matrix.load import load
+from matrix.plan import build_plan
 from matrix.problems import SpecInvalid
 
 BASE = """
@@ -72,7 +73,7 @@ def test_error_in_included_file_points_at_that_file(write_spec):
     )
     path = write_spec("version: 1\nname: mine\ninclude: [base.yaml]\n")
     with pytest.raises(SpecInvalid) as info:
-        load(path)
+        build_plan(load(path))
     [problem] = info.value.problems
     assert problem.where.file.endswith("base.yaml")
     assert problem.where.line == 7
@@ -102,7 +103,7 @@ def test_malformed_included_file_points_at_that_file(write_spec):
     write_spec("version: 1\nname: [unclosed\n", "base.yaml")
     path = write_spec("version: 1\nname: mine\ninclude: [base.yaml]\n")
     with pytest.raises(SpecInvalid) as info:
-        load(path)
+        build_plan(load(path))
     [problem] = info.value.problems
     assert problem.where.file.endswith("base.yaml")
     assert "malformed YAML" in problem.message

@@ -424,10 +424,6 @@ def test_missing_required_key_points_at_the_mapping(spec_problems):
     assert all("required key" in p.message for p in problems)
 
 
-@pytest.mark.xfail(
-    reason="BUG: load.py validation_problems: 'required key is missing' never says which key",
-    strict=True,
-)
 def test_missing_required_key_is_named(spec_problems):
     problems = spec_problems(
         """
@@ -445,10 +441,29 @@ def test_missing_required_key_is_named(spec_problems):
 
 def test_spec_invalid_message_lists_every_problem(write_spec):
     from matrix.load import load
+    from matrix.plan import build_plan
 
     path = write_spec("version: 1\nname: t\nphases: []\nextra: 1\nmore: 2\n")
     with pytest.raises(SpecInvalid) as info:
-        load(path)
+        build_plan(load(path))
     lines = str(info.value).splitlines()
     assert len(lines) == 2
     assert all(LOCATION.match(line) for line in lines)
+
+
+def test_structural_and_planner_problems_are_reported_in_one_go(spec_problems):
+    problems = spec_problems(
+        """
+        version: 1
+        name: t
+        phases:
+          - id: p
+            checks:
+              - id: a
+                wieght: 3
+                probe: {kind: command, argv: ["true"]}
+              - id: b
+                probe: {kind: comand, argv: ["true"]}
+        """
+    )
+    assert [line_of(p) for p in problems] == [7, 10]

@@ -164,18 +164,24 @@ def test_secret_not_listed_under_secrets_is_a_problem(spec_problems):
     assert problem.where.line == 8
 
 
+TARGET_TYPO = """
+version: 1
+name: t
+vars: {gpu_host: a}
+targets:
+  gpu:
+    hosts: ["{{ vars.gpu_hots }}"]
+phases: []
+"""
+
+
 def test_undefined_var_in_target_hosts_is_a_problem(spec_problems):
-    problems = spec_problems(
-        """
-        version: 1
-        name: t
-        vars: {gpu_host: a}
-        targets:
-          gpu:
-            hosts: ["{{ vars.gpu_hots }}"]
-        phases: []
-        """
-    )
-    [problem] = problems
-    assert "did you mean 'gpu_host'?" in problem.message
-    assert problem.where.line == 6
+    problems = spec_problems(TARGET_TYPO)
+    hinted = [p for p in problems if "did you mean 'gpu_host'?" in p.message]
+    assert len(hinted) == 1
+    assert hinted[0].where.line == 6
+
+
+def test_undefined_var_in_target_hosts_is_reported_once(spec_problems):
+    problems = spec_problems(TARGET_TYPO)
+    assert len(problems) == 1, "\n".join(map(str, problems))

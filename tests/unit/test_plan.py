@@ -1,0 +1,332 @@
+"""Spec → Plan: matrix and target expansion, dependencies, `when`, filters."""
+
+from __future__ import annotations
+
+import sys
+
+from matrix.plan import Filters, Need
+from matrix.results import Status
+
+MATRIX = """
+version: 1
+name: t
+phases:
+  - id: p
+    checks:
+      - id: check
+        matrix: {batch_size: [8, 16]}
+        probe: {kind: command, argv: ["echo", "{{ matrix.batch_size }}"]}
+        diagnostic: "batch {{ matrix.batch_size }} failed"
+"""
+
+
+def test_matrix_axes_expand_into_one_task_per_cell(plan_spec):
+    plan = plan_spec(MATRIX.replace('"{{ matrix.batch_size }}"', '"bs={{ matrix.batch_size }}"'))
+    assert list(plan.tasks) == ["check[batch_size=8]", "check[batch_size=16]"]
+    assert plan.tasks["check[batch_size=16]"].params.argv == ["echo", "bs=16"]
+    assert plan.tasks["check[batch_size=8]"].cell == {"batch_size": 8}
+
+
+def test_numeric_value_in_a_string_param_is_accepted(plan_spec):
+    plan = plan_spec(MATRIX)
+    assert plan.tasks["check[batch_size=16]"].params.argv == ["echo", "16"]
+
+
+def test_two_axes_expand_to_their_product(plan_spec):
+    plan = plan_spec(
+        """
+        version: 1
+        name: t
+        phases:
+          - id: p
+            checks:
+              - id: train
+                matrix: {bs: [8, 16], dtype: [fp16, bf16]}
+                probe: {kind: command, argv: ["echo", "{{ matrix.bs }}-{{ matrix.dtype }}"]}
+        """
+    )
+    assert list(plan.tasks) == [
+        "train[bs=8,dtype=fp16]",
+        "train[bs=8,dtype=bf16]",
+        "train[bs=16,dtype=fp16]",
+        "train[bs=16,dtype=bf16]",
+    ]
+    assert plan.tasks["train[bs=16,dtype=bf16]"].params.argv == ["echo", "16-bf16"]
+
+
+def test_matrix_values_can_come_from_vars(plan_spec):
+    plan = plan_spec(
+        """
+        version: 1
+        name: t
+        vars: {small: 1, big: 3}
+        phases:
+          - id: p
+            checks:
+              - id: c
+                matrix: {n: ["{{ vars.small }}", 2, "{{ vars.big }}"]}
+                probe: {kind: command, argv: ["true"]}
+        """
+    )
+    assert list(plan.tasks) == ["c[n=1]", "c[n=2]", "c[n=3]"]
+
+
+def test_matrix_reference_to_an_undeclared_axis_is_a_problem(spec_problems):
+    [problem] = spec_problems(
+        """
+        version: 1
+        name: t
+        phases:
+          - id: p
+            checks:
+              - id: c
+                matrix: {bs: [1]}
+                probe: {kind: command, argv: ["echo", "{{ matrix.batch }}"]}
+        """
+    )
+    assert "undefined variable matrix.batch" in problem.message
+
+
+def test_local_target_group_gives_task_at_group(plan_spec):
+    plan = plan_spec(
+        f"""
+        version: 1
+        name: t
+        targets:
+          venv: {{via: local, python: {sys.executable}}}
+        phases:
+          - id: p
+            checks:
+              - id: check
+                on: venv
+                probe: {{kind: command, argv: ["true"]}}
+              - id: here
+                probe: {{kind: command, argv: ["true"]}}
+        """
+    )
+    assert list(plan.tasks) == ["check@venv", "here"]
+    target = plan.tasks["check@venv"].target
+    assert (target.name, target.via, target.group) == ("venv", "local", "venv")
+    assert target.options.python == sys.executable
+    assert plan.tasks["here"].target.name == "local"
+
+
+def test_ssh_group_fans_out_per_host_and_needs_pair_by_host(plan_spec):
+    plan = plan_spec(
+        """
+        version: 1
+        name: t
+        vars: {second: gpu-2}
+        targets:
+          gpu: {hosts: [gpu-1, "{{ vars.second }}"], user: ubuntu}
+        phases:
+          - id: p
+            checks:
+              - id: reach
+                on: gpu
+                probe: {kind: command, argv: ["true"]}
+              - id: disk
+                on: gpu
+                needs: [reach]
+                probe: {kind: command, argv: ["true"]}
+        """
+    )
+    assert list(plan.tasks) == ["reach@gpu-1", "reach@gpu-2", "disk@gpu-1", "disk@gpu-2"]
+    assert plan.tasks["disk@gpu-2"].needs == [Need("reach@gpu-2", True)]
+
+
+def test_unreachable_target_kind_is_an_error_row_not_a_crash(run_spec, by_id):
+    run = run_spec(
+        """
+        version: 1
+        name: t
+        targets:
+          gpu: {hosts: [gpu-1]}
+        phases:
+          - id: p
+            checks:
+              - id: remote
+                on: gpu
+                probe: {kind: command, argv: ["true"]}
+              - id: here
+                probe: {kind: command, argv: ["true"]}
+        """
+    )
+    results = by_id(run)
+    assert results["remote@gpu-1"].status is Status.error
+    assert "cannot reach gpu-1" in results["remote@gpu-1"].reason
+    assert results["here"].status is Status.passed
+
+
+def test_phase_needs_imply_task_needs(plan_spec):
+    plan = plan_spec(
+        """
+        version: 1
+        name: t
+        phases:
+          - id: infra
+            checks:
+              - id: a
+                probe: {kind: command, argv: ["true"]}
+              - id: b
+                probe: {kind: command, argv: ["true"]}
+          - id: env
+            needs: [infra]
+            checks:
+              - id: c
+                probe: {kind: command, argv: ["true"]}
+              - id: d
+                needs: [c]
+                probe: {kind: command, argv: ["true"]}
+              - id: e
+                needs: [infra]
+                probe: {kind: command, argv: ["true"]}
+        """
+    )
+    assert plan.tasks["c"].needs == [Need("a", False), Need("b", False)]
+    assert plan.tasks["d"].needs == [Need("c", True), Need("a", False), Need("b", False)]
+    assert Need("a", False) in plan.tasks["e"].needs
+    assert plan.tasks["a"].needs == []
+
+
+def test_order_respects_dependencies(plan_spec):
+    plan = plan_spec(
+        """
+        version: 1
+        name: t
+        phases:
+          - id: p
+            checks:
+              - id: late
+                needs: [early]
+                probe: {kind: command, argv: ["true"]}
+              - id: early
+                probe: {kind: command, argv: ["true"]}
+        """
+    )
+    assert plan.order == ["early", "late"]
+    assert list(plan.tasks) == ["late", "early"]  # reports keep spec order
+
+
+def test_when_false_skips(plan_spec):
+    plan = plan_spec(
+        """
+        version: 1
+        name: t
+        vars: {use_gpu: false, region: eu}
+        phases:
+          - id: p
+            checks:
+              - id: literal
+                when: false
+                probe: {kind: command, argv: ["true"]}
+              - id: templated
+                when: "{{ vars.use_gpu }}"
+                probe: {kind: command, argv: ["true"]}
+              - id: comparison
+                when: "{{ vars.region == 'eu' }}"
+                probe: {kind: command, argv: ["true"]}
+              - id: cell
+                matrix: {n: [1, 2]}
+                when: "{{ matrix.n > 1 }}"
+                probe: {kind: command, argv: ["true"]}
+        """
+    )
+    assert plan.tasks["literal"].skip.startswith("when:")
+    assert plan.tasks["literal"].skip.endswith("is false")
+    assert plan.tasks["templated"].skip == "when: {{ vars.use_gpu }} is false"
+    assert plan.tasks["comparison"].skip is None
+    assert plan.tasks["cell[n=1]"].skip is not None
+    assert plan.tasks["cell[n=2]"].skip is None
+
+
+def test_when_var_override_turns_a_check_on(plan_spec):
+    text = """
+    version: 1
+    name: t
+    vars: {use_gpu: false}
+    phases:
+      - id: p
+        checks:
+          - id: gpu
+            when: "{{ vars.use_gpu }}"
+            probe: {kind: command, argv: ["true"]}
+    """
+    assert plan_spec(text).tasks["gpu"].skip
+    assert plan_spec(text, var_args=["use_gpu=true"]).tasks["gpu"].skip is None
+
+
+FILTERED = """
+version: 1
+name: t
+phases:
+  - id: infra
+    checks:
+      - id: ssh-reachable
+        tags: [network]
+        probe: {kind: command, argv: ["true"]}
+      - id: disk-space
+        needs: [ssh-reachable]
+        tags: [storage]
+        probe: {kind: command, argv: ["true"]}
+  - id: env
+    checks:
+      - id: python-version
+        tags: [python, slow]
+        probe: {kind: command, argv: ["true"]}
+      - id: python-packages
+        tags: [python]
+        probe: {kind: command, argv: ["true"]}
+"""
+
+
+def skips(plan) -> dict[str, str | None]:
+    return {task_id: task.skip for task_id, task in plan.tasks.items()}
+
+
+def test_filter_by_phase(plan_spec):
+    assert skips(plan_spec(FILTERED, filters=Filters(phases=["env"]))) == {
+        "ssh-reachable": "filtered out by --phase",
+        "disk-space": "filtered out by --phase",
+        "python-version": None,
+        "python-packages": None,
+    }
+
+
+def test_filter_by_check_glob(plan_spec):
+    found = skips(plan_spec(FILTERED, filters=Filters(checks=["python-*"])))
+    assert found["python-version"] is None and found["python-packages"] is None
+    assert found["ssh-reachable"] == "filtered out by --check"
+
+
+def test_filter_by_tags_and_skip_tags(plan_spec):
+    found = skips(plan_spec(FILTERED, filters=Filters(tags=["python"], skip_tags=["slow"])))
+    assert found == {
+        "ssh-reachable": "filtered out by --tags",
+        "disk-space": "filtered out by --tags",
+        "python-version": "filtered out by --skip-tags",
+        "python-packages": None,
+    }
+
+
+def test_selected_check_pulls_in_what_it_strictly_needs(plan_spec):
+    found = skips(plan_spec(FILTERED, filters=Filters(checks=["disk-space"])))
+    assert found["disk-space"] is None
+    assert found["ssh-reachable"] is None  # needed, so not filtered out
+    assert found["python-version"] == "filtered out by --check"
+
+
+def test_phase_needs_do_not_pull_in_whole_phases(plan_spec):
+    text = FILTERED.replace("  - id: env\n", "  - id: env\n    needs: [infra]\n")
+    found = skips(plan_spec(text, filters=Filters(phases=["env"])))
+    assert found["ssh-reachable"] == "filtered out by --phase"
+    assert found["python-packages"] is None
+
+
+def test_filtered_out_tasks_run_as_skips_and_do_not_block(plan_spec, execute_plan, by_id):
+    text = FILTERED.replace("  - id: env\n", "  - id: env\n    needs: [infra]\n")
+    run = execute_plan(plan_spec(text, filters=Filters(phases=["env"])))
+    results = by_id(run)
+    assert results["ssh-reachable"].status is Status.skipped
+    assert results["ssh-reachable"].reason == "filtered out by --phase"
+    assert results["python-packages"].status is Status.passed

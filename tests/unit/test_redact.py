@@ -1,0 +1,112 @@
+"""Secrets never leave: declared values and well-known credential shapes become ***."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from matrix.redact import MASK, Redactor
+from matrix.results import Status
+from reporters.json_report import JsonReporter
+
+SECRET = "s3cr3t-Value-7f9a2c"
+AWS_KEY_ID = "AKIAIOSFODNN7EXAMPLE"
+SLACK = "https://hooks.slack.com/services/T00000000/B00000000/XXXXXXXXXXXXXXXXXXXXXXXX"
+
+SPEC = """
+version: 1
+name: redaction
+vars:
+  header: "Authorization: {{ secret.MATRIX_TEST_TOKEN }}"
+secrets: [MATRIX_TEST_TOKEN]
+phases:
+  - id: p
+    checks:
+      - id: leaky
+        probe:
+          kind: command
+          shell: >-
+            echo "token={{ secret.MATRIX_TEST_TOKEN }}";
+            echo "{\\"t\\": \\"$MATRIX_TEST_TOKEN\\"}" >&2; exit 3
+        diagnostic: "saw {{ facts.stdout }} / {{ secret.MATRIX_TEST_TOKEN }}"
+        fix: "rotate {{ secret.MATRIX_TEST_TOKEN }}"
+      - id: json-facts
+        probe: {kind: command, shell: 'echo "{\\"nested\\": [\\"$MATRIX_TEST_TOKEN\\"]}"'}
+        expect: {stdout: "nope"}
+      - id: shapes
+        probe: {kind: command, argv: ["echo", "key AKIAIOSFODNN7EXAMPLE hook SLACK_URL"]}
+        expect: {exit_code: 1}
+"""
+
+
+@pytest.fixture
+def leaky_run(run_spec, monkeypatch):
+    monkeypatch.setenv("MATRIX_TEST_TOKEN", SECRET)
+    return run_spec(SPEC.replace("SLACK_URL", SLACK))
+
+
+def test_declared_secret_is_masked_in_facts_diagnostic_fix_and_vars(leaky_run, by_id):
+    results = by_id(leaky_run)
+    leaky = results["leaky"]
+    assert leaky.status is Status.failed
+    assert leaky.facts["stdout"] == f"token={MASK}"
+    assert leaky.facts["stderr"] == f'{{"t": "{MASK}"}}'
+    assert leaky.diagnostic == f"saw token={MASK} / {MASK}"
+    assert leaky.fix == f"rotate {MASK}"
+    assert leaky_run.vars["header"] == f"Authorization: {MASK}"
+    assert results["json-facts"].facts["json"] == {"nested": [MASK]}
+    assert SECRET not in results["json-facts"].reason
+    assert SECRET not in json.dumps(leaky_run.to_dict(), default=str)
+
+
+def test_well_known_shapes_are_masked_even_undeclared(leaky_run, by_id):
+    shapes = by_id(leaky_run)["shapes"]
+    assert shapes.status is Status.failed
+    assert shapes.facts["stdout"] == f"key {MASK} hook {MASK}"
+    assert AWS_KEY_ID not in (shapes.diagnostic or "") + (shapes.reason or "")
+    assert "hooks.slack.com" not in json.dumps(shapes.facts)
+
+
+def test_json_report_holds_no_secret(leaky_run, tmp_path):
+    out = tmp_path / "out" / "report.json"
+    JsonReporter(str(out)).finish(leaky_run)
+    text = out.read_text()
+    assert SECRET not in text
+    assert AWS_KEY_ID not in text
+    assert "hooks.slack.com" not in text
+    assert MASK in text
+    assert json.loads(text)["vars"]["header"] == f"Authorization: {MASK}"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (f"id={AWS_KEY_ID}.", f"id={MASK}."),
+        ("ASIAY34FZKBOKMUTVV7A", MASK),
+        (
+            "aws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+            f"aws_secret_access_key = {MASK}",
+        ),
+        (f"post to {SLACK} now", f"post to {MASK} now"),
+        ("https://discord.com/api/webhooks/123/abcDEF", MASK),
+        ("Authorization: Bearer eyJhbGciOiJIUzI1NiJ9.payload.sig", f"Authorization: Bearer {MASK}"),
+        ("xoxb-1234567890-abcdefghij", MASK),
+        ("ghp_" + "a" * 36, MASK),
+        ("-----BEGIN RSA PRIVATE KEY-----\nMIIE\n-----END RSA PRIVATE KEY-----", MASK),
+        ("plain words stay", "plain words stay"),
+    ],
+)
+def test_shapes(text, expected):
+    assert Redactor()(text) == expected
+
+
+def test_declared_values_are_masked_in_nested_data_and_short_values_are_not():
+    redact = Redactor(["LONG", "SHORT", "UNSET"], {"LONG": "hunter22", "SHORT": "ab"})
+    data = {"a": ["x hunter22 y", {"b": "hunter22"}], "n": 3, "t": ("hunter22",), "s": "ab cd"}
+    assert redact(data) == {"a": [f"x {MASK} y", {"b": MASK}], "n": 3, "t": [MASK], "s": "ab cd"}
+
+
+def test_longer_secret_wins_over_a_prefix_of_it():
+    redact = Redactor(["A", "B"], {"A": "abcd", "B": "abcdefgh"})
+    assert redact("abcdefgh") == MASK

@@ -1,0 +1,199 @@
+"""Verdict, readiness score and exit codes over hand-built results."""
+
+from __future__ import annotations
+
+import pytest
+
+from matrix.results import PhaseInfo, Result, Run, Status, Verdict, verdict
+
+PASS, FAIL, ERROR, SKIP = Status.passed, Status.failed, Status.error, Status.skipped
+
+
+def result(
+    check: str,
+    status: Status = PASS,
+    severity: str = "critical",
+    phase: str = "p",
+    reason: str | None = None,
+    task: str | None = None,
+) -> Result:
+    return Result(
+        task_id=task or check,
+        check_id=check,
+        phase_id=phase,
+        target="local",
+        host="localhost",
+        cell={},
+        status=status,
+        severity=severity,
+        title=check,
+        reason=reason,
+    )
+
+
+def make_run(results: list[Result], phases: list[PhaseInfo] | None = None, **extra) -> Run:
+    if phases is None:
+        ids = dict.fromkeys(r.phase_id for r in results)
+        phases = [
+            PhaseInfo(p, p, 10.0, {r.check_id: 1.0 for r in results if r.phase_id == p})
+            for p in ids
+        ]
+    return Run(
+        spec_name="t",
+        spec_path="spec.yaml",
+        vars={},
+        phases=phases,
+        results=results,
+        order=[r.task_id for r in results],
+        started_at=0.0,
+        duration=1.0,
+        **extra,
+    )
+
+
+@pytest.mark.parametrize(
+    ("results", "expected"),
+    [
+        ([], Verdict.ready),
+        ([result("a"), result("b", SKIP, reason="when: x is false")], Verdict.ready),
+        ([result("a", FAIL)], Verdict.blocked),
+        ([result("a", ERROR)], Verdict.blocked),
+        ([result("a", FAIL, "warning"), result("b", ERROR, "critical")], Verdict.blocked),
+        ([result("a", FAIL, "warning")], Verdict.caution),
+        ([result("a", ERROR, "warning"), result("b")], Verdict.caution),
+        ([result("a", FAIL, "info"), result("b", ERROR, "info")], Verdict.ready),
+        ([result("a", FAIL, "info"), result("b", FAIL, "warning")], Verdict.caution),
+        ([result("a", SKIP, reason="blocked by x")], Verdict.ready),
+    ],
+)
+def test_verdict(results, expected):
+    assert verdict(results) is expected
+    assert make_run(results).verdict is expected
+
+
+def test_score_weights_phases_by_passed_share():
+    phases = [
+        PhaseInfo("infra", "Infra", 20, {"a": 1, "b": 1}),
+        PhaseInfo("train", "Train", 80, {"c": 1, "d": 1}),
+    ]
+    run = make_run(
+        [
+            result("a", phase="infra"),
+            result("b", phase="infra"),
+            result("c", phase="train"),
+            result("d", FAIL, phase="train"),
+        ],
+        phases,
+    )
+    assert run.score == pytest.approx(60.0)
+    scores = {s.id: s for s in run.phase_scores()}
+    assert scores["infra"].score == pytest.approx(20.0)
+    assert scores["train"].score == pytest.approx(40.0)
+    assert (scores["train"].passed, scores["train"].total) == (1, 2)
+    assert run.to_dict()["score"] == 60.0
+
+
+def test_all_passing_scores_100_and_nothing_passing_scores_0():
+    assert make_run([result("a"), result("b")]).score == pytest.approx(100.0)
+    assert make_run([result("a", FAIL), result("b", ERROR)]).score == pytest.approx(0.0)
+
+
+def test_check_weight_is_respected():
+    phases = [PhaseInfo("p", "P", 10, {"heavy": 3, "light": 1})]
+    run = make_run([result("heavy"), result("light", FAIL)], phases)
+    assert run.score == pytest.approx(75.0)
+    run = make_run([result("heavy", FAIL), result("light")], phases)
+    assert run.score == pytest.approx(25.0)
+
+
+def test_skipped_by_when_or_filter_is_left_out_of_the_denominator():
+    run = make_run(
+        [
+            result("a"),
+            result("b", SKIP, reason="when: {{ vars.gpu }} is false"),
+            result("c", SKIP, reason="filtered out by --tags"),
+        ]
+    )
+    assert run.score == pytest.approx(100.0)
+
+
+@pytest.mark.parametrize(
+    "reason", ["blocked by a", "interrupted before it finished", "not run: --fail-fast stopped"]
+)
+def test_blocked_interrupted_and_not_run_count_as_not_passed(reason):
+    run = make_run([result("a"), result("b", SKIP, reason=reason)])
+    assert run.score == pytest.approx(50.0)
+
+
+def test_a_phase_with_nothing_applicable_drops_out_of_the_total():
+    phases = [PhaseInfo("gpu", "GPU", 50, {"g": 1}), PhaseInfo("cpu", "CPU", 50, {"c": 1})]
+    run = make_run(
+        [result("g", SKIP, "critical", "gpu", "when: false"), result("c", phase="cpu")], phases
+    )
+    assert run.score == pytest.approx(100.0)
+    assert {s.id: s.weight for s in run.phase_scores()} == {"gpu": 0.0, "cpu": 50}
+
+
+def test_tasks_of_one_check_share_its_weight():
+    phases = [PhaseInfo("p", "P", 10, {"fan": 1, "single": 1})]
+    run = make_run(
+        [
+            result("fan", task="fan@h1"),
+            result("fan", FAIL, task="fan@h2"),
+            result("fan", task="fan@h3"),
+            result("fan", task="fan@h4"),
+            result("single"),
+        ],
+        phases,
+    )
+    assert run.score == pytest.approx(100 * (0.75 + 1) / 2)
+
+
+def test_info_failure_lowers_the_score_but_not_the_verdict():
+    run = make_run([result("a"), result("b", FAIL, "info")])
+    assert run.verdict is Verdict.ready
+    assert run.score == pytest.approx(50.0)
+    assert run.fixes() == []
+
+
+@pytest.mark.parametrize(
+    ("results", "strict", "code"),
+    [
+        ([result("a")], False, 0),
+        ([result("a")], True, 0),
+        ([result("a", FAIL, "warning")], False, 0),
+        ([result("a", FAIL, "warning")], True, 1),
+        ([result("a", FAIL)], False, 1),
+        ([result("a", ERROR)], True, 1),
+        ([result("a", FAIL, "info")], True, 0),
+    ],
+)
+def test_exit_codes(results, strict, code):
+    assert make_run(results).exit_code(strict=strict) == code
+
+
+def test_interrupted_run_exits_130_whatever_the_verdict():
+    assert make_run([result("a")], interrupted=True).exit_code() == 130
+    assert make_run([result("a", FAIL)], interrupted=True).exit_code(strict=True) == 130
+
+
+def test_fixes_are_bad_non_info_results_in_dependency_order():
+    results = [
+        result("late", FAIL),
+        result("early", ERROR, "warning"),
+        result("noise", FAIL, "info"),
+        result("fine"),
+    ]
+    run = make_run(results)
+    run.order = ["early", "fine", "late", "noise"]
+    assert [r.task_id for r in run.fixes()] == ["early", "late"]
+
+
+def test_counts_and_json_shape():
+    run = make_run([result("a"), result("b", FAIL), result("c", SKIP, reason="blocked by b")])
+    data = run.to_dict()
+    assert data["counts"] == {"pass": 1, "fail": 1, "error": 0, "skip": 1}
+    assert data["verdict"] == "BLOCKED"
+    assert data["schema_version"] == 1
+    assert data["results"][1]["status"] == "fail"
+    assert data["phases"][0]["score"] == pytest.approx(10 / 3, abs=0.01)
