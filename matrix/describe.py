@@ -26,8 +26,18 @@ def probe_table() -> str:
 
 
 def plan_table(plan: Plan) -> str:
+    where: dict[str, set[str]] = {}
+    for task in plan.tasks.values():
+        where.setdefault(task.check.id, set()).add(task.target.name)
     rows = [
-        [p.id, c.id, c.severity.value, c.probe.kind, c.on, ",".join(c.needs) or "—"]
+        [
+            p.id,
+            c.id,
+            c.severity.value,
+            c.probe.kind,
+            ",".join(sorted(where.get(c.id, ()))) or "—",
+            ",".join(c.needs) or "—",
+        ]
         for p in plan.spec.phases
         for c in p.checks
     ]

@@ -22,7 +22,7 @@ from matrix.plan import LOCAL, Plan, Task
 from matrix.probe import ProbeContext, ProbeError
 from matrix.redact import Redactor
 from matrix.results import Result, Run, Status, phase_infos, redact_vars
-from matrix.targets import TargetPool
+from matrix.targets import TargetPool, fast_child_watcher
 
 
 def default_concurrency() -> int:
@@ -215,7 +215,8 @@ class _Execution:
         cause = error or reason
         context = {**task.context, "facts": facts, "error": error or "", "reason": cause or ""}
         bad = status in (Status.failed, Status.error)
-        title = _text(check.title, context) or check.failure or check.id
+        fallback = (check.failure if bad else None) or check.category or check.id
+        title = _text(check.title, context) or fallback
         return Result(
             task_id=task.id,
             check_id=check.id,
@@ -261,4 +262,5 @@ async def execute(
     plan: Plan, options: Options | None = None, listeners: Sequence[Listener] = ()
 ) -> Run:
     """Run every task of the plan; always returns a complete Run."""
-    return await _Execution(plan, options or Options(), listeners).run()
+    with fast_child_watcher():
+        return await _Execution(plan, options or Options(), listeners).run()

@@ -62,6 +62,7 @@ class Task:
     expect: Expectation = field(default_factory=dict)
     needs: list[Need] = field(default_factory=list)
     skip: str | None = None
+    not_applicable: str | None = None
     error: str | None = None
 
 
@@ -129,6 +130,7 @@ class _Planner:
     def _expand_targets(self) -> dict[str, list[TargetRef]]:
         groups = {name: [LOCAL] for name in LOCAL_NAMES}
         for name, spec in self.spec.targets.items():
+            spec = self._render_target(name, spec)
             if spec.via == "local":
                 groups[name] = [TargetRef(name, "localhost", name, "local", spec)]
                 continue
@@ -145,6 +147,17 @@ class _Planner:
             groups[name] = refs
         return groups
 
+    def _render_target(self, name: str, spec: TargetSpec) -> TargetSpec:
+        """Templated target options (key, user, python, …); hosts are rendered one by one."""
+        options = spec.model_dump(exclude={"hosts"}, exclude_defaults=True)
+        try:
+            rendered = template.render_tree(options, self.base)
+        except template.RenderError as exc:
+            if ("targets", name) not in {loc[:2] for loc in self.unrenderable}:
+                self.problem(("targets", name), str(exc))
+            return spec
+        return spec.model_copy(update=rendered)
+
     # ── tasks ───────────────────────────────────────────────────────────────
 
     def tasks_for(self, p: int, phase: Phase, c: int, check: Check, filters: Filters) -> list[Task]:
@@ -157,7 +170,7 @@ class _Planner:
         tasks = []
         for target, cell in itertools.product(targets, self._cells(loc, check)):
             task = self._task(loc, phase, check, target, cell, kind)
-            task.skip = filters.reason(check, phase) or task.skip
+            task.skip = filters.reason(check, phase) or task.not_applicable
             tasks.append(task)
         return tasks
 
@@ -186,6 +199,10 @@ class _Planner:
             except template.RenderError as exc:
                 self.problem((*loc, "matrix", axis), str(exc))
                 return []
+            if not isinstance(axes[axis], list):
+                message = f"expected a list of values, got {axes[axis]!r}"
+                self.problem((*loc, "matrix", axis), message)
+                return []
         return [dict(zip(axes, combo)) for combo in itertools.product(*axes.values())]
 
     def _task(
@@ -207,7 +224,7 @@ class _Planner:
             "target": {"name": target.name, "host": target.host, "group": target.group},
             "check": {
                 "id": check.id,
-                "title": check.title or check.failure or check.id,
+                "title": check.title or check.category or check.id,
                 "category": check.category,
                 "failure": check.failure,
                 "severity": check.severity.value,
@@ -218,7 +235,8 @@ class _Planner:
         task = Task(task_id, check, phase, target, cell, context)
         try:
             if check.when is not None and not template.truthy(template.render(check.when, context)):
-                task.skip = f"when: {check.when} is false"
+                condition = str(check.when).replace("{{", "").replace("}}", "").strip()
+                task.not_applicable = f"when: {condition} is false"
             if kind is not None:
                 task.params = self._params(loc, check, kind, context)
                 task.expect = self._expect(loc, check, kind, context)
@@ -365,13 +383,14 @@ def _topological(tasks: Mapping[str, Task]) -> list[str]:
 
 def _include_dependencies(tasks: dict[str, Task], selected: Iterable[Task]) -> None:
     """A selected check pulls in the checks it strictly needs: they cannot be skipped."""
-    pending = [t for t in selected if not (t.skip or "").startswith("filtered")]
+    pending = [t for t in selected if t.skip is None]
     while pending:
         for need in pending.pop().needs:
             needed = tasks[need.task_id]
             if need.strict and (needed.skip or "").startswith("filtered"):
-                needed.skip = None
-                pending.append(needed)
+                needed.skip = needed.not_applicable
+                if needed.skip is None:
+                    pending.append(needed)
 
 
 def build_plan(

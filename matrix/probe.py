@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, model_validator
 
 if TYPE_CHECKING:
     from matrix.targets import Completed, Target
@@ -49,8 +49,38 @@ class ProbeParams(BaseModel):
     default_expect: ClassVar[dict[str, Any]] = {}
     facts: ClassVar[dict[str, str]] = {}
 
+    @model_validator(mode="before")
+    @classmethod
+    def _bools_as_text(cls, data: Any) -> Any:
+        """`--var flag=true` arrives as a bool; a text param wants 'true'."""
+        if not isinstance(data, dict):
+            return data
+        fields = cls.model_fields
+        return {
+            k: _as_text(v) if k in fields and _wants_text(fields[k].annotation) else v
+            for k, v in data.items()
+        }
+
     async def observe(self, ctx: ProbeContext) -> dict[str, Any]:
         raise NotImplementedError
+
+
+def _wants_text(annotation: Any) -> bool:
+    """True for str, str | None, list[str], dict[str, str]: text but never a bool."""
+    args = {annotation, *get_args(annotation)}
+    for arg in list(args):
+        args.update(get_args(arg))
+    return str in args and bool not in args
+
+
+def _as_text(value: Any) -> Any:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, list):
+        return [_as_text(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _as_text(v) for k, v in value.items()}
+    return value
 
 
 ProbeClass = type[ProbeParams]

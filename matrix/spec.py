@@ -104,7 +104,8 @@ class Check(Model):
     id: Id
     """Unique id across the spec, used by `needs`, filters and reports."""
     title: str | None = None
-    """Short human name; defaults to the failure mode or the id."""
+    """Short human name, templated with facts (`"Python {{ facts.version }}"`); defaults to
+    the failure mode when the check went wrong, else the category, then the id."""
     category: str | None = None
     """Test category, e.g. `AWS Credentials`."""
     failure: str | None = None
@@ -131,8 +132,9 @@ class Check(Model):
     """Labels for --tags / --skip-tags."""
     when: str | bool | None = None
     """Template that must render true for the check to run (e.g. `{{ vars.use_gpu }}`)."""
-    matrix: dict[str, list[Any]] = {}
-    """Axes to expand: `{batch_size: [8, 16]}` → one task per combination."""
+    matrix: dict[str, list[Any] | str] = {}
+    """Axes to expand: `{batch_size: [8, 16]}` → one task per combination; an axis may be a
+    template that renders to a list (`"{{ vars.batch_sizes }}"`)."""
     weight: float = Field(1.0, ge=0)
     """Share of its phase's score relative to sibling checks."""
 

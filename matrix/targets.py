@@ -12,12 +12,13 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 import anyio
-from anyio.abc import ByteReceiveStream
+from anyio.abc import ByteReceiveStream, ByteSendStream
 
 from matrix.probe import ProbeError
 
@@ -86,11 +87,10 @@ class LocalTarget:
         out, err = bytearray(), bytearray()
         try:
             async with anyio.create_task_group() as tg:
-                tg.start_soon(_drain, proc.stdout, out)
                 tg.start_soon(_drain, proc.stderr, err)
                 if input is not None and proc.stdin is not None:
-                    async with proc.stdin:
-                        await proc.stdin.send(input)
+                    tg.start_soon(_feed, proc.stdin, input)
+                await _drain(proc.stdout, out)
             code = await proc.wait()
         finally:
             if proc.returncode is None:
@@ -114,6 +114,36 @@ async def _drain(stream: ByteReceiveStream | None, sink: bytearray) -> None:
     async for chunk in stream:
         if len(sink) <= OUTPUT_LIMIT:
             sink += chunk[: OUTPUT_LIMIT + 1 - len(sink)]
+
+
+async def _feed(stream: ByteSendStream, data: bytes) -> None:
+    async with stream:
+        await stream.send(data)
+
+
+@contextmanager
+def fast_child_watcher() -> Iterator[None]:
+    """Python 3.11's asyncio reaps every child with a thread of its own; the pidfd watcher
+    (the default from 3.12) does not, which makes command-heavy runs ~20% faster
+    (bench/RESULTS.md). Call inside the running loop; the previous watcher comes back after."""
+    import asyncio
+
+    try:
+        loop = asyncio.get_running_loop()
+        if sys.version_info >= (3, 12) or not hasattr(os, "pidfd_open"):
+            raise RuntimeError("not needed")
+        os.close(os.pidfd_open(os.getpid()))
+    except (RuntimeError, OSError):
+        yield
+        return
+    previous = asyncio.get_child_watcher()
+    watcher = asyncio.PidfdChildWatcher()
+    watcher.attach_loop(loop)
+    asyncio.set_child_watcher(watcher)
+    try:
+        yield
+    finally:
+        asyncio.set_child_watcher(previous)
 
 
 def _kill_group(pid: int) -> None:

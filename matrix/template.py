@@ -94,20 +94,21 @@ def truthy(value: Any) -> bool:
     return bool(value)
 
 
-def references(text: str) -> Iterator[tuple[str, str | None]]:
+@lru_cache(maxsize=4096)
+def references(text: str) -> tuple[tuple[str, str | None], ...]:
     """(name, attribute) pairs a template reads, e.g. ('vars', 'gpu_host'); the name is ''
     when the attribute is read off an expression. Raises RenderError on a syntax error."""
     try:
         tree = _PLAIN.parse(text)
     except TemplateError as exc:
         raise RenderError(f"template syntax error: {exc.message}") from None
-    for name in meta.find_undeclared_variables(tree):
-        yield name, None
+    found: list[tuple[str, str | None]] = [(n, None) for n in meta.find_undeclared_variables(tree)]
     for node in tree.find_all(nodes.Getattr):
-        yield (node.node.name if isinstance(node.node, nodes.Name) else ""), node.attr
+        found.append(((node.node.name if isinstance(node.node, nodes.Name) else ""), node.attr))
     for node in tree.find_all(nodes.Getitem):
         if isinstance(node.node, nodes.Name) and isinstance(node.arg, nodes.Const):
-            yield node.node.name, str(node.arg.value)
+            found.append((node.node.name, str(node.arg.value)))
+    return tuple(found)
 
 
 def is_known_global(name: str) -> bool:
@@ -131,6 +132,11 @@ class EnvView(Mapping[str, str]):
 
     def get(self, name: str, default: Any = None) -> Any:
         return self._source.get(name, default)
+
+    def __contains__(self, name: object) -> bool:
+        """`'SLACK_WEBHOOK' in secret` asks whether it is set, never raises."""
+        allowed = self._allowed is None or name in self._allowed
+        return allowed and name in self._source
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._allowed if self._allowed is not None else self._source)

@@ -15,7 +15,7 @@ from matrix.probe import ProbeContext, ProbeParams, probe
     "command",
     default_expect={"exit_code": 0},
     facts={
-        "exit_code": "process exit status (127: command not found)",
+        "exit_code": "process exit status (a program that cannot start is an error instead)",
         "stdout": "standard output, decoded as UTF-8 (invalid bytes replaced), stripped",
         "stderr": "standard error, decoded likewise",
         "duration": "seconds the command took",

@@ -193,7 +193,7 @@ class ConsoleReporter(Reporter):
         if self.progress is not None:
             self.progress.stop()
         if self.filtered:
-            self._print(f"\n({_plural(self.filtered, 'check')} filtered out)")
+            self._print(f"\n({_plural(self.filtered, 'task')} filtered out)")
         for line in summary_lines(run):
             style = "bold" if line.startswith(tuple(BANNERS.values())) else None
             self._print(line, style)

@@ -392,7 +392,7 @@ def test_when_false_is_a_skip_that_does_not_count(cli, write_spec, tmp_path, rep
     done = cli("run", "spec.yaml", "--json", "out.json")
     assert done.returncode == 0, done.stdout
     data = report(tmp_path / "out.json")
-    assert statuses(data)["gpu-visible"] == ("skip", "when: {{ vars.use_gpu }} is false")
+    assert statuses(data)["gpu-visible"] == ("skip", "when: vars.use_gpu is false")
     assert data["score"] == 100.0
 
 
