@@ -330,3 +330,104 @@ def test_filtered_out_tasks_run_as_skips_and_do_not_block(plan_spec, execute_pla
     assert results["ssh-reachable"].status is Status.skipped
     assert results["ssh-reachable"].reason == "filtered out by --phase"
     assert results["python-packages"].status is Status.passed
+
+
+def test_matrix_axis_may_come_from_a_var(plan_spec, spec_problems):
+    spec = MATRIX.replace("[8, 16]", '"{{ vars.sizes }}"').replace(
+        "name: t", "name: t\nvars: {sizes: [4, 32]}"
+    )
+    assert list(plan_spec(spec).tasks) == ["check[batch_size=4]", "check[batch_size=32]"]
+    [problem] = spec_problems(spec.replace("[4, 32]", "4"))
+    assert "expected a list of values, got 4" in problem.message
+
+
+def test_booleans_and_numbers_fill_text_params(run_spec, by_id):
+    run = run_spec(
+        """
+        version: 1
+        name: t
+        vars: {flag: true, secs: 0}
+        phases:
+          - id: p
+            checks:
+              - id: a
+                probe: {kind: command, argv: [echo, "{{ vars.flag }}", "{{ vars.secs }}"]}
+                expect: {stdout: "true 0"}
+        """
+    )
+    assert by_id(run)["a"].status is Status.passed
+
+
+def test_in_secret_asks_whether_it_is_set_without_raising(plan_spec):
+    spec = """
+        version: 1
+        name: t
+        secrets: [MX_TOKEN]
+        phases:
+          - id: p
+            checks:
+              - id: a
+                when: "{{ 'MX_TOKEN' in secret }}"
+                probe: {kind: command, argv: ["true"]}
+        """
+    assert plan_spec(spec, environ={}).tasks["a"].skip == "when: 'MX_TOKEN' in secret is false"
+    assert plan_spec(spec, environ={"MX_TOKEN": "t0ken"}).tasks["a"].skip is None
+
+
+def test_target_options_are_templated(plan_spec):
+    plan = plan_spec(
+        f"""
+        version: 1
+        name: t
+        vars: {{py: "{sys.executable}"}}
+        targets:
+          venv: {{via: local, python: "{{{{ vars.py }}}}"}}
+        phases:
+          - id: p
+            checks:
+              - id: a
+                on: venv
+                probe: {{kind: command, argv: ["true"]}}
+        """
+    )
+    assert plan.tasks["a@venv"].target.options.python == sys.executable
+
+
+def test_filter_keeps_the_when_skip_of_a_pulled_in_dependency(plan_spec):
+    plan = plan_spec(
+        """
+        version: 1
+        name: t
+        vars: {host: ""}
+        phases:
+          - id: infra
+            checks:
+              - id: ssh
+                when: "{{ vars.host != '' }}"
+                probe: {kind: command, argv: ["true"]}
+          - id: data
+            checks:
+              - id: files
+                needs: [ssh]
+                probe: {kind: command, argv: ["true"]}
+        """,
+        filters=Filters(phases=["data"]),
+    )
+    assert plan.tasks["ssh"].skip == "when: vars.host != '' is false"
+    assert plan.tasks["files"].skip is None
+
+
+def test_title_falls_back_to_failure_when_bad_and_category_when_passing(run_spec, by_id):
+    run = run_spec(
+        """
+        version: 1
+        name: t
+        phases:
+          - id: p
+            checks:
+              - {id: a, category: Disk, failure: Disk full, probe: {kind: command, argv: ["true"]}}
+              - {id: b, category: Disk, failure: Disk full, probe: {kind: command, argv: ["false"]}}
+        """
+    )
+    assert by_id(run)["a"].title == "Disk"
+    assert by_id(run)["b"].title == "Disk full"
