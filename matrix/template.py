@@ -13,7 +13,7 @@ from collections.abc import Iterator, Mapping
 from functools import lru_cache
 from typing import Any
 
-from jinja2 import StrictUndefined, TemplateError, meta, nodes
+from jinja2 import StrictUndefined, TemplateError, nodes
 from jinja2.runtime import Undefined
 from jinja2.sandbox import SandboxedEnvironment
 
@@ -102,7 +102,9 @@ def references(text: str) -> tuple[tuple[str, str | None], ...]:
         tree = _PLAIN.parse(text)
     except TemplateError as exc:
         raise RenderError(f"template syntax error: {exc.message}") from None
-    found: list[tuple[str, str | None]] = [(n, None) for n in meta.find_undeclared_variables(tree)]
+    bound = {n.name for n in tree.find_all(nodes.Name) if n.ctx in ("store", "param")}
+    read = {n.name for n in tree.find_all(nodes.Name) if n.ctx == "load"}
+    found: list[tuple[str, str | None]] = [(name, None) for name in sorted(read - bound)]
     for node in tree.find_all(nodes.Getattr):
         found.append(((node.node.name if isinstance(node.node, nodes.Name) else ""), node.attr))
     for node in tree.find_all(nodes.Getitem):
