@@ -83,6 +83,16 @@ def _as_text(value: Any) -> Any:
     return value
 
 
+class ScriptProbe(ProbeParams):
+    """A probe observed entirely by one remote script (`script`, in probes/remote/ or a path):
+    the params travel with `op` set to the probe's kind, so one script can serve a family."""
+
+    script: ClassVar[str]
+
+    async def observe(self, ctx: ProbeContext) -> dict[str, Any]:
+        return await ctx.python(self.script, {"op": self.kind, **self.model_dump()})
+
+
 ProbeClass = type[ProbeParams]
 _REGISTRY: dict[str, ProbeClass] = {}
 

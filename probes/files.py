@@ -6,18 +6,13 @@ the host's filesystem, never the controller's. Sizes are in GB of 1024³ bytes, 
 
 from __future__ import annotations
 
-from typing import Any
-
 from pydantic import Field
 
-from matrix.probe import ProbeContext, ProbeParams, probe
+from matrix.probe import ScriptProbe, probe
 
 
-class _Filesystem(ProbeParams):
-    """Shared `observe`: ship the params to the remote script under this probe's kind."""
-
-    async def observe(self, ctx: ProbeContext) -> dict[str, Any]:
-        return await ctx.python("files", {"op": self.kind, **self.model_dump()})
+class _Filesystem(ScriptProbe):
+    script = "files"
 
 
 @probe(

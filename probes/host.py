@@ -6,18 +6,15 @@ process; a `path` variable is checked for existence there too.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import model_validator
 
-from matrix.probe import ProbeContext, ProbeParams, probe
+from matrix.probe import ScriptProbe, probe
 
 
-class _Host(ProbeParams):
-    """Shared `observe`: ship the params to the remote script under this probe's kind."""
-
-    async def observe(self, ctx: ProbeContext) -> dict[str, Any]:
-        return await ctx.python("host", {"op": self.kind, **self.model_dump()})
+class _Host(ScriptProbe):
+    script = "host"
 
 
 @probe(

@@ -12,14 +12,11 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from matrix.probe import ProbeContext, ProbeParams, probe
+from matrix.probe import ProbeContext, ScriptProbe, probe
 
 
-class _Net(ProbeParams):
-    """Shared `observe`: ship the params to the remote script under this probe's kind."""
-
-    async def observe(self, ctx: ProbeContext) -> dict[str, Any]:
-        return await ctx.python("net", {"op": self.kind, **self.model_dump()})
+class _Net(ScriptProbe):
+    script = "net"
 
 
 @probe(
