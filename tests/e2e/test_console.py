@@ -1,0 +1,74 @@
+"""The console as a person sees it: plain stable lines in pipes, live colour on a terminal."""
+
+from __future__ import annotations
+
+import os
+import pty
+import re
+import subprocess
+import sys
+
+SPEC = """
+version: 1
+name: t
+phases:
+  - id: p
+    checks:
+      - id: ok
+        probe: {kind: command, argv: ["true"]}
+      - id: broken
+        probe: {kind: command, argv: ["false"]}
+        fix: Repair it
+"""
+COLOUR = re.compile(r"\x1b\[[0-9;]*3[0-7]m|\x1b\[[0-9;]*9[0-7]m")
+
+
+def run_on_terminal(cwd, env: dict[str, str]) -> str:
+    """Run `matrix run` with a pseudo-terminal as stdout and return everything it wrote."""
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "matrix", "run", "spec.yaml"],
+        stdout=follower,
+        stderr=follower,
+        cwd=cwd,
+        env=env,
+    )
+    os.close(follower)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # the terminal closed: the process is done writing
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(leader)
+    assert proc.wait(timeout=60) == 1
+    return b"".join(chunks).decode(errors="replace")
+
+
+def test_piped_output_is_plain_stable_text(cli, write_spec):
+    write_spec(SPEC)
+    first = cli("run", "spec.yaml", env={"NO_COLOR": ""})
+    second = cli("run", "spec.yaml", env={"NO_COLOR": ""})
+    assert "\x1b" not in first.stdout
+    assert "✅ ok" in first.stdout and "❌ broken" in first.stdout
+    body = [line for line in first.stdout.splitlines() if "passed ·" not in line]
+    assert body == [line for line in second.stdout.splitlines() if "passed ·" not in line]
+
+
+def test_terminal_gets_live_progress_in_colour(cli, write_spec, tmp_path):
+    write_spec(SPEC)
+    env = {k: v for k, v in cli.env().items() if k != "NO_COLOR"}
+    out = run_on_terminal(tmp_path, {**env, "TERM": "xterm-256color"})
+    assert "probing" in out  # the live bar
+    assert COLOUR.search(out)
+    assert "DEPLOYMENT BLOCKED: 1 critical issue" in out
+
+
+def test_terminal_honours_no_color(cli, write_spec, tmp_path):
+    write_spec(SPEC)
+    out = run_on_terminal(tmp_path, {**cli.env(), "NO_COLOR": "1", "TERM": "xterm-256color"})
+    assert "DEPLOYMENT BLOCKED: 1 critical issue" in out
+    assert not COLOUR.search(out)
