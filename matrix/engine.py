@@ -191,12 +191,9 @@ class _Execution:
                 None,
             )
         problems = evaluate(task.expect, facts)
-        return (
-            (Status.failed if problems else Status.passed),
-            facts,
-            None,
-            "; ".join(problems) or None,
-        )
+        if not problems:
+            return Status.passed, facts, None, None
+        return Status.failed, facts, None, _explain(facts, problems)
 
     def _result(
         self,

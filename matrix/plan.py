@@ -95,9 +95,6 @@ class Plan:
     order: list[str]
     targets: dict[str, TargetRef]
 
-    def phase_tasks(self, phase_id: str) -> list[Task]:
-        return [t for t in self.tasks.values() if t.phase.id == phase_id]
-
 
 class _Planner:
     def __init__(self, loaded: Loaded, environ: Mapping[str, str]):

@@ -394,3 +394,11 @@ def test_bad_params_point_at_the_spec_line(tmp_path: Path, probe: str, message: 
 
     text = str(caught.value)
     assert "bad-params.yaml:7:" in text and message in text
+
+
+def test_failed_expectation_is_explained_by_the_probes_own_problem_fact(tmp_path, monkeypatch):
+    monkeypatch.setenv("MX_WORKERS", "abc")
+    results = run_checks(tmp_path, [check("workers", "env", name="MX_WORKERS", type="int")])
+    reason = results["workers"].reason
+    assert reason.startswith("MX_WORKERS='abc' is not an int (")
+    assert "valid is False, expected == True" in reason
