@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from matrix.problems import SpecInvalid
+from reporters import ReporterError
 
 EXIT_INVALID = 2
 EXIT_INTERRUPTED = 130
@@ -72,7 +74,19 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--strict", action="store_true", help="exit 1 on CAUTION too")
     run.add_argument("--quiet", action="store_true", help="no console output; only reports")
     for entry in reporters().values():
-        run.add_argument(f"--{entry.name}", metavar=entry.metavar, help=entry.help)
+        nargs = "?" if entry.bare is not None else None
+        run.add_argument(
+            f"--{entry.name}", metavar=entry.metavar, help=entry.help, nargs=nargs, const=entry.bare
+        )
+        for option in entry.options:
+            kind = (
+                {"type": option.type, "metavar": option.metavar}
+                if option.type
+                else {"action": "store_true"}
+            )
+            run.add_argument(
+                option.flag, dest=option.dest, help=option.help, default=option.default, **kind
+            )
 
     validate = commands.add_parser("validate", help="check a spec and report every problem")
     _spec_options(validate)
@@ -166,19 +180,31 @@ def cmd_run(args: argparse.Namespace) -> int:
     import anyio
 
     from matrix.engine import Options, execute
+    from reporters import Reporter
     from reporters import registry as reporters
     from reporters.console import ConsoleReporter
 
-    listeners = [] if args.quiet else [ConsoleReporter()]
+    listeners: list[Reporter] = [] if args.quiet else [ConsoleReporter()]
     for entry in reporters().values():
         destination = getattr(args, entry.name.replace("-", "_"), None)
-        if destination:
-            listeners.append(entry.create(destination))
+        options = {option.dest: getattr(args, option.dest) for option in entry.options}
+        if destination is None and entry.auto is not None:
+            destination = entry.auto(os.environ, options)
+        if destination is not None:
+            listeners.append(entry.create(destination, **options))
     options = Options(concurrency=args.concurrency, fail_fast=args.fail_fast)
     run = anyio.run(execute, plan, options, listeners)
+    unwritten = 0
     for listener in listeners:
-        listener.finish(run)
-    return run.exit_code(strict=args.strict)
+        try:
+            listener.finish(run)
+        except (OSError, ReporterError) as exc:
+            unwritten += 1
+            print(
+                f"matrix: {type(listener).__name__} could not write its report: {exc}",
+                file=sys.stderr,
+            )
+    return EXIT_INVALID if unwritten else run.exit_code(strict=args.strict)
 
 
 COMMANDS = {
@@ -194,6 +220,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)
+    except ReporterError as exc:
+        print(f"matrix: {exc}", file=sys.stderr)
+        return EXIT_INVALID
     except SpecInvalid as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)

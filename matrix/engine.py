@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -21,7 +21,7 @@ from matrix.expect import evaluate
 from matrix.plan import LOCAL, Plan, Task
 from matrix.probe import ProbeContext, ProbeError
 from matrix.redact import Redactor
-from matrix.results import Result, Run, Status, phase_infos, redact_vars
+from matrix.results import Attempt, Result, Run, Status, phase_infos, redact_vars
 from matrix.targets import TargetPool, fast_child_watcher
 
 
@@ -38,6 +38,10 @@ class Listener(Protocol):
     def task_started(self, task: Task) -> None: ...
 
     def task_finished(self, result: Result) -> None: ...
+
+    def probe_env(self, task: Task) -> Mapping[str, str]:
+        """Environment for the task's probe processes (e.g. TRACEPARENT)."""
+        ...
 
 
 @dataclass
@@ -127,9 +131,11 @@ class _Execution:
                 self._record(self._result(task, Status.error, error=task.error))
                 return
             async with self.limit, self.target_limits[task.target.name]:
+                env: dict[str, str] = {}
                 for listener in self.listeners:
                     listener.task_started(task)
-                self._record(await self._observe(task))
+                    env.update(listener.probe_env(task) or {})
+                self._record(await self._observe(task, env))
         finally:
             self.done[task.id].set()
 
@@ -150,13 +156,16 @@ class _Execution:
                 return needed.task_id
         return None
 
-    async def _observe(self, task: Task) -> Result:
+    async def _observe(self, task: Task, env: dict[str, str]) -> Result:
         retry = task.check.retry
-        tries = retry.attempts if retry else 1
+        allowed = retry.attempts if retry else 1
         started_at, started = time.time(), time.perf_counter()
-        for attempt in range(1, tries + 1):
-            status, facts, error, reason = await self._attempt(task)
-            if status is Status.passed or attempt == tries or retry is None:
+        tries: list[Attempt] = []
+        for attempt in range(1, allowed + 1):
+            began, clock = time.time(), time.perf_counter()
+            status, facts, error, reason = await self._attempt(task, env)
+            tries.append(Attempt(began, time.perf_counter() - clock, status, error or reason))
+            if status is Status.passed or attempt == allowed or retry is None:
                 break
             await anyio.sleep(retry.backoff * 2 ** (attempt - 1))
         return self._result(
@@ -168,15 +177,18 @@ class _Execution:
             attempts=attempt,
             duration=time.perf_counter() - started,
             started_at=started_at,
+            tries=tries,
         )
 
-    async def _attempt(self, task: Task) -> tuple[Status, dict[str, Any], str | None, str | None]:
+    async def _attempt(
+        self, task: Task, env: dict[str, str]
+    ) -> tuple[Status, dict[str, Any], str | None, str | None]:
         assert task.params is not None
         timeout = task.check.timeout
         try:
             ref = LOCAL if task.params.runs_on == "controller" else task.target
             target = self.pool.get(ref)
-            ctx = ProbeContext(target=target, task_id=task.id)
+            ctx = ProbeContext(target=target, task_id=task.id, env=env)
             with anyio.fail_after(timeout):
                 facts = await task.params.observe(ctx)
         except TimeoutError:
@@ -206,6 +218,7 @@ class _Execution:
         attempts: int = 0,
         duration: float = 0.0,
         started_at: float | None = None,
+        tries: list[Attempt] | None = None,
     ) -> Result:
         check = task.check
         facts = facts or {}
@@ -233,6 +246,10 @@ class _Execution:
             attempts=attempts,
             duration=duration,
             started_at=started_at,
+            tries=[
+                Attempt(t.started_at, t.duration, t.status, self.redact(t.reason))
+                for t in tries or []
+            ],
         )
 
 

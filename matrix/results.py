@@ -24,6 +24,16 @@ class Verdict(str, Enum):
 
 
 @dataclass
+class Attempt:
+    """One try of a task's probe: reporters draw retry spans and timings from these."""
+
+    started_at: float
+    duration: float
+    status: Status
+    reason: str | None = None
+
+
+@dataclass
 class Result:
     """What one task observed and concluded; already redacted."""
 
@@ -45,6 +55,7 @@ class Result:
     attempts: int = 0
     duration: float = 0.0
     started_at: float | None = None
+    tries: list[Attempt] = field(default_factory=list)
 
     @property
     def bad(self) -> bool:

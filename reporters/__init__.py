@@ -8,16 +8,20 @@ group and get a `--<name> DEST` option the same way.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import cache
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from matrix.plan import Plan, Task
     from matrix.results import Result, Run
 
 ENTRY_POINT_GROUP = "matrix.reporters"
+
+
+class ReporterError(Exception):
+    """A reporter cannot be set up (bad destination, missing setting); a usage error."""
 
 
 class Reporter:
@@ -29,6 +33,10 @@ class Reporter:
     def task_started(self, task: Task) -> None:
         """A probe started (after its needs passed and a slot was free)."""
 
+    def probe_env(self, task: Task) -> Mapping[str, str]:
+        """Environment variables for this task's probe processes (e.g. TRACEPARENT)."""
+        return {}
+
     def task_finished(self, result: Result) -> None:
         """A task has its result (pass, fail, error or skip)."""
 
@@ -37,20 +45,48 @@ class Reporter:
 
 
 @dataclass(frozen=True)
+class Option:
+    """An extra command-line option of one reporter, passed to its factory by `dest`."""
+
+    flag: str
+    dest: str
+    help: str
+    type: Callable[[str], Any] | None = str
+    default: Any = None
+    metavar: str | None = None
+
+
+@dataclass(frozen=True)
 class ReporterEntry:
-    """How a reporter appears on the command line: `--<name> DEST`."""
+    """How a reporter appears on the command line: `--<name> DEST` plus its own options.
+
+    `bare` is the destination when the flag is given alone (`--markdown`); `auto` may turn the
+    reporter on when the flag is absent, from the environment (OTEL_EXPORTER_OTLP_ENDPOINT) or
+    from its own options (`--github-summary`).
+    """
 
     name: str
-    factory: str | Callable[[str], Reporter]
+    factory: str | Callable[..., Reporter]
     help: str
     metavar: str = "PATH"
+    bare: str | None = None
+    options: tuple[Option, ...] = ()
+    auto: Callable[[Mapping[str, str], Mapping[str, Any]], str | None] | None = None
 
-    def create(self, destination: str) -> Reporter:
+    def create(self, destination: str, **options: Any) -> Reporter:
         factory = self.factory
         if isinstance(factory, str):
             module, _, attr = factory.partition(":")
             factory = getattr(importlib.import_module(module), attr)
-        return factory(destination)
+        return factory(destination, **options)
+
+
+MARKDOWN_BUDGET = 1_000_000  # GitHub drops a step summary whole past 1 MiB
+
+
+def _otlp_configured(environ: Mapping[str, str], _: Mapping[str, Any]) -> str | None:
+    keys = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+    return "otlp" if any(environ.get(key) for key in keys) else None
 
 
 BUILTIN = (
@@ -58,6 +94,50 @@ BUILTIN = (
         "json",
         "reporters.json_report:JsonReporter",
         "write the full run (results, verdict, score, timings) as JSON",
+    ),
+    ReporterEntry(
+        "junit",
+        "reporters.junit:JunitReporter",
+        "write JUnit XML (one testsuite per phase) for CI test tabs",
+    ),
+    ReporterEntry(
+        "markdown",
+        "reporters.markdown:MarkdownReporter",
+        "write a Markdown report; with no PATH, append it to $GITHUB_STEP_SUMMARY",
+        bare="",
+        options=(
+            Option(
+                "--github-summary",
+                "github_summary",
+                "append the Markdown report to $GITHUB_STEP_SUMMARY",
+                type=None,
+                default=False,
+            ),
+            Option(
+                "--markdown-max-chars",
+                "max_chars",
+                f"byte budget of the Markdown report (default {MARKDOWN_BUDGET}); passing "
+                "detail is dropped first, never the verdict or the fixes",
+                type=int,
+                default=MARKDOWN_BUDGET,
+                metavar="N",
+            ),
+            Option(
+                "--markdown-template",
+                "template",
+                "your own Jinja2 template for the Markdown report (same context)",
+                metavar="FILE",
+            ),
+        ),
+        auto=lambda _, options: "" if options.get("github_summary") else None,
+    ),
+    ReporterEntry(
+        "otel",
+        "reporters.otel:OtelReporter",
+        "export OpenTelemetry traces: a file for OTLP-JSON, or `otlp` to send OTLP/HTTP "
+        "(on by default when OTEL_EXPORTER_OTLP_ENDPOINT is set)",
+        metavar="PATH|otlp",
+        auto=_otlp_configured,
     ),
 )
 
