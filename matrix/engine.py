@@ -234,6 +234,7 @@ class _Execution:
             target=task.target.name,
             host=task.target.host,
             cell=self.redact(task.cell),
+            group=task.target.group,
             status=status,
             severity=check.severity.value,
             title=self.redact(title),

@@ -413,6 +413,10 @@ def build_plan(
                 continue
             seen_ids[check.id] = ("phases", p, "checks", c)
             for task in planner.tasks_for(p, phase, c, check, filters):
+                if task.id in tasks:
+                    clash = f"two tasks would share the id '{task.id}'"
+                    message = f"{clash}: make matrix values and host names distinct"
+                    planner.problem(("phases", p, "checks", c, "id"), message)
                 tasks[task.id] = task
     planner.find_cycle()
     planner.link(tasks)

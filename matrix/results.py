@@ -46,6 +46,7 @@ class Result:
     status: Status
     severity: str
     title: str
+    group: str = "local"
     category: str | None = None
     failure: str | None = None
     diagnostic: str | None = None

@@ -431,3 +431,8 @@ def test_title_falls_back_to_failure_when_bad_and_category_when_passing(run_spec
     )
     assert by_id(run)["a"].title == "Disk"
     assert by_id(run)["b"].title == "Disk full"
+
+
+def test_tasks_that_would_share_an_id_are_a_spec_problem(spec_problems):
+    [problem] = spec_problems(MATRIX.replace("[8, 16]", '[1, "1"]'))
+    assert "two tasks would share the id 'check[batch_size=1]'" in problem.message
