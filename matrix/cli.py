@@ -198,7 +198,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     for listener in listeners:
         try:
             listener.finish(run)
-        except (OSError, ReporterError) as exc:
+        except Exception as exc:  # one reporter's failure must not cost the others theirs
             unwritten += 1
             print(
                 f"matrix: {type(listener).__name__} could not write its report: {exc}",

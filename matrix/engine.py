@@ -11,7 +11,7 @@ import os
 import signal
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 import anyio
@@ -128,7 +128,12 @@ class _Execution:
                 self._record(self._result(task, Status.skipped, reason=f"blocked by {blocker}"))
                 return
             if task.error:
-                self._record(self._result(task, Status.error, error=task.error))
+                why = Attempt(
+                    time.time(), 0.0, Status.error, task.error, "not-configured", "NotConfigured"
+                )
+                self._record(
+                    self._result(task, Status.error, error=task.error, attempts=1, tries=[why])
+                )
                 return
             async with self.limit, self.target_limits[task.target.name]:
                 env: dict[str, str] = {}
@@ -162,29 +167,33 @@ class _Execution:
         started_at, started = time.time(), time.perf_counter()
         tries: list[Attempt] = []
         for attempt in range(1, allowed + 1):
-            began, clock = time.time(), time.perf_counter()
-            status, facts, error, reason = await self._attempt(task, env)
-            tries.append(Attempt(began, time.perf_counter() - clock, status, error or reason))
-            if status is Status.passed or attempt == allowed or retry is None:
+            last, facts = await self._attempt(task, env)
+            tries.append(last)
+            if last.status is Status.passed or attempt == allowed or retry is None:
                 break
             await anyio.sleep(retry.backoff * 2 ** (attempt - 1))
+        bad = last.status is Status.error
         return self._result(
             task,
-            status,
+            last.status,
             facts=facts,
-            error=error,
-            reason=reason,
+            error=last.reason if bad else None,
+            reason=None if bad else last.reason,
             attempts=attempt,
             duration=time.perf_counter() - started,
             started_at=started_at,
             tries=tries,
         )
 
-    async def _attempt(
-        self, task: Task, env: dict[str, str]
-    ) -> tuple[Status, dict[str, Any], str | None, str | None]:
+    async def _attempt(self, task: Task, env: dict[str, str]) -> tuple[Attempt, dict[str, Any]]:
+        """One try: the probe under its timeout, then the expectation over its facts."""
         assert task.params is not None
         timeout = task.check.timeout
+        began, clock = time.time(), time.perf_counter()
+
+        def ended(status: Status, *why: str | None) -> Attempt:
+            return Attempt(began, time.perf_counter() - clock, status, *why)
+
         try:
             ref = LOCAL if task.params.runs_on == "controller" else task.target
             target = self.pool.get(ref)
@@ -192,20 +201,18 @@ class _Execution:
             with anyio.fail_after(timeout):
                 facts = await task.params.observe(ctx)
         except TimeoutError:
-            return Status.error, {}, f"timed out after {_seconds(timeout)} (probe killed)", None
+            why = f"timed out after {_seconds(timeout)} (probe killed)"
+            return ended(Status.error, why, "timeout", "TimeoutError"), {}
         except ProbeError as exc:
-            return Status.error, {}, str(exc), None
+            return ended(Status.error, str(exc), "probe-error", "ProbeError"), {}
         except Exception as exc:
-            return (
-                Status.error,
-                {},
-                f"probe {task.params.kind} crashed: {type(exc).__name__}: {exc}",
-                None,
-            )
+            name = type(exc).__name__
+            why = f"probe {task.params.kind} crashed: {name}: {exc}"
+            return ended(Status.error, why, "crash", name), {}
         problems = evaluate(task.expect, facts)
         if not problems:
-            return Status.passed, facts, None, None
-        return Status.failed, facts, None, _explain(facts, problems)
+            return ended(Status.passed), facts
+        return ended(Status.failed, _explain(facts, problems), "assertion"), facts
 
     def _result(
         self,
@@ -247,10 +254,9 @@ class _Execution:
             attempts=attempts,
             duration=duration,
             started_at=started_at,
-            tries=[
-                Attempt(t.started_at, t.duration, t.status, self.redact(t.reason))
-                for t in tries or []
-            ],
+            tries=[replace(t, reason=self.redact(t.reason)) for t in tries or []],
+            error_type=tries[-1].error_type if tries else None,
+            exception=tries[-1].exception if tries else None,
         )
 
 

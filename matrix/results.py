@@ -25,12 +25,19 @@ class Verdict(str, Enum):
 
 @dataclass
 class Attempt:
-    """One try of a task's probe: reporters draw retry spans and timings from these."""
+    """One try of a task's probe: reporters draw retry spans and timings from these.
+
+    `error_type` says why it did not pass, the same words in every format: `assertion` (an
+    expectation was not met), `timeout`, `crash` (the probe raised), `not-configured` (an env
+    var or secret is missing) or `probe-error` (the probe could not observe); `exception` is
+    the exception class behind an error."""
 
     started_at: float
     duration: float
     status: Status
     reason: str | None = None
+    error_type: str | None = None
+    exception: str | None = None
 
 
 @dataclass
@@ -57,6 +64,8 @@ class Result:
     duration: float = 0.0
     started_at: float | None = None
     tries: list[Attempt] = field(default_factory=list)
+    error_type: str | None = None
+    exception: str | None = None
 
     @property
     def bad(self) -> bool:
@@ -116,6 +125,10 @@ class Run:
         bad = [r for r in self.results if r.bad and r.severity != "info"]
         return sorted(bad, key=lambda r: rank.get(r.task_id, len(rank)))
 
+    def finished(self) -> int:
+        """Tasks that came to an end (not cut off by Ctrl-C or --fail-fast)."""
+        return sum(not _unfinished(r) for r in self.results)
+
     def counts(self) -> dict[str, int]:
         found = {status.value: 0 for status in Status}
         for result in self.results:
@@ -165,10 +178,17 @@ def verdict(results: Sequence[Result]) -> Verdict:
     return Verdict.ready
 
 
+UNFINISHED = ("interrupted", "not run")
+
+
+def _unfinished(result: Result) -> bool:
+    return result.status is Status.skipped and (result.reason or "").startswith(UNFINISHED)
+
+
 def _counts_toward_score(result: Result) -> bool:
     """Not applicable (when false, filtered out) is left out; blocked counts as not passed."""
     return result.status is not Status.skipped or (result.reason or "").startswith(
-        ("blocked", "interrupted", "not run")
+        ("blocked", *UNFINISHED)
     )
 
 

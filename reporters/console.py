@@ -14,6 +14,7 @@ from typing import Any, TextIO
 from matrix.plan import Plan, Task
 from matrix.results import Result, Run, Status, Verdict
 from reporters import Reporter
+from reporters.text import plural, where
 
 ICONS = {Status.passed: "✅", Status.failed: "❌", Status.error: "💥", Status.skipped: "⏭ "}
 WARNING_ICON = "⚠️ "
@@ -37,15 +38,9 @@ def icon(result: Result) -> str:
     return ICONS[result.status]
 
 
-def _where(result: Result) -> str:
-    cell = ",".join(f"{k}={v}" for k, v in result.cell.items())
-    text = f" [{cell}]" if cell else ""
-    return text + (f" @ {result.target}" if result.target != "local" else "")
-
-
 def result_lines(result: Result) -> Iterator[str]:
     """The lines for one task: headline, then diagnostic, cause and fix when it went wrong."""
-    head = f"{icon(result)} {result.title}{_where(result)}"
+    head = f"{icon(result)} {result.title}{where(result)}"
     if result.status is Status.skipped:
         yield f"{head} — {result.reason}"
         return
@@ -62,10 +57,6 @@ def result_lines(result: Result) -> Iterator[str]:
         yield f"   Fix: {result.fix}"
 
 
-def _plural(count: int, word: str) -> str:
-    return f"{count} {word}{'' if count == 1 else 's'}"
-
-
 def summary_lines(run: Run) -> Iterator[str]:
     """The closing block: warnings, verdict banner, fixes in dependency order, score."""
     yield ""
@@ -73,10 +64,7 @@ def summary_lines(run: Run) -> Iterator[str]:
     for warning in run.warnings:
         yield f"⚠️  {warning}"
     counts = run.counts()
-    finished = len(run.results) - sum(
-        r.status is Status.skipped and (r.reason or "").startswith(("interrupted", "not run"))
-        for r in run.results
-    )
+    finished = run.finished()
     if run.interrupted:
         yield f"⛔ INTERRUPTED: {finished} of {len(run.results)} tasks finished; partial results"
     if run.stopped_early:
@@ -86,16 +74,16 @@ def summary_lines(run: Run) -> Iterator[str]:
     warnings = [r for r in fixes if r.severity != "critical"]
     verdict = run.verdict
     if verdict is Verdict.blocked:
-        yield f"{BANNERS[verdict]}: {_plural(len(critical), 'critical issue')}"
+        yield f"{BANNERS[verdict]}: {plural(len(critical), 'critical issue')}"
     elif verdict is Verdict.caution:
-        yield f"{BANNERS[verdict]}: {_plural(len(warnings), 'warning')}"
+        yield f"{BANNERS[verdict]}: {plural(len(warnings), 'warning')}"
     elif run.interrupted or run.stopped_early:
         yield "No failures among the finished tasks, but the run is incomplete: no verdict"
     else:
         yield f"{BANNERS[verdict]}: {counts['pass']} passed, {counts['skip']} skipped"
     for number, result in enumerate(fixes, 1):
         label = "" if result.severity == "critical" else " (warning)"
-        yield f"   {number}. {result.title}{_where(result)}{label}: {result.diagnostic}"
+        yield f"   {number}. {result.title}{where(result)}{label}: {result.diagnostic}"
         if result.fix:
             yield f"      Fix: {result.fix}"
     yield ""
@@ -193,7 +181,7 @@ class ConsoleReporter(Reporter):
         if self.progress is not None:
             self.progress.stop()
         if self.filtered:
-            self._print(f"\n({_plural(self.filtered, 'task')} filtered out)")
+            self._print(f"\n({plural(self.filtered, 'task')} filtered out)")
         for line in summary_lines(run):
             style = "bold" if line.startswith(tuple(BANNERS.values())) else None
             self._print(line, style)
