@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 import anyio
-from anyio.abc import ByteReceiveStream, ByteSendStream
+from anyio.abc import ByteReceiveStream, ByteSendStream, Process
 
 from matrix.probe import ProbeError
 
@@ -95,8 +95,7 @@ class LocalTarget:
         finally:
             if proc.returncode is None:
                 with anyio.CancelScope(shield=True):
-                    _kill_group(proc.pid)
-                    await proc.wait()
+                    await _reap(proc)
         truncated = len(out) > OUTPUT_LIMIT or len(err) > OUTPUT_LIMIT
         return Completed(
             code,
@@ -114,6 +113,18 @@ async def _drain(stream: ByteReceiveStream | None, sink: bytearray) -> None:
     async for chunk in stream:
         if len(sink) <= OUTPUT_LIMIT:
             sink += chunk[: OUTPUT_LIMIT + 1 - len(sink)]
+
+
+async def _reap(proc: Process) -> None:
+    """Kill the whole group and read its pipes to the end: asyncio closes a subprocess
+    transport only once both pipes hit EOF, and one left open when the loop shuts down
+    (Ctrl-C) prints a traceback from its __del__."""
+    _kill_group(proc.pid)
+    with anyio.move_on_after(2):  # a grandchild that left the group may hold a pipe open
+        for stream in (proc.stdout, proc.stderr):
+            with contextlib.suppress(anyio.ClosedResourceError, anyio.BrokenResourceError):
+                await _drain(stream, bytearray())
+    await proc.wait()
 
 
 async def _feed(stream: ByteSendStream, data: bytes) -> None:
