@@ -79,13 +79,17 @@ class _Execution:
         for listener in self.listeners:
             listener.start(self.plan)
         with self.scope:
-            async with anyio.create_task_group() as tg:
-                if self.options.handle_signals:
-                    tg.start_soon(self._watch_signals)
-                async with anyio.create_task_group() as work:
-                    for task in self.plan.tasks.values():
-                        work.start_soon(self._run_task, task)
-                tg.cancel_scope.cancel()
+            try:
+                async with anyio.create_task_group() as tg:
+                    if self.options.handle_signals:
+                        tg.start_soon(self._watch_signals)
+                    async with anyio.create_task_group() as work:
+                        for task in self.plan.tasks.values():
+                            work.start_soon(self._run_task, task)
+                    tg.cancel_scope.cancel()
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await self.pool.aclose()
         unfinished = "interrupted before it finished" if self.interrupted else self.stopped_early
         for task_id, task in self.plan.tasks.items():
             if task_id not in self.results:
@@ -101,6 +105,7 @@ class _Execution:
             duration=time.perf_counter() - started,
             interrupted=self.interrupted,
             stopped_early=self.stopped_early,
+            warnings=list(self.plan.warnings),
         )
 
     async def _watch_signals(self) -> None:

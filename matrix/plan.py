@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from fnmatch import fnmatch
@@ -21,7 +22,7 @@ from matrix.expect import Expectation, ExpectError, compile_expect
 from matrix.load import Loaded, display_name, template_problems, validation_problems
 from matrix.probe import ProbeClass, ProbeParams, registry
 from matrix.problems import Problem, SpecInvalid, did_you_mean
-from matrix.spec import Check, Phase, Spec, TargetSpec
+from matrix.spec import Check, Phase, ProbeRef, Spec, TargetSpec
 
 LOCAL_NAMES = ("local", "controller")
 
@@ -94,6 +95,7 @@ class Plan:
     tasks: dict[str, Task]
     order: list[str]
     targets: dict[str, TargetRef]
+    warnings: list[str] = field(default_factory=list)
 
 
 class _Planner:
@@ -104,6 +106,7 @@ class _Planner:
         self.problems: list[Problem] = loaded.problems + [problem for _, problem in static]
         self.unrenderable = {loc[:4] for loc, _ in static}
         self.kinds = registry()
+        self.warnings: list[str] = []
         env = template.EnvView(environ, "environment variable")
         secret = template.EnvView(environ, "secret", frozenset(self.spec.secrets))
         self.base: dict[str, Any] = {"env": env, "secret": secret}
@@ -139,9 +142,13 @@ class _Planner:
                     if ("targets", name, "hosts", i) not in self.unrenderable:
                         self.problem(("targets", name, "hosts", i), str(exc))
                     continue
-                if host:
-                    refs.append(TargetRef(host, host, name, spec.via, spec))
+                refs += [TargetRef(h, h, name, spec.via, spec) for h in expand_hosts(host)]
             groups[name] = refs
+            if spec.insecure and refs:
+                self.warnings.append(
+                    f"host keys are NOT verified for target group '{name}' (insecure: true): "
+                    "anyone on the network path could impersonate its hosts"
+                )
         return groups
 
     def _render_target(self, name: str, spec: TargetSpec) -> TargetSpec:
@@ -281,6 +288,47 @@ class _Planner:
             self.problem((*loc, "expect", *exc.path), str(exc), key=True)
             return {}
 
+    # ── SSH connections ─────────────────────────────────────────────────────
+
+    def connect_tasks(self, tasks: dict[str, Task]) -> dict[str, Task]:
+        """Put one `ssh.connect` task before the first task of every SSH host and make all
+        the host's tasks need it: a dead host gives one error, not N copies of a timeout.
+        A check of kind `ssh.connect` already on that host plays that part instead."""
+        explicit = {t.target.name: t for t in tasks.values() if t.check.probe.kind == "ssh.connect"}
+        ordered: dict[str, Task] = {}
+        connect: dict[str, Task] = {}
+        for task in tasks.values():
+            ref = task.target
+            if ref.via == "ssh" and task.skip is None and ref.name not in connect:
+                connect[ref.name] = explicit.get(ref.name) or self._connect_task(task)
+                ordered.setdefault(connect[ref.name].id, connect[ref.name])
+            ordered.setdefault(task.id, task)
+        for task in ordered.values():
+            gate = connect.get(task.target.name)
+            if gate is not None and gate is not task:
+                task.needs.append(Need(gate.id, True))
+        return ordered
+
+    def _connect_task(self, first: Task) -> Task:
+        check = Check(
+            id="ssh-connect",
+            title="SSH connection",
+            category="SSH Access",
+            failure="Cannot connect to the host",
+            probe=ProbeRef(kind="ssh.connect"),
+            diagnostic="{{ error }}",
+            fix=(
+                "Check the address and port of {{ target.host }}, that sshd runs there, the "
+                "user, the key (chmod 600) and known_hosts"
+            ),
+            on=first.target.group,
+            timeout=(first.target.options.connect_timeout if first.target.options else 10) + 5,
+        )
+        p = self.spec.phases.index(first.phase)
+        return self._task(
+            ("phases", p), first.phase, check, first.target, {}, self.kinds["ssh.connect"]
+        )
+
     # ── dependencies ────────────────────────────────────────────────────────
 
     def link(self, tasks: dict[str, Task]) -> None:
@@ -337,6 +385,24 @@ class _Planner:
         if cycle:
             loop = " → ".join(cycle)
             self.problem(where[cycle[0]], f"dependency cycle: {loop}")
+
+
+_RANGE = re.compile(r"\[(\d+)-(\d+)\]")
+
+
+def expand_hosts(pattern: str) -> list[str]:
+    """`gpu-[01-16]` → gpu-01 … gpu-16 (zero padding kept); ranges may repeat."""
+    found = _RANGE.search(pattern)
+    if not found:
+        return [pattern] if pattern else []
+    first, last = found[1], found[2]
+    width = len(first) if first.startswith("0") else 0
+    head, tail = pattern[: found.start()], pattern[found.end() :]
+    return [
+        host
+        for number in range(int(first), int(last) + 1)
+        for host in expand_hosts(f"{head}{number:0{width}d}{tail}")
+    ]
 
 
 def _first_cycle(edges: Mapping[str, list[str]]) -> list[str] | None:
@@ -423,7 +489,14 @@ def build_plan(
     if planner.problems:
         raise SpecInvalid(planner.problems)
     _include_dependencies(tasks, tasks.values())
+    tasks = planner.connect_tasks(tasks)
     targets = {t.target.name: t.target for t in tasks.values()}
     return Plan(
-        loaded.spec, display_name(loaded.path), planner.vars, tasks, _topological(tasks), targets
+        loaded.spec,
+        display_name(loaded.path),
+        planner.vars,
+        tasks,
+        _topological(tasks),
+        targets,
+        planner.warnings,
     )

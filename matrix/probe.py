@@ -27,6 +27,7 @@ BUILTIN_MODULES = (
     "probes.host",
     "probes.net",
     "probes.pyenv",
+    "probes.ssh",
 )
 ENTRY_POINT_GROUP = "matrix.probes"
 RunsOn = Literal["target", "controller"]

@@ -175,13 +175,20 @@ class TargetPool:
 
     @staticmethod
     def _open(ref: TargetRef) -> Target:
+        python = ref.options.python if ref.options and ref.options.python else None
         if ref.via == "local":
-            python = ref.options.python if ref.options and ref.options.python else sys.executable
-            return LocalTarget(ref.name, ref.host, ref.group, python)
-        raise ProbeError(
-            f"cannot reach {ref.name}: `via: {ref.via}` targets are not supported by this "
-            "version of matrix — run the check on `local` or upgrade matrix"
-        )
+            return LocalTarget(ref.name, ref.host, ref.group, python or sys.executable)
+        from matrix.ssh import SshTarget
+
+        assert ref.options is not None
+        return SshTarget(ref.name, ref.host, ref.group, ref.options, python or "python3")
+
+    async def aclose(self) -> None:
+        """Close every connection the run opened (SSH); local targets hold none."""
+        for target in self._targets.values():
+            close = getattr(target, "aclose", None)
+            if close is not None:
+                await close()
 
     def limit(self, ref: TargetRef, default: int) -> int:
         """How many tasks may run on this target at once."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from matrix.plan import Filters, Need
+from matrix.plan import Filters, Need, expand_hosts
 from matrix.results import Status
 
 MATRIX = """
@@ -131,11 +131,35 @@ def test_ssh_group_fans_out_per_host_and_needs_pair_by_host(plan_spec):
                 probe: {kind: command, argv: ["true"]}
         """
     )
-    assert list(plan.tasks) == ["reach@gpu-1", "reach@gpu-2", "disk@gpu-1", "disk@gpu-2"]
-    assert plan.tasks["disk@gpu-2"].needs == [Need("reach@gpu-2", True)]
+    assert list(plan.tasks) == [
+        "ssh-connect@gpu-1",
+        "reach@gpu-1",
+        "ssh-connect@gpu-2",
+        "reach@gpu-2",
+        "disk@gpu-1",
+        "disk@gpu-2",
+    ]
+    assert plan.tasks["disk@gpu-2"].needs == [
+        Need("reach@gpu-2", True),
+        Need("ssh-connect@gpu-2", True),
+    ]
+    assert plan.tasks["ssh-connect@gpu-1"].needs == []
 
 
-def test_unreachable_target_kind_is_an_error_row_not_a_crash(run_spec, by_id):
+def test_host_ranges_expand_with_their_padding():
+    assert expand_hosts("gpu-[01-03]") == ["gpu-01", "gpu-02", "gpu-03"]
+    assert expand_hosts("n[8-10].dc[1-2]:2222") == [
+        "n8.dc1:2222",
+        "n8.dc2:2222",
+        "n9.dc1:2222",
+        "n9.dc2:2222",
+        "n10.dc1:2222",
+        "n10.dc2:2222",
+    ]
+    assert expand_hosts("plain") == ["plain"]
+
+
+def test_unreachable_host_is_one_connect_error_and_blocks_its_tasks(run_spec, by_id):
     run = run_spec(
         """
         version: 1
@@ -153,8 +177,10 @@ def test_unreachable_target_kind_is_an_error_row_not_a_crash(run_spec, by_id):
         """
     )
     results = by_id(run)
-    assert results["remote@gpu-1"].status is Status.error
-    assert "cannot reach gpu-1" in results["remote@gpu-1"].reason
+    assert results["ssh-connect@gpu-1"].status is Status.error
+    assert results["ssh-connect@gpu-1"].diagnostic.startswith("SSH failed: cannot resolve gpu-1")
+    assert results["remote@gpu-1"].status is Status.skipped
+    assert results["remote@gpu-1"].reason == "blocked by ssh-connect@gpu-1"
     assert results["here"].status is Status.passed
 
 

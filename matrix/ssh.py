@@ -1,0 +1,288 @@
+"""SSH hosts as targets: one asyncssh connection per host, opened lazily, shared by its tasks.
+
+Every remote command runs under a tiny sh wrapper that first reports its process group, so a
+timeout or Ctrl-C can kill the whole remote group from a second channel: sshd neither kills a
+non-pty command when its channel closes nor (for root) honours signal requests.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import socket
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+
+from matrix.probe import ProbeError
+from matrix.spec import TargetSpec
+from matrix.targets import OUTPUT_LIMIT, Completed
+
+MARKER = "matrix-pgid"
+# Report the process group (Linux /proc first, ps elsewhere), then become the command.
+WRAPPER = (
+    f'echo "{MARKER} $(cut -d" " -f5 /proc/$$/stat 2>/dev/null || ps -o pgid= -p $$)" >&2; '
+    'exec "$@"'
+)
+CHANNEL_RETRIES = 5
+KILL_TIMEOUT = 5.0
+_HOST_PORT = re.compile(r"^\[(?P<v6>[^\]]+)\]:(?P<port6>\d+)$|^(?P<host>[^:\[\]]+):(?P<port>\d+)$")
+
+
+def split_host(address: str) -> tuple[str, int | None]:
+    """`gpu-01:2222` → ('gpu-01', 2222); `[::1]:22` → ('::1', 22); `gpu-01` → ('gpu-01', None)."""
+    found = _HOST_PORT.match(address)
+    if not found:
+        return address, None
+    if found["v6"]:
+        return found["v6"], int(found["port6"])
+    return found["host"], int(found["port"])
+
+
+def remote_command(argv: Sequence[str], env: Mapping[str, str] | None) -> str:
+    """One shell-safe command line: env assignments, the pgid wrapper, then argv."""
+    assignments = [f"{key}={value}" for key, value in (env or {}).items()]
+    prefix = ["env", *assignments] if assignments else []
+    return shlex.join([*prefix, "sh", "-c", WRAPPER, "sh", *argv])
+
+
+@dataclass
+class SshTarget:
+    """One SSH host. `connect()` is idempotent and remembers a failure for its tasks."""
+
+    name: str
+    host: str
+    group: str
+    options: TargetSpec
+    python: str = "python3"
+    connect_seconds: float = 0.0
+    _connection: Any = None
+    _hops: list[Any] = field(default_factory=list)
+    _failure: ProbeError | None = None
+    _lock: anyio.Lock = field(default_factory=anyio.Lock)
+
+    @property
+    def address(self) -> tuple[str, int | None]:
+        host, port = split_host(self.host)
+        return host, port or self.options.port
+
+    def describe(self) -> str:
+        host, port = self.address
+        user = self.options.user or "(ssh config/local user)"
+        return f"{user}@{host}" + (f":{port}" if port else "")
+
+    async def connect(self) -> Any:
+        async with self._lock:
+            if self._connection is not None and not self._closed():
+                return self._connection
+            if self._failure is not None:
+                raise self._failure
+            started = time.perf_counter()
+            try:
+                self._connection = await self._open()
+            except ProbeError as exc:
+                self._failure = exc
+                raise
+            self.connect_seconds = time.perf_counter() - started
+            return self._connection
+
+    def _closed(self) -> bool:
+        return self._connection.is_closed()
+
+    async def _open(self) -> Any:
+        try:
+            import asyncssh
+        except ImportError:
+            raise ProbeError(
+                "SSH targets need asyncssh: pip install 'preflight-matrix[ssh]'"
+            ) from None
+
+        options = self.options
+        common: dict[str, Any] = {
+            "known_hosts": None if options.insecure else _known_hosts(options.known_hosts),
+            "connect_timeout": options.connect_timeout,
+            "login_timeout": options.connect_timeout,
+        }
+        keys = [
+            os.path.expanduser(k) for k in ([options.key] if options.key else []) + options.keys
+        ]
+        if keys:
+            common["client_keys"] = keys
+        if options.password:
+            common["password"] = options.password
+        tunnel: Any = ()
+        hop = None
+        try:
+            # Each ProxyJump hop is opened with this target's keys and known_hosts, then
+            # carries the next connection.
+            for hop in options.jump:
+                user, host, port = _hop(hop)
+                tunnel = await asyncssh.connect(
+                    host, tunnel=tunnel, **_login(user or options.user, port), **common
+                )
+                self._hops.append(tunnel)
+            hop = None
+            host, port = self.address
+            return await asyncssh.connect(
+                host, tunnel=tunnel, **_login(options.user, port), **common
+            )
+        except Exception as exc:
+            via = f" (at jump host {hop})" if hop else ""
+            raise ProbeError(f"SSH failed: {self._why(exc)}{via}") from None
+
+    def _why(self, exc: BaseException) -> str:
+        import asyncssh
+
+        who = self.describe()
+        if isinstance(exc, asyncssh.PermissionDenied):
+            return f"auth rejected for {who} ({exc.reason or 'publickey'})"
+        if isinstance(exc, asyncssh.HostKeyNotVerifiable):
+            return (
+                f"host key of {who} is not trusted: {exc.reason} — add the host to known_hosts "
+                "if it is new; if it changed, find out why before trusting it"
+            )
+        if isinstance(exc, ConnectionRefusedError):
+            return f"connection refused by {who} — is sshd running and the port right?"
+        if isinstance(exc, socket.gaierror):
+            return f"cannot resolve {self.address[0]} ({exc.strerror})"
+        if isinstance(exc, (TimeoutError, asyncssh.TimeoutError)):
+            return f"no answer from {who} within {self.options.connect_timeout:g}s"
+        if isinstance(exc, OSError):
+            return f"cannot reach {who}: {exc.strerror or exc}"
+        if isinstance(exc, asyncssh.Error):
+            return f"{who}: {exc.reason}"
+        return f"{who}: {type(exc).__name__}: {exc}"
+
+    async def run(
+        self,
+        argv: Sequence[str],
+        *,
+        input: bytes | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> Completed:
+        import asyncssh
+
+        connection = await self.connect()
+        started = time.perf_counter()
+        process = await self._open_channel(connection, remote_command(argv, env))
+        pgid: int | None = None
+        out, err = bytearray(), bytearray()
+        try:
+            if input is not None:
+                process.stdin.write(input)
+            process.stdin.write_eof()
+            pgid = await _find_pgid(process.stderr, err)
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(_drain, process.stderr, err)
+                await _drain(process.stdout, out)
+            await process.wait_closed()
+            code = process.exit_status if process.exit_status is not None else -1
+        except Exception as exc:
+            lost = _lost(exc, (asyncssh.ConnectionLost, asyncssh.DisconnectError, OSError))
+            if lost is None:
+                raise
+            raise ProbeError(f"lost the SSH connection to {self.describe()}: {lost}") from None
+        finally:
+            if process.exit_status is None:
+                with anyio.CancelScope(shield=True):
+                    await self._kill(connection, pgid)
+                    process.close()
+        truncated = len(out) > OUTPUT_LIMIT or len(err) > OUTPUT_LIMIT
+        return Completed(
+            code,
+            bytes(out[:OUTPUT_LIMIT]),
+            bytes(err[:OUTPUT_LIMIT]),
+            time.perf_counter() - started,
+            truncated,
+        )
+
+    async def _open_channel(self, connection: Any, command: str) -> Any:
+        """Sessions still closing on the server count against MaxSessions: retry a refused
+        channel open with backoff instead of failing the task."""
+        import asyncssh
+
+        for attempt in range(CHANNEL_RETRIES):
+            try:
+                return await connection.create_process(command, encoding=None)
+            except asyncssh.ChannelOpenError as exc:
+                if attempt == CHANNEL_RETRIES - 1:
+                    raise ProbeError(
+                        f"{self.describe()} refused a new SSH session ({exc.reason}); "
+                        "lower max_sessions for this target"
+                    ) from None
+                await anyio.sleep(0.05 * 2**attempt)
+            except (asyncssh.ConnectionLost, asyncssh.DisconnectError) as exc:
+                raise ProbeError(f"lost the SSH connection to {self.describe()}: {exc}") from None
+        raise AssertionError("unreachable")
+
+    async def _kill(self, connection: Any, pgid: int | None) -> None:
+        """Kill the remote process group from a fresh channel; bounded, never raises."""
+        if pgid is None or connection.is_closed():
+            return
+        with anyio.move_on_after(KILL_TIMEOUT):
+            try:
+                await connection.run(f"kill -KILL -{pgid}", check=False)
+            except Exception:  # the host may be gone; nothing more to kill then
+                return
+
+    async def aclose(self) -> None:
+        for connection in [self._connection, *reversed(self._hops)]:
+            if connection is not None:
+                connection.close()
+                with anyio.move_on_after(2), anyio.CancelScope(shield=True):
+                    await connection.wait_closed()
+
+
+def _lost(exc: BaseException, kinds: tuple[type[BaseException], ...]) -> BaseException | None:
+    """The connection failure inside `exc`, also when a task group wrapped it in a group."""
+    if isinstance(exc, kinds):
+        return exc
+    for inner in getattr(exc, "exceptions", ()):
+        if (found := _lost(inner, kinds)) is not None:
+            return found
+    return None
+
+
+async def _find_pgid(stderr: Any, sink: bytearray, lines: int = 50) -> int | None:
+    """The wrapper's marker line; what a login shell printed before it stays in stderr."""
+    for _ in range(lines):
+        line = await stderr.readline()
+        if not line:
+            return None
+        text = line.decode(errors="replace").strip()
+        if text.startswith(MARKER):
+            value = text[len(MARKER) :].strip()
+            return int(value) if value.isdigit() else None
+        sink += line
+    return None
+
+
+async def _drain(stream: Any, sink: bytearray) -> None:
+    while chunk := await stream.read(65536):
+        if len(sink) <= OUTPUT_LIMIT:
+            sink += chunk[: OUTPUT_LIMIT + 1 - len(sink)]
+
+
+def _hop(text: str) -> tuple[str | None, str, int | None]:
+    """`user@host:port` (user and port optional) → its parts."""
+    user, _, address = text.rpartition("@")
+    host, port = split_host(address)
+    return user or None, host, port
+
+
+def _login(user: str | None, port: int | None) -> dict[str, Any]:
+    login: dict[str, Any] = {}
+    if user:
+        login["username"] = user
+    if port:
+        login["port"] = port
+    return login
+
+
+def _known_hosts(path: str | None) -> Any:
+    """The target's known_hosts, else the user's; asyncssh's `()` means ~/.ssh/known_hosts."""
+    return os.path.expanduser(path) if path else ()

@@ -1,0 +1,244 @@
+"""Probes on SSH hosts, against a real OpenSSH sshd on loopback (one port per "host")."""
+
+from __future__ import annotations
+
+import asyncio
+import textwrap
+import threading
+import time
+
+import asyncssh
+import pytest
+from sshd import SshServer, free_ports
+
+from matrix.results import Status
+
+
+@pytest.fixture(scope="module")
+def sshd(tmp_path_factory):
+    server = SshServer(tmp_path_factory.mktemp("sshd"), 4)
+    yield server
+    server.stop()
+
+
+def spec(targets: str, checks: str) -> str:
+    return (
+        "version: 1\nname: ssh\ntargets:\n"
+        + textwrap.indent(targets, "  ")
+        + "\nphases:\n  - id: p\n    checks:\n"
+        + textwrap.indent(textwrap.dedent(checks), "      ")
+    )
+
+
+def remote(sshd: SshServer, command: str, port: int | None = None) -> str:
+    """Run a command over SSH directly (not through matrix), e.g. ps for leftovers."""
+
+    async def go() -> str:
+        async with asyncssh.connect(
+            "127.0.0.1",
+            port or sshd.ports[0],
+            username="root",
+            client_keys=[str(sshd.client_key)],
+            known_hosts=str(sshd.known_hosts),
+        ) as conn:
+            return (await conn.run(command, check=False)).stdout
+
+    return asyncio.run(go())
+
+
+def test_probes_run_unchanged_on_remote_hosts(sshd, run_spec, by_id, monkeypatch):
+    run = run_spec(
+        spec(
+            sshd.target(hosts=sshd.hosts[:2]),
+            """
+            - id: echo
+              on: gpu
+              probe: {kind: command, argv: [sh, -c, 'echo "$0 on $(hostname)"', hi]}
+              expect: {stdout: {match: "^hi on "}}
+            - id: stdin
+              on: gpu
+              probe: {kind: command, argv: [cat], stdin: "piped\\n"}
+              expect: {stdout: piped}
+            - id: shell-quoted
+              on: gpu
+              probe: {kind: command, shell: "printf %s {{ vars.word }}"}
+              expect: {stdout: "a b; echo pwned"}
+            - id: exit-3
+              on: gpu
+              probe: {kind: command, shell: "exit 3"}
+            - id: missing
+              on: gpu
+              probe: {kind: command, argv: [no-such-program-here]}
+              expect: {exit_code: 127}
+            - id: hosts-file
+              on: gpu
+              probe: {kind: file, path: /etc/hosts}
+            - id: disk
+              on: gpu
+              probe: {kind: disk, path: /}
+              expect: {free_gb: {gt: 0}}
+            - id: python
+              on: gpu
+              probe: {kind: python, packages: [pydantic]}
+              expect: {version: {version: ">=3.8"}}
+            """,
+        ).replace("name: ssh\n", "name: ssh\nvars: {word: 'a b; echo pwned'}\n")
+    )
+    results = by_id(run)
+    for host in sshd.hosts[:2]:
+        assert results[f"ssh-connect@{host}"].status is Status.passed
+        assert results[f"ssh-connect@{host}"].facts["host_key"].startswith("SHA256:")
+        for ok in ("echo", "stdin", "shell-quoted", "missing", "hosts-file", "disk", "python"):
+            assert results[f"{ok}@{host}"].status is Status.passed, results[f"{ok}@{host}"]
+        assert results[f"exit-3@{host}"].status is Status.failed
+        assert results[f"exit-3@{host}"].facts["exit_code"] == 3
+    assert run.warnings == []
+
+
+def test_auth_failure_is_one_connect_error_and_blocks_the_hosts_tasks(sshd, run_spec, by_id):
+    run = run_spec(
+        spec(
+            sshd.target(hosts=sshd.hosts[:1], key=str(sshd.other_key)),
+            """
+            - {id: a, on: gpu, probe: {kind: command, argv: ["true"]}}
+            - {id: b, on: gpu, probe: {kind: command, argv: ["true"]}}
+            """,
+        )
+    )
+    results = by_id(run)
+    host = sshd.hosts[0]
+    connect = results[f"ssh-connect@{host}"]
+    assert connect.status is Status.error
+    assert connect.diagnostic.startswith(
+        f"SSH failed: auth rejected for root@127.0.0.1:{sshd.ports[0]} ("
+    )
+    assert "key (chmod 600)" in connect.fix
+    for check in ("a", "b"):
+        assert results[f"{check}@{host}"].status is Status.skipped
+        assert results[f"{check}@{host}"].reason == f"blocked by ssh-connect@{host}"
+
+
+def test_changed_host_key_is_an_error_naming_the_host(sshd, run_spec, by_id, tmp_path):
+    wrong = tmp_path / "known_hosts"
+    other = (sshd.root / "other_key.pub").read_text().split()
+    wrong.write_text(f"[127.0.0.1]:{sshd.ports[0]} {other[0]} {other[1]}\n")
+    run = run_spec(
+        spec(
+            sshd.target(hosts=sshd.hosts[:1], known_hosts=str(wrong)),
+            "- {id: a, on: gpu, probe: {kind: command, argv: ['true']}}",
+        )
+    )
+    connect = by_id(run)[f"ssh-connect@{sshd.hosts[0]}"]
+    assert connect.status is Status.error
+    assert f"host key of root@127.0.0.1:{sshd.ports[0]} is not trusted" in connect.diagnostic
+
+
+def test_insecure_skips_verification_and_warns_in_the_run(sshd, run_spec, by_id, tmp_path):
+    empty = tmp_path / "known_hosts"
+    empty.write_text("")
+    run = run_spec(
+        spec(
+            sshd.target(hosts=sshd.hosts[:1], known_hosts=str(empty), insecure=True),
+            "- {id: a, on: gpu, probe: {kind: command, argv: ['true']}}",
+        )
+    )
+    assert by_id(run)[f"a@{sshd.hosts[0]}"].status is Status.passed
+    assert run.warnings and "NOT verified for target group 'gpu'" in run.warnings[0]
+
+
+def test_insecure_warning_reaches_the_console_and_json(sshd, cli, write_spec, report, tmp_path):
+    write_spec(
+        spec(
+            sshd.target(hosts=sshd.hosts[:1], insecure=True),
+            "- {id: a, on: gpu, probe: {kind: command, argv: ['true']}}",
+        )
+    )
+    done = cli("run", "spec.yaml", "--json", "out.json")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "⚠️  host keys are NOT verified for target group 'gpu'" in done.stdout
+    assert "NOT verified" in report(tmp_path / "out.json")["warnings"][0]
+
+
+def test_connection_refused_names_the_host(run_spec, by_id, sshd):
+    port = free_ports(1)[0]  # nothing listens there
+    closed = f"127.0.0.1:{port}"
+    run = run_spec(
+        spec(
+            sshd.target(hosts=[closed], connect_timeout=3),
+            "- {id: a, on: gpu, probe: {kind: command, argv: ['true']}}",
+        )
+    )
+    connect = by_id(run)[f"ssh-connect@{closed}"]
+    assert connect.status is Status.error
+    assert f"connection refused by root@127.0.0.1:{port}" in connect.diagnostic
+
+
+def test_jump_host_hop(sshd, run_spec, by_id):
+    jump = f"root@127.0.0.1:{sshd.ports[1]}"
+    run = run_spec(
+        spec(
+            sshd.target(hosts=sshd.hosts[2:3], jump=[jump]),
+            "- {id: a, on: gpu, probe: {kind: command, argv: [echo, hop]}, expect: {stdout: hop}}",
+        )
+    )
+    assert by_id(run)[f"a@{sshd.hosts[2]}"].status is Status.passed, by_id(run)
+
+
+def test_more_tasks_than_sessions_queue_instead_of_failing(tmp_path, run_spec, by_id):
+    server = SshServer(tmp_path / "tight", 1, max_sessions=2)
+    try:
+        checks = "".join(
+            f"- {{id: c{i}, on: gpu, probe: {{kind: command, argv: [sleep, '0.05']}}}}\n"
+            for i in range(30)
+        )
+        run = run_spec(spec(server.target(max_sessions=2), checks))
+        statuses = {r.task_id: r.status for r in run.results}
+        assert all(status is Status.passed for status in statuses.values()), statuses
+        assert len(statuses) == 31  # 30 checks + the connection
+    finally:
+        server.stop()
+
+
+def test_remote_timeout_leaves_no_process_behind(sshd, run_spec, by_id):
+    run = run_spec(
+        spec(
+            sshd.target(hosts=sshd.hosts[:1]),
+            """
+            - id: hangs
+              on: gpu
+              timeout: 0.5s
+              probe: {kind: command, shell: "sleep 317.1 & sleep 317.2"}
+            """,
+        )
+    )
+    assert by_id(run)[f"hangs@{sshd.hosts[0]}"].status is Status.error
+    deadline = time.monotonic() + 5
+    while (left := remote(sshd, "pgrep -af 'sleep 317' | grep -v pgrep || true").strip()) and (
+        time.monotonic() < deadline
+    ):
+        time.sleep(0.1)
+    assert left == ""
+
+
+def test_host_killed_mid_run_errors_its_task_and_others_go_on(tmp_path, run_spec, by_id, sshd):
+    doomed = SshServer(tmp_path / "doomed", 1)
+    threading.Timer(1.0, doomed.kill).start()
+    try:
+        run = run_spec(
+            spec(
+                doomed.target("doomed") + "\n" + sshd.target(hosts=sshd.hosts[:1]),
+                """
+                - {id: slow, on: doomed, timeout: 20s, probe: {kind: command, argv: [sleep, "318"]}}
+                - {id: fine, on: gpu, probe: {kind: command, argv: [sh, -c, "sleep 1.5; echo ok"]}}
+                """,
+            )
+        )
+    finally:
+        doomed.stop()
+        remote(sshd, "pkill -x -f 'sleep 318' || true")
+    results = by_id(run)
+    slow = results[f"slow@{doomed.hosts[0]}"]
+    assert slow.status is Status.error
+    assert "lost the SSH connection" in slow.reason
+    assert slow.duration < 10
+    assert results[f"fine@{sshd.hosts[0]}"].status is Status.passed
