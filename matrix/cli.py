@@ -31,6 +31,20 @@ def _spec_options(parser: argparse.ArgumentParser) -> None:
         "--vars", action="append", default=[], metavar="FILE", help="YAML file of vars"
     )
     parser.add_argument(
+        "--inventory",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="YAML file of target groups (same keys as targets:); replaces groups of that name",
+    )
+    parser.add_argument(
+        "--target",
+        action="append",
+        default=[],
+        metavar="NAME=H1,H2",
+        help="set the hosts of a target group (its other options are kept)",
+    )
+    parser.add_argument(
         "--allow-include-outside",
         action="store_true",
         help="allow includes outside the spec's folder",
@@ -47,6 +61,9 @@ def _filter_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--skip-tags", action="append", metavar="T", help="leave out checks with these tags"
+    )
+    parser.add_argument(
+        "--limit", action="append", metavar="PATTERN", help="only SSH hosts matching these globs"
     )
 
 
@@ -117,12 +134,18 @@ def _plan(args: argparse.Namespace, *, filtered: bool = False):
         args.spec,
         vars_files=args.vars,
         var_args=args.var,
+        inventories=getattr(args, "inventory", ()),
+        target_args=getattr(args, "target", ()),
         allow_include_outside=getattr(args, "allow_include_outside", False),
     )
     filters = Filters()
     if filtered:
         filters = Filters(
-            _split(args.phase), _split(args.check), _split(args.tags), _split(args.skip_tags)
+            _split(args.phase),
+            _split(args.check),
+            _split(args.tags),
+            _split(args.skip_tags),
+            _split(args.limit),
         )
     return build_plan(loaded, filters)
 

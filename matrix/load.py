@@ -299,26 +299,42 @@ def parse_var(text: str) -> tuple[str, Any]:
     return key.strip(), value
 
 
-def _override_vars(data: YMap, vars_files: Sequence[Path], var_args: Sequence[str]) -> None:
-    current = data.get("vars")
+def _override(
+    data: YMap, section: str, files: Sequence[Path], entries: Sequence[tuple[str, Any, Position]]
+) -> None:
+    """Command-line overrides of a top-level mapping (`vars`, `targets`): files first, each
+    replacing whole entries, then single `--flag` entries; positions point at their source."""
+    current = data.get(section)
     merged = YMap(current.at if isinstance(current, YMap) else data.at)
     if isinstance(current, YMap):
         for key in current:
             merged.copy_from(current, key)
-    for path in vars_files:
+    for path in files:
         extra = read_yaml(path)
         if not isinstance(extra, YMap):
-            raise SpecInvalid(
-                [Problem(Position(display_name(path), 1, 1), "", "a vars file must be a mapping")]
-            )
+            where = Position(display_name(path), 1, 1)
+            raise SpecInvalid([Problem(where, "", f"a {section} file must be a mapping")])
         for key in extra:
             merged.copy_from(extra, key)
-    for i, text in enumerate(var_args, 1):
-        key, value = parse_var(text)
-        at = Position("--var", i, 1)
+    for key, value, at in entries:
         merged.put(key, value, at, at)
-    if merged or "vars" in data:
-        data.put("vars", merged, data.keys_at.get("vars", data.at), merged.at)
+    if merged or section in data:
+        data.put(section, merged, data.keys_at.get(section, data.at), merged.at)
+
+
+def parse_target(text: str, index: int, current: Any) -> tuple[str, Any, Position]:
+    """`--target gpu=h1,h2`: the group's hosts; its other options (user, key…) are kept."""
+    name, sep, hosts = text.partition("=")
+    at = Position("--target", index, 1)
+    if not sep or not name.strip() or not hosts.strip():
+        raise SpecInvalid([Problem(at, text, "expected NAME=host1,host2")])
+    group = YMap(at)
+    if isinstance(current, YMap):
+        for key in current:
+            group.copy_from(current, key)
+    listed = YList(at, [(h.strip(), at) for h in hosts.split(",") if h.strip()])
+    group.put("hosts", listed, at, at)
+    return name.strip(), group, at
 
 
 # ── locating problems ───────────────────────────────────────────────────────
@@ -544,12 +560,24 @@ def load(
     *,
     vars_files: Sequence[str | Path] = (),
     var_args: Sequence[str] = (),
+    inventories: Sequence[str | Path] = (),
+    target_args: Sequence[str] = (),
     allow_include_outside: bool = False,
 ) -> Loaded:
     """Read, merge, override and validate the structure; the planner checks the rest."""
     path = Path(path).resolve()
     data = _read_tree(path, path.parent, allow_include_outside, (path,))
-    _override_vars(data, [Path(p) for p in vars_files], var_args)
+    var_entries = [
+        (*parse_var(text), Position("--var", i, 1)) for i, text in enumerate(var_args, 1)
+    ]
+    _override(data, "vars", [Path(p) for p in vars_files], var_entries)
+    _override(data, "targets", [Path(p) for p in inventories], [])
+    targets = data.get("targets") or {}
+    target_entries = [
+        parse_target(text, i, targets.get(text.partition("=")[0].strip()))
+        for i, text in enumerate(target_args, 1)
+    ]
+    _override(data, "targets", [], target_entries)
     problems: list[Problem] = []
     dropped: set[str] = set()
     for _ in range(MAX_ROUNDS):

@@ -73,9 +73,13 @@ class Filters:
     checks: Sequence[str] = ()
     tags: Sequence[str] = ()
     skip_tags: Sequence[str] = ()
+    limit: Sequence[str] = ()
 
-    def reason(self, check: Check, phase: Phase) -> str | None:
-        """Why a check is filtered out, or None when selected."""
+    def reason(self, check: Check, phase: Phase, target: TargetRef) -> str | None:
+        """Why a task is filtered out, or None when selected."""
+        limited = self.limit and target.via == "ssh"
+        if limited and not any(fnmatch(target.name, pattern) for pattern in self.limit):
+            return "filtered out by --limit"
         if self.phases and phase.id not in self.phases:
             return "filtered out by --phase"
         if self.checks and not any(fnmatch(check.id, pattern) for pattern in self.checks):
@@ -174,7 +178,7 @@ class _Planner:
         tasks = []
         for target, cell in itertools.product(targets, self._cells(loc, check)):
             task = self._task(loc, phase, check, target, cell, kind)
-            task.skip = filters.reason(check, phase) or task.not_applicable
+            task.skip = filters.reason(check, phase, target) or task.not_applicable
             tasks.append(task)
         return tasks
 

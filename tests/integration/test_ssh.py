@@ -242,3 +242,52 @@ def test_host_killed_mid_run_errors_its_task_and_others_go_on(tmp_path, run_spec
     assert "lost the SSH connection" in slow.reason
     assert slow.duration < 10
     assert results[f"fine@{sshd.hosts[0]}"].status is Status.passed
+
+
+def test_ssh_config_aliases_supply_host_port_user_and_key(
+    sshd, run_spec, by_id, tmp_path, monkeypatch
+):
+    home = tmp_path / "home"
+    (home / ".ssh").mkdir(parents=True)
+    (home / ".ssh" / "config").write_text(
+        f"Host trainer\n  HostName 127.0.0.1\n  Port {sshd.ports[3]}\n  User root\n"
+        f"  IdentityFile {sshd.client_key}\n"
+    )
+    (home / ".ssh" / "known_hosts").write_text(
+        sshd.known_hosts.read_text().replace(
+            f"[127.0.0.1]:{sshd.ports[3]}", f"[trainer]:{sshd.ports[3]}"
+        )
+        + sshd.known_hosts.read_text()
+    )
+    monkeypatch.setenv("HOME", str(home))
+    run = run_spec(
+        spec(
+            "gpu: {hosts: [trainer]}",
+            "- {id: a, on: gpu, probe: {kind: command, argv: [echo, hi]}, expect: {stdout: hi}}",
+        )
+    )
+    assert by_id(run)["a@trainer"].status is Status.passed, by_id(run)["ssh-connect@trainer"].reason
+
+
+def test_target_flag_points_a_spec_at_real_hosts(sshd, cli, write_spec, report, tmp_path):
+    write_spec(
+        spec(
+            sshd.target(hosts=["placeholder"]),
+            "- {id: a, on: gpu, probe: {kind: command, argv: [echo, hi]}, expect: {stdout: hi}}",
+        )
+    )
+    hosts = ",".join(sshd.hosts[:2])
+    done = cli(
+        "run",
+        "spec.yaml",
+        "--target",
+        f"gpu={hosts}",
+        "--limit",
+        f"*:{sshd.ports[1]}",
+        "--json",
+        "out.json",
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    results = {r["task_id"]: r for r in report(tmp_path / "out.json")["results"]}
+    assert results[f"a@{sshd.hosts[1]}"]["status"] == "pass"
+    assert results[f"a@{sshd.hosts[0]}"]["reason"] == "filtered out by --limit"

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import sys
 
+import pytest
+
 from matrix.plan import Filters, Need, expand_hosts
+from matrix.problems import SpecInvalid
 from matrix.results import Status
 
 MATRIX = """
@@ -462,3 +465,51 @@ def test_title_falls_back_to_failure_when_bad_and_category_when_passing(run_spec
 def test_tasks_that_would_share_an_id_are_a_spec_problem(spec_problems):
     [problem] = spec_problems(MATRIX.replace("[8, 16]", '[1, "1"]'))
     assert "two tasks would share the id 'check[batch_size=1]'" in problem.message
+
+
+FLEET = """
+version: 1
+name: t
+targets:
+  gpu: {hosts: ["gpu-[1-3]"], user: ubuntu, key: ~/.ssh/train.pem}
+phases:
+  - id: p
+    checks:
+      - {id: disk, on: gpu, probe: {kind: disk, path: /}}
+      - {id: here, probe: {kind: command, argv: ["true"]}}
+"""
+
+
+def test_inventory_replaces_groups_and_target_flag_sets_hosts(write_spec, tmp_path):
+    from matrix.load import load
+    from matrix.plan import build_plan
+
+    spec = write_spec(FLEET)
+    inventory = tmp_path / "hosts.yaml"
+    inventory.write_text("gpu: {hosts: [a-1, a-2], user: ec2-user}\ncpu: {hosts: [c-1]}\n")
+    plan = build_plan(load(spec, inventories=[inventory]))
+    assert [t for t in plan.tasks if t.startswith("disk")] == ["disk@a-1", "disk@a-2"]
+    assert plan.tasks["disk@a-1"].target.options.user == "ec2-user"
+    assert plan.tasks["disk@a-1"].target.options.key is None  # the whole group was replaced
+
+    plan = build_plan(load(spec, target_args=["gpu=10.0.0.5,10.0.0.6:2222"]))
+    assert [t for t in plan.tasks if t.startswith("disk")] == [
+        "disk@10.0.0.5",
+        "disk@10.0.0.6:2222",
+    ]
+    assert plan.tasks["disk@10.0.0.5"].target.options.user == "ubuntu"  # kept from the spec
+
+
+def test_bad_target_flag_is_a_usage_problem(write_spec):
+    from matrix.load import load
+
+    with pytest.raises(SpecInvalid, match="expected NAME=host1,host2"):
+        load(write_spec(FLEET), target_args=["gpu"])
+
+
+def test_limit_narrows_ssh_hosts_and_keeps_local_tasks(plan_spec):
+    plan = plan_spec(FLEET, filters=Filters(limit=["gpu-2"]))
+    assert plan.tasks["disk@gpu-1"].skip == "filtered out by --limit"
+    assert plan.tasks["disk@gpu-2"].skip is None
+    assert plan.tasks["here"].skip is None
+    assert "ssh-connect@gpu-1" not in plan.tasks and "ssh-connect@gpu-2" in plan.tasks
