@@ -157,6 +157,13 @@ class _Planner:
 
     def _render_target(self, name: str, spec: TargetSpec) -> TargetSpec:
         """Templated target options (key, user, python, …); hosts are rendered one by one."""
+        if spec.password is not None and not _SECRET_ONLY.match(spec.password):
+            message = (
+                'a password must come from a secret: password: "{{ secret.NAME }}" with NAME '
+                "listed under secrets: (a literal would end up in reports and shell history)"
+            )
+            self.problem(("targets", name, "password"), message)
+            spec = spec.model_copy(update={"password": None})
         options = spec.model_dump(exclude={"hosts"}, exclude_defaults=True)
         try:
             rendered = template.render_tree(options, self.base)
@@ -391,6 +398,7 @@ class _Planner:
             self.problem(where[cycle[0]], f"dependency cycle: {loop}")
 
 
+_SECRET_ONLY = re.compile(r"^\s*\{\{\s*secret\.\w+\s*\}\}\s*$")
 _RANGE = re.compile(r"\[(\d+)-(\d+)\]")
 
 

@@ -513,3 +513,16 @@ def test_limit_narrows_ssh_hosts_and_keeps_local_tasks(plan_spec):
     assert plan.tasks["disk@gpu-2"].skip is None
     assert plan.tasks["here"].skip is None
     assert "ssh-connect@gpu-1" not in plan.tasks and "ssh-connect@gpu-2" in plan.tasks
+
+
+def test_target_password_must_come_from_a_secret(spec_problems, plan_spec):
+    [problem] = spec_problems(FLEET.replace("user: ubuntu", "user: ubuntu, password: hunter2"))
+    assert "a password must come from a secret" in problem.message
+    assert problem.key == "targets.gpu.password"
+    plan = plan_spec(
+        FLEET.replace("name: t", "name: t\nsecrets: [GPU_PW]").replace(
+            "user: ubuntu", 'user: ubuntu, password: "{{ secret.GPU_PW }}"'
+        ),
+        environ={"GPU_PW": "s3cret"},
+    )
+    assert plan.tasks["disk@gpu-1"].target.options.password == "s3cret"
