@@ -191,14 +191,7 @@ class SshTarget:
                 with anyio.CancelScope(shield=True):
                     await self._kill(connection, pgid)
                     process.close()
-        truncated = len(out) > OUTPUT_LIMIT or len(err) > OUTPUT_LIMIT
-        return Completed(
-            code,
-            bytes(out[:OUTPUT_LIMIT]),
-            bytes(err[:OUTPUT_LIMIT]),
-            time.perf_counter() - started,
-            truncated,
-        )
+        return Completed.captured(code, out, err, time.perf_counter() - started)
 
     async def _open_channel(self, connection: Any, command: str) -> Any:
         """Sessions still closing on the server count against MaxSessions: retry a refused

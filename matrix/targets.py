@@ -38,6 +38,13 @@ class Completed:
     duration: float
     truncated: bool = False
 
+    @classmethod
+    def captured(cls, code: int, out: bytearray, err: bytearray, duration: float) -> Completed:
+        """From streams drained with one byte to spare past OUTPUT_LIMIT: that byte flags
+        the cut."""
+        truncated = len(out) > OUTPUT_LIMIT or len(err) > OUTPUT_LIMIT
+        return cls(code, bytes(out[:OUTPUT_LIMIT]), bytes(err[:OUTPUT_LIMIT]), duration, truncated)
+
 
 class Target(Protocol):
     """One place probes run: `local` or one SSH host."""
@@ -96,14 +103,7 @@ class LocalTarget:
             if proc.returncode is None:
                 with anyio.CancelScope(shield=True):
                     await _reap(proc)
-        truncated = len(out) > OUTPUT_LIMIT or len(err) > OUTPUT_LIMIT
-        return Completed(
-            code,
-            bytes(out[:OUTPUT_LIMIT]),
-            bytes(err[:OUTPUT_LIMIT]),
-            time.perf_counter() - started,
-            truncated,
-        )
+        return Completed.captured(code, out, err, time.perf_counter() - started)
 
 
 async def _drain(stream: ByteReceiveStream | None, sink: bytearray) -> None:
