@@ -151,6 +151,8 @@ class SshTarget:
             return f"cannot resolve {self.address[0]} ({exc.strerror})"
         if isinstance(exc, (TimeoutError, asyncssh.TimeoutError)):
             return f"no answer from {who} within {self.options.connect_timeout:g}s"
+        if isinstance(exc, FileNotFoundError) and exc.filename:
+            return f"cannot read {exc.filename} for {who}: no such file (check `key:`/`keys:`)"
         if isinstance(exc, OSError):
             return f"cannot reach {who}: {exc.strerror or exc}"
         if isinstance(exc, asyncssh.Error):

@@ -291,3 +291,17 @@ def test_target_flag_points_a_spec_at_real_hosts(sshd, cli, write_spec, report, 
     results = {r["task_id"]: r for r in report(tmp_path / "out.json")["results"]}
     assert results[f"a@{sshd.hosts[1]}"]["status"] == "pass"
     assert results[f"a@{sshd.hosts[0]}"]["reason"] == "filtered out by --limit"
+
+
+def test_missing_key_file_is_named(sshd, run_spec, by_id, tmp_path):
+    missing = tmp_path / "nope.pem"
+    run = run_spec(
+        spec(
+            sshd.target(hosts=sshd.hosts[:1], key=str(missing)),
+            "- {id: a, on: gpu, probe: {kind: command, argv: ['true']}}",
+        )
+    )
+    connect = by_id(run)[f"ssh-connect@{sshd.hosts[0]}"]
+    assert f"cannot read {missing} for root@127.0.0.1:{sshd.ports[0]}: no such file" in (
+        connect.diagnostic
+    )
