@@ -21,7 +21,7 @@ from matrix.expect import evaluate
 from matrix.plan import LOCAL, Plan, Task
 from matrix.probe import ProbeContext, ProbeError
 from matrix.redact import Redactor
-from matrix.results import Attempt, Result, Run, Status, phase_infos, redact_vars
+from matrix.results import Attempt, Result, Run, Status, phase_infos
 from matrix.targets import TargetPool, fast_child_watcher
 
 
@@ -97,7 +97,7 @@ class _Execution:
         return Run(
             spec_name=self.plan.spec.name,
             spec_path=str(self.plan.spec_path),
-            vars=redact_vars(self.plan.vars, self.redact),
+            vars=self.redact(self.plan.vars),
             phases=phase_infos(self.plan.spec.phases),
             results=[self.results[task_id] for task_id in self.plan.tasks],
             order=self.plan.order,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from enum import Enum
 from typing import Any
@@ -235,7 +235,3 @@ def phase_infos(phases: Sequence[Any]) -> list[PhaseInfo]:
         PhaseInfo(p.id, p.title or p.id, p.weight, {c.id: c.weight for c in p.checks})
         for p in phases
     ]
-
-
-def redact_vars(values: Mapping[str, Any], redact: Any) -> dict[str, Any]:
-    return {k: redact(v) for k, v in values.items()}

@@ -20,7 +20,7 @@ import anyio
 
 from matrix.probe import ProbeError
 from matrix.spec import TargetSpec
-from matrix.targets import OUTPUT_LIMIT, Completed
+from matrix.targets import Completed, keep
 
 MARKER = "matrix-pgid"
 # Report the process group (Linux /proc first, ps elsewhere), then become the command.
@@ -258,8 +258,7 @@ async def _find_pgid(stderr: Any, sink: bytearray, lines: int = 50) -> int | Non
 
 async def _drain(stream: Any, sink: bytearray) -> None:
     while chunk := await stream.read(65536):
-        if len(sink) <= OUTPUT_LIMIT:
-            sink += chunk[: OUTPUT_LIMIT + 1 - len(sink)]
+        keep(sink, chunk)
 
 
 def _hop(text: str) -> tuple[str | None, str, int | None]:

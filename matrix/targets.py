@@ -111,8 +111,14 @@ async def _drain(stream: ByteReceiveStream | None, sink: bytearray) -> None:
     if stream is None:
         return
     async for chunk in stream:
-        if len(sink) <= OUTPUT_LIMIT:
-            sink += chunk[: OUTPUT_LIMIT + 1 - len(sink)]
+        keep(sink, chunk)
+
+
+def keep(sink: bytearray, chunk: bytes) -> None:
+    """Append up to one byte past OUTPUT_LIMIT (that byte flags the cut); drop the rest so a
+    chatty probe cannot fill memory."""
+    if len(sink) <= OUTPUT_LIMIT:
+        sink += chunk[: OUTPUT_LIMIT + 1 - len(sink)]
 
 
 async def _reap(proc: Process) -> None:
