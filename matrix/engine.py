@@ -65,9 +65,10 @@ class _Execution:
         concurrency = options.concurrency or default_concurrency()
         self.limit = anyio.CapacityLimiter(concurrency)
         self.pool = TargetPool()
-        self.target_limits = {
-            name: anyio.CapacityLimiter(self.pool.limit(ref, concurrency))
+        self.host_limits = {
+            name: anyio.CapacityLimiter(ref.options.max_sessions)
             for name, ref in plan.targets.items()
+            if ref.via == "ssh" and ref.options is not None
         }
         self.redact = Redactor(plan.spec.secrets, os.environ)
         self.interrupted = False
@@ -140,7 +141,7 @@ class _Execution:
                     self._result(task, Status.error, error=task.error, attempts=1, tries=[why])
                 )
                 return
-            async with self.limit, self.target_limits[task.target.name]:
+            async with self._slot(task):
                 env: dict[str, str] = {}
                 for listener in self.listeners:
                     listener.task_started(task)
@@ -148,6 +149,15 @@ class _Execution:
                 self._record(await self._observe(task, env))
         finally:
             self.done[task.id].set()
+
+    def _slot(self, task: Task) -> anyio.CapacityLimiter:
+        """The limiter a task waits on. `--concurrency` bounds work on this machine; a task
+        on an SSH host costs this machine one channel, so only the host's `max_sessions`
+        bounds it and a fleet runs all its hosts at once."""
+        assert task.params is not None
+        if task.params.runs_on == "target" and task.target.name in self.host_limits:
+            return self.host_limits[task.target.name]
+        return self.limit
 
     async def _blocker(self, task: Task) -> str | None:
         """The root task whose outcome blocks this one, if any."""

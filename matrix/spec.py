@@ -93,7 +93,12 @@ class TargetSpec(Model):
     connect_timeout: Duration = 10.0
     """Seconds to wait for a connection."""
     max_sessions: int = Field(4, ge=1, le=64)
-    """Concurrent channels per host; keep below the server's MaxSessions."""
+    """Tasks at once per host (with `agent: false`, SSH channels at once: keep it below the
+    server's MaxSessions)."""
+    agent: bool = True
+    """Run the host's tasks through one helper python over one SSH session, so the host pays
+    one login instead of one per task; `false` opens a session per task (hosts without
+    python; the helper falls back to that by itself when it cannot start)."""
     python: str | None = None
     """Python interpreter on the host for python-based probes (default python3)."""
 

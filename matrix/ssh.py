@@ -18,6 +18,7 @@ from typing import Any
 
 import anyio
 
+from matrix.agent import AgentUnavailable, HostAgent
 from matrix.probe import ProbeError
 from matrix.spec import TargetSpec
 from matrix.targets import Completed, keep
@@ -60,6 +61,8 @@ class SshTarget:
     options: TargetSpec
     python: str = "python3"
     connect_seconds: float = 0.0
+    agent_problem: str | None = None
+    _agent: HostAgent | None = None
     _connection: Any = None
     _hops: list[Any] = field(default_factory=list)
     _failure: ProbeError | None = None
@@ -69,6 +72,10 @@ class SshTarget:
     def address(self) -> tuple[str, int | None]:
         host, port = split_host(self.host)
         return host, port or self.options.port
+
+    @property
+    def uses_agent(self) -> bool:
+        return self._agent is not None
 
     def describe(self) -> str:
         host, port = self.address
@@ -87,8 +94,21 @@ class SshTarget:
             except ProbeError as exc:
                 self._failure = exc
                 raise
+            self._agent = await self._start_agent(self._connection)
             self.connect_seconds = time.perf_counter() - started
             return self._connection
+
+    async def _start_agent(self, connection: Any) -> HostAgent | None:
+        """The host's helper python, or None: tasks then open a session each."""
+        if not self.options.agent:
+            return None
+        try:
+            return await HostAgent.start(
+                connection, self.python, self.describe(), self.options.connect_timeout
+            )
+        except AgentUnavailable as exc:
+            self.agent_problem = f"{exc}; each task opens its own SSH session instead"
+            return None
 
     def _closed(self) -> bool:
         return self._connection.is_closed()
@@ -169,6 +189,8 @@ class SshTarget:
         import asyncssh
 
         connection = await self.connect()
+        if self._agent is not None:
+            return await self._agent.run(argv, input=input, env=env)
         started = time.perf_counter()
         process = await self._open_channel(connection, remote_command(argv, env))
         pgid: int | None = None
@@ -225,6 +247,8 @@ class SshTarget:
                 return
 
     async def aclose(self) -> None:
+        if self._agent is not None:
+            await self._agent.aclose()
         for connection in [self._connection, *reversed(self._hops)]:
             if connection is not None:
                 connection.close()

@@ -195,9 +195,3 @@ class TargetPool:
             close = getattr(target, "aclose", None)
             if close is not None:
                 await close()
-
-    def limit(self, ref: TargetRef, default: int) -> int:
-        """How many tasks may run on this target at once."""
-        if ref.via == "ssh" and ref.options is not None:
-            return ref.options.max_sessions
-        return default

@@ -15,6 +15,8 @@ from matrix.probe import ProbeContext, ProbeParams, probe
         "connect_seconds": "time to connect and authenticate (0 when already connected)",
         "server_version": "the server's SSH version string",
         "host_key": "SHA256 fingerprint of the server's host key",
+        "agent": "tasks run through one helper python over one session (see `agent:`)",
+        "agent_problem": "why the helper did not start (tasks then open a session each)",
     },
 )
 class SshConnect(ProbeParams):
@@ -32,4 +34,6 @@ class SshConnect(ProbeParams):
             "connect_seconds": round(getattr(ctx.target, "connect_seconds", 0.0), 4),
             "server_version": connection.get_extra_info("server_version"),
             "host_key": key.get_fingerprint() if key is not None else None,
+            "agent": getattr(ctx.target, "uses_agent", False),
+            "agent_problem": getattr(ctx.target, "agent_problem", None),
         }

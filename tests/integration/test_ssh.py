@@ -69,7 +69,6 @@ def test_probes_run_unchanged_on_remote_hosts(sshd, run_spec, by_id, monkeypatch
             - id: missing
               on: gpu
               probe: {kind: command, argv: [no-such-program-here]}
-              expect: {exit_code: 127}
             - id: hosts-file
               on: gpu
               probe: {kind: file, path: /etc/hosts}
@@ -88,10 +87,14 @@ def test_probes_run_unchanged_on_remote_hosts(sshd, run_spec, by_id, monkeypatch
     for host in sshd.hosts[:2]:
         assert results[f"ssh-connect@{host}"].status is Status.passed
         assert results[f"ssh-connect@{host}"].facts["host_key"].startswith("SHA256:")
-        for ok in ("echo", "stdin", "shell-quoted", "missing", "hosts-file", "disk", "python"):
+        assert results[f"ssh-connect@{host}"].facts["agent"] is True
+        for ok in ("echo", "stdin", "shell-quoted", "hosts-file", "disk", "python"):
             assert results[f"{ok}@{host}"].status is Status.passed, results[f"{ok}@{host}"]
         assert results[f"exit-3@{host}"].status is Status.failed
         assert results[f"exit-3@{host}"].facts["exit_code"] == 3
+        missing = results[f"missing@{host}"]
+        assert missing.status is Status.error  # as on the local target: nothing ran
+        assert f"cannot start no-such-program-here on root@{host}" in missing.reason
     assert run.warnings == []
 
 
@@ -191,7 +194,8 @@ def test_more_tasks_than_sessions_queue_instead_of_failing(tmp_path, run_spec, b
             f"- {{id: c{i}, on: gpu, probe: {{kind: command, argv: [sleep, '0.05']}}}}\n"
             for i in range(30)
         )
-        run = run_spec(spec(server.target(max_sessions=2), checks))
+        # a session per task (no agent): the channels themselves must queue
+        run = run_spec(spec(server.target(max_sessions=2, agent=False), checks))
         statuses = {r.task_id: r.status for r in run.results}
         assert all(status is Status.passed for status in statuses.values()), statuses
         assert len(statuses) == 31  # 30 checks + the connection
@@ -199,10 +203,11 @@ def test_more_tasks_than_sessions_queue_instead_of_failing(tmp_path, run_spec, b
         server.stop()
 
 
-def test_remote_timeout_leaves_no_process_behind(sshd, run_spec, by_id):
+@pytest.mark.parametrize("agent", [True, False])
+def test_remote_timeout_leaves_no_process_behind(sshd, run_spec, by_id, agent):
     run = run_spec(
         spec(
-            sshd.target(hosts=sshd.hosts[:1]),
+            sshd.target(hosts=sshd.hosts[:1], agent=agent),
             """
             - id: hangs
               on: gpu
@@ -305,3 +310,18 @@ def test_missing_key_file_is_named(sshd, run_spec, by_id, tmp_path):
     assert f"cannot read {missing} for root@127.0.0.1:{sshd.ports[0]}: no such file" in (
         connect.diagnostic
     )
+
+
+def test_host_without_the_agents_python_falls_back_to_a_session_per_task(sshd, run_spec, by_id):
+    run = run_spec(
+        spec(
+            sshd.target(hosts=sshd.hosts[:1], python="/no/such/python3"),
+            "- {id: echo, on: gpu, probe: {kind: command, argv: [echo, hi]}, expect: {stdout: hi}}",
+        )
+    )
+    results = by_id(run)
+    connect = results[f"ssh-connect@{sshd.hosts[0]}"]
+    assert connect.facts["agent"] is False
+    assert "/no/such/python3" in connect.facts["agent_problem"]
+    assert "its own SSH session" in connect.facts["agent_problem"]
+    assert results[f"echo@{sshd.hosts[0]}"].status is Status.passed

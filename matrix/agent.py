@@ -1,0 +1,172 @@
+"""One helper python per SSH host runs all of the host's task processes over one session.
+
+Each SSH session pays the remote login shell's start-up (a .bashrc with pyenv or conda init
+costs ~100 ms) and a channel open that counts against the server's MaxSessions; a fleet run
+pays that per task. The agent (matrix/agent_remote.py, sent on stdin) pays it once per host:
+tasks become framed requests on its stdin, each run as its own process group on the host, so a
+timeout still kills exactly that task's processes. bench/RESULTS.md has the measurements.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import itertools
+import json
+import shlex
+import struct
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
+
+import anyio
+
+from matrix.probe import ProbeError
+from matrix.targets import OUTPUT_LIMIT, Completed
+
+MAGIC = b"\x00matrix-agent\x00"
+BOOTSTRAP = "import sys; exec(sys.stdin.buffer.read(int(sys.argv[1])))"
+
+
+class AgentUnavailable(Exception):
+    """The helper did not start (no such python, a restricted shell): use a session per task."""
+
+
+def command(python: str, source: bytes) -> str:
+    """The remote command line that reads the agent's source from stdin and runs it."""
+    return shlex.join([python, "-c", BOOTSTRAP, str(len(source)), python, str(OUTPUT_LIMIT)])
+
+
+@dataclass
+class _Waiting:
+    done: anyio.Event = field(default_factory=anyio.Event)
+    reply: dict[str, Any] | None = None
+
+
+@dataclass
+class HostAgent:
+    """The running helper on one host; `run` is safe to call from many tasks at once."""
+
+    process: Any
+    where: str
+    python: str = ""
+    _ids: itertools.count[int] = field(default_factory=itertools.count)
+    _waiting: dict[int, _Waiting] = field(default_factory=dict)
+    _lost: str | None = None
+    _reader: asyncio.Task[None] | None = None
+    _stderr: bytearray = field(default_factory=bytearray)
+
+    @classmethod
+    async def start(cls, connection: Any, python: str, where: str, timeout: float) -> HostAgent:
+        source = resources.files("matrix").joinpath("agent_remote.py").read_bytes()
+        process = await connection.create_process(command(python, source), encoding=None)
+        process.stdin.write(source)
+        agent = cls(process, where)
+        try:
+            with anyio.fail_after(timeout):
+                await agent._skip_banner()
+                hello = await agent._receive()
+        except Exception as exc:
+            process.close()
+            why = await _stderr(process) or f"{type(exc).__name__} {exc}".strip()
+            raise AgentUnavailable(f"{python} on {where}: {why}") from None
+        agent.python = hello["python"]
+        agent._reader = asyncio.ensure_future(agent._read())
+        return agent
+
+    async def _read_stderr(self) -> None:
+        """Keep the tail of what the agent itself printed (a traceback names why it died)."""
+        while chunk := await self.process.stderr.read(4096):
+            self._stderr = (self._stderr + chunk)[-4096:]
+
+    async def _skip_banner(self) -> None:
+        """Whatever a login shell printed on stdout comes before the agent's marker."""
+        await self.process.stdout.readuntil(MAGIC)
+
+    async def _receive(self) -> dict[str, Any]:
+        head = await self.process.stdout.readexactly(4)
+        body = await self.process.stdout.readexactly(struct.unpack(">I", head)[0])
+        return json.loads(body)
+
+    def _send(self, message: dict[str, Any]) -> None:
+        data = json.dumps(message).encode()
+        self.process.stdin.write(struct.pack(">I", len(data)) + data)
+
+    async def _read(self) -> None:
+        """Hand each reply to its task; when the stream ends, fail every task still waiting."""
+        stderr = asyncio.ensure_future(self._read_stderr())
+        try:
+            while True:
+                reply = await self._receive()
+                waiting = self._waiting.pop(reply["id"], None)
+                if waiting is not None:
+                    waiting.reply = reply
+                    waiting.done.set()
+        except asyncio.IncompleteReadError:
+            with anyio.move_on_after(1):
+                await stderr
+            last = self._stderr.decode(errors="replace").strip().splitlines()[-1:]
+            self._lost = f"the session closed{': ' + last[0] if last else ''}"
+        except Exception as exc:
+            self._lost = str(exc) or type(exc).__name__
+        stderr.cancel()
+        for waiting in self._waiting.values():
+            waiting.done.set()
+        self._waiting.clear()
+
+    async def run(
+        self, argv: Sequence[str], *, input: bytes | None, env: Mapping[str, str] | None
+    ) -> Completed:
+        if self._lost is not None:
+            raise self._lost_error()
+        ident = next(self._ids)
+        waiting = self._waiting[ident] = _Waiting()
+        started = time.perf_counter()
+        self._send(
+            {
+                "id": ident,
+                "argv": list(argv),
+                "env": dict(env or {}),
+                "input": base64.b64encode(input).decode() if input is not None else None,
+            }
+        )
+        try:
+            await waiting.done.wait()
+        except BaseException:  # timeout or Ctrl-C: kill the task's process group on the host
+            if self._waiting.pop(ident, None) is not None and self._lost is None:
+                with contextlib.suppress(Exception):  # the session may be going away
+                    self._send({"kill": ident})
+            raise
+        reply = waiting.reply
+        if reply is None:
+            raise self._lost_error()
+        if "unstarted" in reply:
+            raise ProbeError(f"cannot start {argv[0]} on {self.where}: {reply['unstarted']}")
+        if "error" in reply:
+            raise ProbeError(f"{reply['error']} (on {self.where})")
+        out, err = (bytearray(base64.b64decode(reply[k])) for k in ("out", "err"))
+        return Completed.captured(reply["code"], out, err, time.perf_counter() - started)
+
+    def _lost_error(self) -> ProbeError:
+        return ProbeError(f"lost the SSH connection to {self.where}: {self._lost}")
+
+    async def aclose(self) -> None:
+        """Close its stdin: the agent kills what it still runs and exits."""
+        if self._lost is None:
+            with contextlib.suppress(Exception):
+                self.process.stdin.write_eof()
+        if self._reader is not None:
+            with anyio.move_on_after(2), anyio.CancelScope(shield=True):
+                await self._reader
+        self.process.close()
+
+
+async def _stderr(process: Any) -> str:
+    """What the failed helper printed on stderr, in one line."""
+    with anyio.move_on_after(1):
+        text = (await process.stderr.read(4096)).decode(errors="replace")
+        return " | ".join(line for line in text.strip().splitlines()[-3:])
+    return ""
