@@ -89,6 +89,9 @@ class _Loader(_SafeLoader):  # type: ignore[valid-type,misc]
 def _construct_map(loader: _Loader, node: yaml.MappingNode) -> Iterator[YMap]:
     data = YMap(loader.at(node))
     yield data
+    # `<<: *base` merges come first after flattening; the map's own keys override them
+    own_nodes = {id(key_node) for key_node, _ in node.value}
+    own_keys: set[Any] = set()
     loader.flatten_mapping(node)
     for key_node, value_node in node.value:
         key = loader.construct_object(key_node, deep=True)
@@ -97,13 +100,16 @@ def _construct_map(loader: _Loader, node: yaml.MappingNode) -> Iterator[YMap]:
                 Problem(loader.at(key_node), "", "mapping keys must be plain scalars")
             )
             continue
-        if key in data:
+        own = id(key_node) in own_nodes
+        if own and key in own_keys:
             first = data.keys_at[key]
             loader.problems.append(
                 Problem(
                     loader.at(key_node), str(key), f"duplicate key (first at line {first.line})"
                 )
             )
+        if own:
+            own_keys.add(key)
         value = loader.construct_object(value_node, deep=True)
         data.put(key, value, loader.at(key_node), loader.at(value_node))
 

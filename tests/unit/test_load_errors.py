@@ -6,6 +6,7 @@ import re
 
 import pytest
 
+from matrix.load import load
 from matrix.problems import Problem, SpecInvalid
 
 LOCATION = re.compile(r"^(?P<file>[^:\n]+):(?P<line>\d+):(?P<col>\d+): ")
@@ -315,6 +316,38 @@ def test_duplicate_yaml_keys_name_both_lines(spec_problems):
     problem = one(problems, "duplicate key")
     assert line_of(problem) == 4
     assert "first at line 2" in problem.message
+
+
+def test_merge_keys_are_overridden_by_the_maps_own_keys(tmp_path):
+    path = tmp_path / "spec.yaml"
+    path.write_text(
+        """
+version: 1
+name: t
+phases:
+  - id: p
+    checks:
+      - id: a
+        probe: &base {kind: command, argv: ["true"]}
+      - id: b
+        probe: {<<: *base, argv: ["false"]}
+"""
+    )
+    checks = load(path).spec.phases[0].checks
+    assert checks[1].probe.model_dump()["argv"] == ["false"]
+
+
+def test_a_maps_own_keys_still_must_be_unique_next_to_a_merge(spec_problems):
+    problems = spec_problems(
+        """
+        version: 1
+        name: t
+        base: &base {a: 1}
+        phases: []
+        other: {<<: *base, b: 1, b: 2}
+        """
+    )
+    assert line_of(one(problems, "duplicate key")) == 5
 
 
 def test_unknown_matcher_in_expect_suggests_one(spec_problems):
