@@ -1,6 +1,6 @@
 """Engine overhead and start-up time of `matrix`, against plain-Python peers.
 
-    python bench/bench_engine.py            # prints a markdown table, writes bench/RESULTS.md
+    python bench/bench_engine.py            # prints markdown, writes its part of bench/RESULTS.md
     python bench/bench_engine.py --no-write # print only
 
 Throughput: a spec of N trivial `command` checks (`argv: ["true"]`) in one phase, run as
@@ -16,26 +16,18 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
-import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from common import ROOT, machine, matrix_argv, run_quietly, timed, write_section
+
 PIPELINE = ROOT / "specs" / "pipeline.yaml"
 COMMAND = "python bench/bench_engine.py"
-
-
-def matrix_argv() -> list[str]:
-    """The installed `matrix` script (what users run), else `python -m matrix`."""
-    found = shutil.which("matrix")
-    return [found] if found else [sys.executable, "-m", "matrix"]
 
 
 def default_concurrency() -> int:
@@ -58,23 +50,6 @@ def write_spec(path: Path, checks: int) -> None:
             '        probe: {kind: command, argv: ["true"]}',
         ]
     path.write_text("\n".join(lines) + "\n")
-
-
-def timed(fn: Callable[[], None], repeat: int) -> list[float]:
-    times = []
-    for _ in range(repeat):
-        started = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - started)
-    return times
-
-
-def run_quietly(argv: list[str], expect_codes: tuple[int, ...] = (0,)) -> None:
-    done = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False)
-    if done.returncode not in expect_codes:
-        raise SystemExit(
-            f"{' '.join(argv)} exited {done.returncode}: {done.stderr.decode()[-2000:]}"
-        )
 
 
 def bench_throughput(checks: int, repeat: int, workdir: Path) -> dict[str, list[float]]:
@@ -191,14 +166,6 @@ def interpretation(
     )
 
 
-def machine() -> str:
-    return (
-        f"{os.cpu_count()} CPUs (nproc), Python {platform.python_version()} "
-        f"({platform.python_implementation()}), {platform.system()} {platform.release()} "
-        f"{platform.machine()}"
-    )
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checks", type=int, default=2000, help="checks in the spec")
@@ -242,7 +209,7 @@ def main() -> int:
     )
     print(text)
     if not args.no_write:
-        (ROOT / "bench" / "RESULTS.md").write_text(text)
+        write_section("engine", text)
     return 0
 
 

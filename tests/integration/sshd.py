@@ -52,9 +52,10 @@ def keygen(path: Path) -> Path:
 
 
 class SshServer:
-    """sshd daemons on `ports`; `hosts` are "127.0.0.1:PORT" strings for specs."""
+    """sshd daemons on `ports`; `hosts` are "127.0.0.1:PORT" strings for specs.
+    `extra_config` is appended to each daemon's sshd_config (e.g. `SetEnv SHLVL=1`)."""
 
-    def __init__(self, root: Path, count: int, max_sessions: int = 10):
+    def __init__(self, root: Path, count: int, max_sessions: int = 10, extra_config: str = ""):
         require_sshd()
         Path("/run/sshd").mkdir(exist_ok=True)
         root.mkdir(parents=True, exist_ok=True)
@@ -71,14 +72,14 @@ class SshServer:
         )
         self.daemons: list[subprocess.Popen[bytes]] = []
         for start in range(0, count, PORTS_PER_DAEMON):
-            self._start(self.ports[start : start + PORTS_PER_DAEMON], max_sessions)
+            self._start(self.ports[start : start + PORTS_PER_DAEMON], max_sessions, extra_config)
         self._wait_listening()
 
     @property
     def hosts(self) -> list[str]:
         return [f"127.0.0.1:{port}" for port in self.ports]
 
-    def _start(self, ports: list[int], max_sessions: int) -> None:
+    def _start(self, ports: list[int], max_sessions: int, extra_config: str) -> None:
         index = len(self.daemons)
         config = self.root / f"sshd_config.{index}"
         config.write_text(
@@ -95,6 +96,7 @@ PermitRootLogin prohibit-password
 MaxSessions {max_sessions}
 MaxStartups 200
 LogLevel ERROR
+{extra_config}
 """
         )
         self.daemons.append(

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
 import textwrap
 import threading
 import time
+from pathlib import Path
 
 import asyncssh
 import pytest
@@ -325,3 +328,38 @@ def test_host_without_the_agents_python_falls_back_to_a_session_per_task(sshd, r
     assert "/no/such/python3" in connect.facts["agent_problem"]
     assert "its own SSH session" in connect.facts["agent_problem"]
     assert results[f"echo@{sshd.hosts[0]}"].status is Status.passed
+
+
+def test_a_hung_python_probe_is_killed_and_the_agent_leaves_nothing(sshd, run_spec, by_id):
+    silent = socket.socket()  # accepts connections and never answers
+    silent.bind(("127.0.0.1", 0))
+    silent.listen()
+    url = f"http://127.0.0.1:{silent.getsockname()[1]}/"
+    try:
+        run = run_spec(
+            spec(
+                sshd.target(hosts=sshd.hosts[:1]),
+                f"- {{id: hangs, on: gpu, timeout: 1s, probe: {{kind: http, url: '{url}'}}}}",
+            )
+        )
+    finally:
+        silent.close()
+    hung = by_id(run)[f"hangs@{sshd.hosts[0]}"]
+    assert hung.status is Status.error
+    assert "timed out after 1s" in hung.reason
+    agent = "exec(sys.stdin.buffer.read"  # the agent's and its forks' command line
+    deadline = time.monotonic() + 5
+    while agent in (left := pgrep(agent)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert agent not in left
+
+
+def pgrep(text: str) -> str:
+    """Command lines of this machine's processes holding `text` (the sshd "hosts" are here)."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        with contextlib.suppress(OSError):
+            line = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            if text in line:
+                found.append(line)
+    return "\n".join(found)
