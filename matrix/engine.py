@@ -11,6 +11,7 @@ import os
 import signal
 import time
 from collections.abc import Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
@@ -70,6 +71,7 @@ class _Execution:
             for name, ref in plan.targets.items()
             if ref.via == "ssh" and ref.options is not None
         }
+        self.exclusive: dict[str, anyio.Lock] = {}
         self.redact = Redactor(plan.spec.secrets, os.environ)
         self.interrupted = False
         self.stopped_early: str | None = None
@@ -141,7 +143,7 @@ class _Execution:
                     self._result(task, Status.error, error=task.error, attempts=1, tries=[why])
                 )
                 return
-            async with self._slot(task):
+            async with self._turn(task), self._slot(task):
                 env: dict[str, str] = {}
                 for listener in self.listeners:
                     listener.task_started(task)
@@ -149,6 +151,15 @@ class _Execution:
                 self._record(await self._observe(task, env))
         finally:
             self.done[task.id].set()
+
+    def _turn(self, task: Task) -> AbstractAsyncContextManager[Any]:
+        """An exclusive probe waits for its target's previous exclusive task to finish,
+        before it takes a slot, so waiting holds no slot from lighter tasks."""
+        assert task.params is not None
+        if not task.params.exclusive:
+            return nullcontext()
+        where = LOCAL.name if task.params.runs_on == "controller" else task.target.name
+        return self.exclusive.setdefault(where, anyio.Lock())
 
     def _slot(self, task: Task) -> anyio.CapacityLimiter:
         """The limiter a task waits on. `--concurrency` bounds work on this machine; a task

@@ -23,11 +23,15 @@ if TYPE_CHECKING:
 
 BUILTIN_MODULES = (
     "probes.command",
+    "probes.distributed",
     "probes.files",
+    "probes.gpu",
     "probes.host",
+    "probes.model",
     "probes.net",
     "probes.pyenv",
     "probes.ssh",
+    "probes.training",
 )
 ENTRY_POINT_GROUP = "matrix.probes"
 RunsOn = Literal["target", "controller"]
@@ -47,6 +51,9 @@ class ProbeParams(BaseModel):
 
     kind: ClassVar[str]
     runs_on: ClassVar[RunsOn] = "target"
+    # Probes that measure or fill the target's GPU memory or cores (torch.*) would skew or
+    # OOM each other: the engine runs such tasks one at a time per target.
+    exclusive: ClassVar[bool] = False
     default_expect: ClassVar[dict[str, Any]] = {}
     facts: ClassVar[dict[str, str]] = {}
 
@@ -86,12 +93,15 @@ def _as_text(value: Any) -> Any:
 
 class ScriptProbe(ProbeParams):
     """A probe observed entirely by one remote script (`script`, in probes/remote/ or a path):
-    the params travel with `op` set to the probe's kind, so one script can serve a family."""
+    the params travel with `op` set to the probe's kind, so one script can serve a family.
+    `libraries` are shared remote modules sent ahead of the script (e.g. "_torch")."""
 
     script: ClassVar[str]
+    libraries: ClassVar[tuple[str, ...]] = ()
 
     async def observe(self, ctx: ProbeContext) -> dict[str, Any]:
-        return await ctx.python(self.script, {"op": self.kind, **self.model_dump()})
+        params = {"op": self.kind, **self.model_dump()}
+        return await ctx.python(self.script, params, libraries=self.libraries)
 
 
 ProbeClass = type[ProbeParams]
@@ -142,13 +152,19 @@ class ProbeContext:
         """Run argv on the target (never through a shell unless argv says so)."""
         return await self.target.run(argv, input=input, env=self.env)
 
-    async def python(self, script: str | Path, params: Mapping[str, Any]) -> dict[str, Any]:
+    async def python(
+        self,
+        script: str | Path,
+        params: Mapping[str, Any],
+        *,
+        libraries: tuple[str, ...] = (),
+    ) -> dict[str, Any]:
         """Run a remote script with the target's python; return the facts it printed.
 
-        `script` is a built-in name from probes/remote/ or a path to a plugin's script. The
-        source travels on stdin, so nothing is left on the host.
+        `script` and each of `libraries` is a built-in name from probes/remote/ or a path to a
+        plugin's file. The source travels on stdin, so nothing is left on the host.
         """
-        source = remote_source(str(script))
+        source = remote_source(str(script), tuple(libraries))
         done = await self.run([self.target.python, "-", json.dumps(params)], input=source)
         try:
             reply = json.loads(done.stdout)
@@ -164,9 +180,14 @@ class ProbeContext:
 
 
 @cache
-def remote_source(script: str) -> bytes:
-    """Prelude + script + entry call, as one self-contained program."""
+def remote_source(script: str, libraries: tuple[str, ...] = ()) -> bytes:
+    """Prelude + libraries + script + entry call, as one self-contained program."""
     remote = resources.files("probes") / "remote"
-    path = Path(script) if script.endswith(".py") else Path(str(remote / f"{script}.py"))
-    prelude = (remote / "_prelude.py").read_text()
-    return f"{prelude}\n{path.read_text()}\nmain(observe)\n".encode()
+
+    def read(name: str) -> str:
+        return (
+            Path(name) if name.endswith(".py") else Path(str(remote / f"{name}.py"))
+        ).read_text()
+
+    parts = [read(name) for name in ("_prelude", *libraries, script)]
+    return ("\n".join(parts) + "\nmain(observe)\n").encode()

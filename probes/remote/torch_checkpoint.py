@@ -1,0 +1,120 @@
+# torch.checkpoint: train, save to the training volume, reload into fresh objects, continue, and
+# compare with the run that was never interrupted.
+import shutil
+import tempfile
+
+# cuBLAS reads this when CUDA starts: without it deterministic matmuls are not available
+os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+
+
+def _steps(trainer, count, deadline, stage):
+    for step in range(count):
+        deadline.check(f"{stage}: {step} of {count} steps done")
+        _, bad = trainer.step()
+        if bad is not None:
+            why = went_nonfinite(bad, step + 1)
+            raise ObserveError(f"{stage}: {why}; check it with torch.train or lower lr")
+
+
+def _save(state, path):
+    """torch.save, flushed to the device: seconds taken."""
+    began = time.perf_counter()
+    with open(path, "wb") as handle:
+        torch.save(state, handle)
+        handle.flush()
+        os.fsync(handle.fileno())
+    return time.perf_counter() - began
+
+
+def _load(path, device):
+    """torch.load after dropping the file from the page cache (Linux): (state, seconds)."""
+    with open(path, "rb") as handle:
+        if hasattr(os, "posix_fadvise"):
+            os.posix_fadvise(handle.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
+        began = time.perf_counter()
+        state = torch.load(handle, map_location=device, weights_only=True)
+    return state, time.perf_counter() - began
+
+
+def _cannot_write(where, exc):
+    why = (exc.strerror or str(exc)).lower()
+    return ObserveError(f"cannot write checkpoint to {where}: {why}")
+
+
+def _workdir(where):
+    try:
+        return tempfile.mkdtemp(prefix="matrix-checkpoint-", dir=where)
+    except OSError as exc:
+        raise _cannot_write(where, exc) from None
+
+
+def _max_diff(model, reference):
+    return max(
+        float((a.detach().double() - b.detach().double()).abs().max()) if a.numel() else 0.0
+        for a, b in zip(model.state_dict().values(), reference.state_dict().values())
+    )
+
+
+def _resume(params, device, path, deadline):
+    """Fresh workload and optimizer, state from the checkpoint, then resume_steps more."""
+    trainer = Trainer(
+        load_workload(params, params["batch_size"], device), params, device, params["lr"]
+    )
+    state, seconds = _load(path, device)
+    trainer.load_state_dict(state)
+    if params["restore_rng"]:
+        set_rng_state(state["rng"])
+    _steps(trainer, params["resume_steps"], deadline, "resumed run")
+    return trainer, seconds
+
+
+def _round_trip(params, workdir):
+    """(uninterrupted trainer, resumed trainer, checkpoint bytes, write and read seconds)."""
+    need_torch()
+    device = resolve_device(params["device"])
+    if device.type == "cuda":
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+    deadline = Deadline(params["max_seconds"])
+    path = os.path.join(workdir, "checkpoint.pt")
+    work = load_workload(params, params["batch_size"], device)
+    run = Trainer(work, params, device, params["lr"])
+    _steps(run, params["steps"], deadline, "first run")
+    state = dict(run.state_dict(), rng=rng_state(device), step=params["steps"])
+    try:
+        write_seconds = _save(state, path)
+    except OSError as exc:
+        raise _cannot_write(params["dir"], exc) from None
+    _steps(run, params["resume_steps"], deadline, "uninterrupted run")
+    resumed, read_seconds = _resume(params, device, path, deadline)
+    return run, resumed, os.path.getsize(path), write_seconds, read_seconds
+
+
+@quiet
+def observe(params):
+    workdir = _workdir(params["dir"])  # first: an unwritable volume fails before torch loads
+    try:
+        run, resumed, size, write_seconds, read_seconds = _round_trip(params, workdir)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    diff = _max_diff(resumed.work.model, run.work.model)
+    tolerance = params["tolerance"]
+    exact = diff <= tolerance
+    problem = None
+    if not exact:
+        rng = "" if params["restore_rng"] else "; RNG state was not restored (restore_rng: false)"
+        problem = (
+            f"the resumed run differs from the uninterrupted one by up to {diff:.3g} "
+            f"(tolerance {tolerance:g}){rng}"
+        )
+    mb = size / 2**20
+    return {
+        "resumed_exactly": exact,
+        "max_abs_diff": diff,
+        "checkpoint_mb": round(mb, 3),
+        "write_mb_s": round(mb / write_seconds, 1),
+        "read_mb_s": round(mb / read_seconds, 1),
+        "left_behind": os.path.exists(workdir),
+        "rng_restored": params["restore_rng"],
+        "problem": problem,
+    }

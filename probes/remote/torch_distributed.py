@@ -1,0 +1,354 @@
+# Run torch.distributed on the target: `world_size` local ranks meet at 127.0.0.1, then
+# all_reduce and broadcast a known tensor; report whether the results are right and how long
+# each step took. This script arrives on stdin, so multiprocessing's spawn could not re-import
+# it: each rank is `python -c RANK_SOURCE`, started in its own process group. Every rank is
+# killed and reaped before the script answers, and a rank whose parent dies kills itself.
+import contextlib
+import errno
+import importlib.util
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+RANK_SOURCE = r"""# matrix torch.distributed rank
+import datetime
+import json
+import os
+import socket
+import sys
+import time
+
+
+def say(**event):
+    sys.stdout.write(json.dumps(event) + "\n")
+    sys.stdout.flush()
+
+
+def die_with_parent(parent):
+    # no rank may outlive the probe, also when a timeout kills the probe's script
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    else:
+        import threading
+
+        def watch():
+            while os.getppid() == parent:
+                time.sleep(0.2)
+            os._exit(1)
+
+        threading.Thread(target=watch, daemon=True).start()
+    if os.getppid() != parent:  # it died before the line above
+        os._exit(1)
+
+
+def brief(exc):
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return f"{type(exc).__name__}: {lines[0] if lines else ''}".rstrip(": ")
+
+
+def unusable(backend, world, torch, dist):
+    host = socket.gethostname()
+    if backend == "nccl":
+        if torch.version.cuda is None:
+            return (
+                f"backend nccl needs CUDA, but torch {torch.__version__} on {host} is a CPU-only "
+                "build — use `backend: gloo` (or auto), or install a CUDA build of torch"
+            )
+        if not torch.cuda.is_available():
+            return (
+                f"backend nccl needs CUDA, but no GPU is usable on {host} (torch.cuda."
+                "is_available() is false) — check the driver with nvidia-smi, or use "
+                "`backend: gloo`"
+            )
+        if not dist.is_nccl_available():
+            return (
+                f"torch {torch.__version__} on {host} was built without NCCL — use "
+                "`backend: gloo`"
+            )
+        gpus = torch.cuda.device_count()
+        if gpus < world:
+            return (
+                f"backend nccl needs one GPU per rank, but {host} shows {gpus} GPUs to "
+                f"{world} ranks — lower `world_size` or check CUDA_VISIBLE_DEVICES"
+            )
+    elif not dist.is_gloo_available():
+        return f"torch {torch.__version__} on {host} was built without gloo — use `backend: nccl`"
+    return None
+
+
+def ms(started):
+    return round((time.perf_counter() - started) * 1000, 2)
+
+
+def run(params, rank, world):
+    try:
+        import torch
+        import torch.distributed as dist
+    except Exception as exc:  # an install that is there but broken (missing CUDA libraries)
+        say(unusable=f"import torch failed on {socket.gethostname()}: {brief(exc)}")
+        return 2
+    backend = params["backend"]
+    if backend == "auto":
+        cuda = torch.cuda.is_available() and dist.is_nccl_available()
+        backend = "nccl" if cuda and torch.cuda.device_count() >= world else "gloo"
+    why = unusable(backend, world, torch, dist)
+    if why:
+        say(unusable=why)
+        return 2
+    device = torch.device("cuda", rank) if backend == "nccl" else torch.device("cpu")
+    if backend == "nccl":
+        torch.cuda.set_device(device)
+
+    def synced(started):
+        if backend == "nccl":
+            torch.cuda.synchronize(device)
+        return ms(started)
+
+    say(stage="imported", backend=backend, torch=torch.__version__)
+    left = params["deadline"] - time.time() - 2  # torch's own error first, then the kill
+    timeout = datetime.timedelta(seconds=max(left, 1.0))
+    try:
+        started = time.perf_counter()
+        dist.init_process_group(backend, rank=rank, world_size=world, timeout=timeout)
+        say(stage="initialized", init_ms=ms(started))
+        n = params["elements"]
+        x = torch.full((n,), float(rank + 1), device=device)
+        dist.all_reduce(x)  # the first collective also connects the ranks: not timed
+        x.fill_(float(rank + 1))
+        started = time.perf_counter()
+        dist.all_reduce(x)
+        all_reduce_ms = synced(started)
+        all_reduce_ok = bool((x == world * (world + 1) / 2).all())
+        expected = torch.arange(n, dtype=torch.float32, device=device)
+        y = expected.clone() if rank == 0 else torch.zeros(n, device=device)
+        started = time.perf_counter()
+        dist.broadcast(y, src=0)
+        broadcast_ms = synced(started)
+        broadcast_ok = bool(torch.equal(y, expected))
+        dist.destroy_process_group()
+    except Exception as exc:
+        say(error=brief(exc))
+        return 1
+    say(
+        stage="done",
+        all_reduce_ok=all_reduce_ok,
+        all_reduce_ms=all_reduce_ms,
+        broadcast_ok=broadcast_ok,
+        broadcast_ms=broadcast_ms,
+    )
+    return 0
+
+
+params = json.loads(sys.argv[1])
+die_with_parent(params["parent"])
+sys.exit(run(params, int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])))
+"""
+AFTER_FAILURE = 3  # seconds the other ranks get to report their side once one rank failed
+POLL = 0.05
+STAGES = {  # what a rank killed at the deadline was doing, by the last stage it reported
+    None: "starting (importing torch)",
+    "imported": "waiting for the rendezvous at {address}",
+    "initialized": "running all_reduce and broadcast",
+}
+
+
+def _in_use(port, host):
+    return f"port {port} is in use on {host} — pick another `port` or stop the process holding it"
+
+
+def _port(params, host):
+    """The rendezvous port: `port` when given and free, else one the kernel hands out."""
+    with socket.socket() as sock:
+        if params.get("port") is None:
+            sock.bind(("127.0.0.1", 0))
+            return sock.getsockname()[1]
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as torch's TCPStore does
+        try:
+            sock.bind(("", params["port"]))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise ObserveError(_in_use(params["port"], host)) from None
+            raise ObserveError(
+                f"cannot bind port {params['port']} on {host}: {exc.strerror} — pick another `port`"
+            ) from None
+        return params["port"]
+
+
+def _start(rank, world, port, params, folder):
+    env = dict(
+        os.environ,
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        RANK=str(rank),
+        LOCAL_RANK=str(rank),
+        WORLD_SIZE=str(world),
+    )
+    out, err = (os.path.join(folder, f"{rank}.{stream}") for stream in ("out", "err"))
+    with open(out, "wb") as stdout, open(err, "wb") as stderr:  # the rank keeps its own copies
+        proc = subprocess.Popen(
+            [sys.executable, "-c", RANK_SOURCE, json.dumps(params)],
+            stdin=subprocess.DEVNULL,
+            stdout=stdout,
+            stderr=stderr,
+            env=env,
+            start_new_session=True,
+        )
+    return {"rank": rank, "proc": proc, "out": out, "err": err, "killed": False}
+
+
+def _wait(ranks, deadline):
+    """Until every rank exits, or AFTER_FAILURE seconds after one failed; true when the
+    deadline came first."""
+    failed_at = None
+    while True:
+        running = [r for r in ranks if r["proc"].poll() is None]  # polls every rank
+        now = time.monotonic()
+        if not running:
+            return False
+        if now >= deadline:
+            return True
+        if failed_at is None and any(r["proc"].returncode for r in ranks):
+            failed_at = now
+        if failed_at is not None and now - failed_at >= AFTER_FAILURE:
+            return False
+        time.sleep(POLL)
+
+
+def _stop(ranks):
+    """Kill the process group of every rank still running, then reap them all."""
+    for rank in ranks:
+        if rank["proc"].poll() is None:
+            rank["killed"] = True
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(rank["proc"].pid, signal.SIGKILL)
+    for rank in ranks:
+        rank["proc"].wait()
+
+
+def _read(path):
+    with open(path, "rb") as handle:
+        return handle.read().decode(errors="replace")
+
+
+def _report(rank):
+    """What the rank said on stdout (its JSON events, merged) and the tail of its stderr."""
+    said = {}
+    for line in _read(rank["out"]).splitlines():
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue  # a library printing to stdout
+        if isinstance(event, dict):
+            said.update(event)
+    said["stderr"] = _read(rank["err"]).strip().splitlines()[-1:]
+    return said
+
+
+def _exit_text(code, stderr):
+    if code < 0:
+        try:
+            return f"died of {signal.Signals(-code).name}"
+        except ValueError:
+            return f"died of signal {-code}"
+    return f"exited {code}" + (f": {stderr[0]}" if stderr else " without a result")
+
+
+def _errors(ranks, reports, address, timed_out):
+    """{rank: what went wrong} for every rank that did not finish."""
+    first = next((r["rank"] for r in ranks if not r["killed"] and r["proc"].returncode), None)
+    errors = {}
+    for rank, said in zip(ranks, reports):
+        if rank["killed"]:
+            doing = STAGES[said.get("stage")].format(address=address)
+            cause = "at the deadline" if timed_out else f"after rank {first} failed"
+            errors[rank["rank"]] = f"killed {cause} while {doing}"
+        elif said.get("error"):
+            errors[rank["rank"]] = said["error"]
+        elif rank["proc"].returncode:
+            errors[rank["rank"]] = _exit_text(rank["proc"].returncode, said["stderr"])
+    return errors
+
+
+def _problem(facts, errors, timed_out, timeout):
+    if errors:
+        ranks = "; ".join(f"rank {rank}: {error}" for rank, error in sorted(errors.items()))
+        text = (
+            f"torch.distributed ({facts['backend']}, {facts['world_size']} ranks) failed: {ranks}"
+        )
+        if timed_out:
+            text += (
+                f" — not done within {timeout:g}s: a rank that never joins the rendezvous "
+                "crashed or cannot reach MASTER_ADDR; raise `timeout` if importing torch is slow "
+                "on this host"
+            )
+        return text
+    wrong = [name for name in ("all_reduce", "broadcast") if not facts[f"{name}_ok"]]
+    if wrong:
+        return (
+            f"{' and '.join(wrong)} returned wrong values over {facts['backend']} — the "
+            "communication library is broken; reinstall torch (and NCCL) on this host"
+        )
+    return None
+
+
+def _slowest(reports, key):
+    values = [said.get(key) for said in reports]
+    return max(values) if values and None not in values else None
+
+
+def observe(params):
+    host = socket.gethostname()
+    if importlib.util.find_spec("torch") is None:
+        raise ObserveError(
+            f"torch is not installed for {sys.executable} on {host} — install it there "
+            "(pip install torch) or set the target's `python` to an interpreter that has it"
+        )
+    world, timeout = params["world_size"], params["timeout"]
+    port = _port(params, host)
+    started = time.monotonic()
+    rank_params = {
+        "backend": params["backend"],
+        "elements": params["elements"],
+        "deadline": time.time() + timeout,
+        "parent": os.getpid(),
+    }
+    ranks, timed_out = [], False
+    with tempfile.TemporaryDirectory() as folder:  # each rank's stdout and stderr
+        try:
+            for rank in range(world):
+                ranks.append(_start(rank, world, port, rank_params, folder))
+            timed_out = _wait(ranks, started + timeout)
+        finally:
+            _stop(ranks)
+        reports = [_report(rank) for rank in ranks]
+    for said in reports:
+        if said.get("unusable"):
+            raise ObserveError(said["unusable"])
+    if any("EADDRINUSE" in said.get("error", "") for said in reports):
+        raise ObserveError(_in_use(port, host))
+    imported = next((said for said in reports if said.get("backend")), {})
+    done = all(said.get("stage") == "done" for said in reports)
+    facts = {
+        "backend": imported.get("backend", params["backend"]),
+        "world_size": world,
+        "host": host,
+        "port": port,
+        "torch": imported.get("torch"),
+        "init_ms": _slowest(reports, "init_ms"),
+        "all_reduce_ms": _slowest(reports, "all_reduce_ms"),
+        "broadcast_ms": _slowest(reports, "broadcast_ms"),
+        "all_reduce_ok": done and all(said["all_reduce_ok"] for said in reports),
+        "broadcast_ok": done and all(said["broadcast_ok"] for said in reports),
+    }
+    errors = _errors(ranks, reports, f"127.0.0.1:{port}", timed_out)
+    facts["ranks"] = {str(rank): error for rank, error in errors.items()}
+    facts["problem"] = _problem(facts, errors, timed_out, timeout)
+    return facts

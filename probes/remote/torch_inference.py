@@ -1,0 +1,65 @@
+# torch.inference: forward-pass latency percentiles per batch size, and torch.export.export.
+
+
+def _latencies(work, params, device, deadline, size):
+    """Sorted milliseconds of `runs` forward passes on one batch, after `warmup` untimed."""
+    model, batch, warmup, runs = work.model.eval(), work.batch(), params["warmup"], params["runs"]
+    times = []
+    with torch.inference_mode(), autocast(device, params["dtype"]):
+        for run in range(warmup + runs):
+            deadline.check(f"{len(times)} of {runs} timed runs at batch size {size} done")
+            began = time.perf_counter()
+            forward(model, batch)
+            sync(device)
+            if run >= warmup:
+                times.append((time.perf_counter() - began) * 1000)
+    return sorted(times)
+
+
+def _rank(times, percent):
+    """Nearest-rank percentile of sorted times."""
+    return round(times[max(0, math.ceil(percent / 100 * len(times)) - 1)], 3)
+
+
+def export_error(work):
+    """None when torch.export.export traced the model and the exported program ran; else which
+    step failed and why."""
+    args, kwargs = call_args(work.batch())
+    try:
+        program = torch.export.export(work.model.eval(), args, kwargs)
+    except Exception as exc:
+        return f"torch.export.export failed: {describe(exc)}"
+    try:
+        with torch.inference_mode():
+            program.module()(*args, **kwargs)
+    except Exception as exc:
+        return f"the exported program failed to run: {describe(exc)}"
+    return None
+
+
+@quiet
+def observe(params):
+    need_torch()
+    device = resolve_device(params["device"])
+    deadline = Deadline(params["max_seconds"])
+    latency, throughput, first = {}, {}, None
+    for size in params["batch_sizes"]:
+        work = load_workload(params, size, device)
+        first = first or work
+        times = _latencies(work, params, device, deadline, size)
+        key = str(size)
+        latency[key] = {p: _rank(times, int(p[1:])) for p in ("p50", "p95", "p99")}
+        latency[key]["mean"] = round(sum(times) / len(times), 3)
+        throughput[key] = round(size * 1000 / latency[key]["p50"], 1)
+    error = export_error(first) if params["export"] else None
+    head = latency[str(params["batch_sizes"][0])]
+    return {
+        "latency_ms": latency,
+        "p50_ms": head["p50"],
+        "p95_ms": head["p95"],
+        "p99_ms": head["p99"],
+        "samples_per_s": throughput,
+        "export_ok": (error is None) if params["export"] else None,
+        "export_error": error,
+        "device": str(device),
+    }

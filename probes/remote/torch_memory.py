@@ -1,0 +1,131 @@
+# torch.memory: memory a training run needs, from a parameter count or a model directory
+# (safetensors headers and config.json: no weights are loaded), against what the device has.
+# torch is needed only to see a GPU: without it, device auto compares with the host's RAM.
+import glob
+import struct
+
+WEIGHT_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
+STATE_BYTES = {"adamw": 8, "adam": 8, "sgd_momentum": 4, "sgd": 0}  # fp32 states per parameter
+CONFIG_KEYS = {
+    "d_model": ("hidden_size", "d_model", "n_embd"),
+    "layers": ("num_hidden_layers", "n_layer", "num_layers"),
+    "vocab": ("vocab_size",),
+}
+HEADER_LIMIT = 100 << 20  # a safetensors header past this is a corrupt file, not a model
+
+
+def _safetensors_count(path):
+    """Parameters in the *.safetensors files in `path`, summed from their JSON headers."""
+    files = sorted(glob.glob(os.path.join(glob.escape(path), "*.safetensors")))
+    total = 0
+    for name in files:
+        try:
+            with open(name, "rb") as handle:
+                (size,) = struct.unpack("<Q", handle.read(8))
+                if size > HEADER_LIMIT:
+                    raise ValueError(f"header of {size} bytes")
+                header = json.loads(handle.read(size))
+        except (OSError, ValueError, struct.error) as exc:
+            raise ObserveError(f"cannot read the safetensors header of {name}: {exc}") from None
+        total += sum(math.prod(t["shape"]) for key, t in header.items() if key != "__metadata__")
+    return total if files else None
+
+
+def _config(path):
+    """d_model, layers and vocab from config.json in `path` (None where it has no such key)."""
+    name = os.path.join(path, "config.json")
+    config = {}
+    if os.path.exists(name):
+        try:
+            with open(name) as handle:
+                config = json.load(handle)
+        except (OSError, ValueError) as exc:
+            raise ObserveError(f"cannot read {name}: {exc}") from None
+    return {
+        ours: next((config[key] for key in keys if isinstance(config.get(key), int)), None)
+        for ours, keys in CONFIG_KEYS.items()
+    }
+
+
+def _model(params):
+    """(parameter count, where it came from, sizes for activations)."""
+    path, sizes = params.get("path"), {key: params.get(key) for key in CONFIG_KEYS}
+    if path is None:
+        return int(params["params"]), "given", sizes
+    if not os.path.isdir(path):
+        raise ObserveError(f"model directory {path} does not exist on {socket.gethostname()}")
+    found = _config(path)
+    sizes = {key: sizes[key] or found[key] for key in CONFIG_KEYS}
+    if params.get("params"):
+        return int(params["params"]), "given", sizes
+    count = _safetensors_count(path)
+    if count is not None:
+        return count, "safetensors", sizes
+    if sizes["d_model"] and sizes["layers"]:
+        d, vocab = sizes["d_model"], sizes["vocab"] or 0
+        return 12 * sizes["layers"] * d * d + vocab * d, "config.json", sizes
+    raise ObserveError(
+        f"{path} has no *.safetensors and its config.json gives no hidden_size and "
+        "num_hidden_layers: give `params` (e.g. 7B)"
+    )
+
+
+def _device_memory(name):
+    """(device, cuda, bytes it has, GPU or RAM): the GPU's total memory, else the host's RAM."""
+    if name != "cpu":
+        try:
+            need_torch()
+        except ObserveError:
+            if name != "auto":
+                raise
+        else:
+            device = resolve_device(name)
+            if device.type == "cuda":
+                total = torch.cuda.get_device_properties(device).total_memory
+                return str(device), True, total, "GPU"
+    return "cpu", False, ram_bytes(), "RAM"
+
+
+def _text(size):
+    """GB for a sentence: 61, 23.6, 0.523."""
+    return f"{size:.0f}" if size >= 100 else f"{size:.3g}"
+
+
+def activation_bytes(sizes, batch, seq_len, weight_bytes):
+    """Korthikanti et al. (2022): 34·s·b·h bytes per layer in 16-bit with fused attention (no
+    s² score matrix stored), scaled for the dtype, plus fp32 logits; None without sizes."""
+    if not (sizes["d_model"] and sizes["layers"]):
+        return None
+    tokens = batch * seq_len
+    blocks = sizes["layers"] * tokens * sizes["d_model"] * 34 * weight_bytes // 2
+    return blocks + 4 * tokens * (sizes["vocab"] or 0)
+
+
+@quiet
+def observe(params):
+    count, source, sizes = _model(params)
+    dtype, weight = params["dtype"], WEIGHT_BYTES[params["dtype"]]
+    master = 4 if dtype != "fp32" and params["master_weights"] else 0
+    parts = {
+        "weights": count * weight,
+        "gradients": count * weight,
+        "optimizer": count * (STATE_BYTES[params["optimizer"]] + master),
+        "activations": activation_bytes(sizes, params["batch_size"], params["seq_len"], weight),
+    }
+    need = sum(size for size in parts.values() if size)
+    device, cuda, have, memory = _device_memory(params["device"])
+    fits = need <= have
+    what = "GPU memory" if cuda else "RAM"
+    problem = None if fits else f"Need {_text(need / GB)}GB {what}, have {_text(have / GB)}GB"
+    return {
+        "need_gb": gb(need),
+        "have_gb": gb(have),
+        "fits": fits,
+        "memory": memory,
+        "params": count,
+        "params_source": source,
+        "breakdown": {f"{k}_gb": None if v is None else gb(v) for k, v in parts.items()},
+        "device": device,
+        "cuda": cuda,
+        "problem": problem,
+    }

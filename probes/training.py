@@ -1,0 +1,337 @@
+"""`torch.*`: is this host ready to train? Observed by real torch work on the target.
+
+Each kind runs a script from probes/remote/torch_*.py (with the shared probes/remote/_torch.py)
+in the target's python, so a check on a GPU host measures that host's torch and devices. torch
+is never imported here: `validate` and `list` stay fast on a machine without it. The model is a
+small built-in transformer or the user's `entrypoint` (contract in docs/torch-probes.md).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import Field, PositiveInt, field_validator, model_validator
+
+from matrix.probe import ScriptProbe, probe
+
+Dtype = Literal["fp32", "bf16", "fp16"]
+Optimizer = Literal["adamw", "adam", "sgd", "sgd_momentum"]
+BUILTIN_SIZES = ("d_model", "layers", "heads", "seq_len", "vocab", "dropout")
+_SUFFIXES = {"k": 1e3, "m": 1e6, "b": 1e9, "t": 1e12}
+
+
+class _Torch(ScriptProbe):
+    libraries = ("_torch",)
+    exclusive = True  # timings and memory peaks are only true with the device to itself
+
+    device: str = "auto"
+    """auto (first CUDA device when there is one, else cpu), cpu, cuda or cuda:N; asking for
+    cuda on a host without CUDA is an error."""
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, device: str) -> str:
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", device):
+            raise ValueError(f"device must be auto, cpu, cuda or cuda:N, not {device!r}")
+        return device
+
+
+class _Workload(_Torch):
+    seed: int = 0
+    """Seeds python, numpy and torch (all devices) so runs repeat."""
+    max_seconds: float = Field(45.0, gt=0)
+    """The script's own time bound: past it the probe stops with an error saying how far it
+    got. Keep it under the check's timeout (60s by default)."""
+    entrypoint: str | None = None
+    """Your model instead of the built-in one: "package.module:build" importable on the
+    target; build(batch_size, device) returns (model, make_batch) (docs/torch-probes.md)."""
+    path: str | None = None
+    """Directory put first on sys.path on the target before importing `entrypoint`."""
+    dtype: Dtype = "fp32"
+    """fp32, or bf16/fp16 under torch.autocast (fp16 with GradScaler when training)."""
+    d_model: int = Field(64, ge=1)
+    """Built-in model: width."""
+    layers: int = Field(2, ge=1)
+    """Built-in model: transformer blocks."""
+    heads: int = Field(4, ge=1)
+    """Built-in model: attention heads; must divide d_model."""
+    seq_len: int = Field(32, ge=2)
+    """Built-in model: tokens per sample."""
+    vocab: int = Field(256, ge=2)
+    """Built-in model: vocabulary size."""
+    dropout: float = Field(0.1, ge=0, lt=1)
+    """Built-in model: dropout probability (makes training depend on the RNG)."""
+
+    @field_validator("entrypoint")
+    @classmethod
+    def _entrypoint(cls, entrypoint: str | None) -> str | None:
+        if entrypoint is not None and not re.fullmatch(r"[\w.]+:\w+", entrypoint):
+            raise ValueError(
+                f'entrypoint must look like "package.module:build", not {entrypoint!r}'
+            )
+        return entrypoint
+
+    @model_validator(mode="after")
+    def _one_model(self) -> _Workload:
+        given = [name for name in BUILTIN_SIZES if name in self.model_fields_set]
+        if self.entrypoint and given:
+            raise ValueError(
+                f"{', '.join(given)} size the built-in model; with an entrypoint your build() "
+                "makes the model, so drop them"
+            )
+        if self.d_model % self.heads:
+            raise ValueError(f"heads ({self.heads}) must divide d_model ({self.d_model})")
+        return self
+
+
+class _Optimized(_Workload):
+    batch_size: int = Field(8, ge=1)
+    """Samples per batch."""
+    optimizer: Optimizer = "adamw"
+    """adamw, adam, sgd or sgd_momentum (momentum 0.9)."""
+
+
+class _Training(_Optimized):
+    lr: float = Field(3e-3, gt=0)
+    """Learning rate."""
+    steps: int = Field(10, ge=2)
+    """Optimizer steps per run."""
+
+
+@probe(
+    "torch.env",
+    facts={
+        "torch": 'torch version, e.g. "2.5.1+cu121" (match with {version: ">=2.5"})',
+        "cuda": "torch sees a CUDA device (false on CPU-only hosts and CPU builds)",
+        "cuda_version": "CUDA version torch was built with; null for CPU builds",
+        "cudnn": 'cuDNN version, e.g. "9.1.0"; null without CUDA',
+        "nccl": 'NCCL version, e.g. "2.21.5"; null without CUDA',
+        "device": "the device checked: cpu or cuda:N",
+        "device_count": "CUDA devices visible",
+        "gpus": "per device: index, name, capability, total_gb, free_gb",
+        "gpu_name": "name of the checked device; null on CPU",
+        "capability": 'compute capability of the checked device, e.g. "8.0"; null on CPU',
+        "gpu_memory_gb": "total memory of the checked device in GB; null on CPU",
+        "gpu_free_gb": "free memory of the checked device in GB; null on CPU",
+        "bf16": "a bf16 autocast matmul and its backward really ran on the device, finite",
+        "fp16": "the same for fp16",
+        "bf16_claimed": "torch.cuda.is_bf16_supported() (which can claim bf16 that fails); "
+        "null on CPU",
+        "dtype_errors": "why bf16 or fp16 failed, by dtype",
+    },
+)
+class TorchEnv(_Torch):
+    """torch, CUDA, cuDNN and NCCL versions, the GPUs, and a real bf16/fp16 check."""
+
+    script = "torch_env"
+
+
+@probe(
+    "torch.train",
+    default_expect={"finite": True, "loss_decreased": True},
+    facts={
+        "losses": "loss per step (null where it was NaN/Inf); training stops at the first",
+        "finite": "no NaN/Inf in any loss or gradient",
+        "first_nonfinite": '"loss", or the first parameter whose gradient was NaN/Inf; null',
+        "nonfinite_step": "the step where it happened (1-based); null",
+        "loss_decreased": "mean loss of the second half of the steps is below the first half's",
+        "step_seconds": "median seconds per optimizer step",
+        "samples_per_s": "batch_size / step_seconds",
+        "peak_memory_gb": "CUDA: max_memory_allocated; CPU: peak RSS growth (Linux), else null",
+        "skipped_steps": "fp16: steps GradScaler skipped for overflowing gradients",
+        "device": "cpu or cuda:N",
+        "dtype": "fp32, bf16 or fp16",
+        "params": "parameter count of the model",
+        "problem": "what went wrong in words; null when training was healthy",
+    },
+)
+class TorchTrain(_Training):
+    """A few real optimizer steps: finite, decreasing loss, speed and peak memory."""
+
+    script = "torch_train"
+
+
+@probe(
+    "torch.lr",
+    default_expect={"diverged": False},
+    facts={
+        "lr": "the learning rate tried",
+        "losses": "loss per step at `lr` (null where NaN/Inf)",
+        "loss_ratio": "last loss / first loss; null when the loss went NaN/Inf",
+        "diverged": "the loss went NaN/Inf or loss_ratio exceeded diverge_factor",
+        "range": "with `range`: [{lr, loss_ratio, diverged}] for each learning rate tried",
+        "best_lr": "with `range`: the learning rate with the lowest loss_ratio that did not "
+        "diverge; null when all diverged",
+        "problem": 'e.g. "Loss diverged at lr=1 (ratio 37.2)"; null when it did not',
+    },
+)
+class TorchLr(_Training):
+    """Does training at this learning rate converge? Optionally a small LR range test."""
+
+    script = "torch_train"
+    diverge_factor: float = Field(4.0, gt=1)
+    """Diverged when the last loss exceeds the first loss times this."""
+    range: tuple[float, float] | None = None
+    """[lowest, highest]: also train at `points` log-spaced rates between them from the same
+    start and report best_lr."""
+    points: int = Field(5, ge=2)
+    """How many learning rates the range test tries."""
+
+    @field_validator("range")
+    @classmethod
+    def _range(cls, bounds: tuple[float, float] | None) -> tuple[float, float] | None:
+        if bounds is not None and not 0 < bounds[0] < bounds[1]:
+            raise ValueError(f"range must be [lowest, highest] with 0 < lowest < highest: {bounds}")
+        return bounds
+
+
+@probe(
+    "torch.checkpoint",
+    default_expect={"resumed_exactly": True, "left_behind": False},
+    facts={
+        "resumed_exactly": "resuming from the checkpoint reproduced the uninterrupted run "
+        "(bitwise when tolerance is 0)",
+        "max_abs_diff": "largest difference between the resumed and uninterrupted weights",
+        "checkpoint_mb": "size of the checkpoint file in MB",
+        "write_mb_s": "torch.save + fsync throughput to `dir`",
+        "read_mb_s": "torch.load throughput (page cache dropped first where the OS allows)",
+        "left_behind": "the probe's files are still in `dir` after cleanup",
+        "rng_restored": "RNG state was restored on resume (restore_rng)",
+        "problem": "what differed, in words; null when the resume was exact",
+    },
+)
+class TorchCheckpoint(_Training):
+    """Save, reload into fresh objects, continue: does it match an uninterrupted run?"""
+
+    script = "torch_checkpoint"
+    dir: str
+    """Directory on the target to write to (your training volume); a temporary directory is
+    made inside and removed afterwards."""
+    steps: int = Field(3, ge=1)
+    """Steps before the checkpoint."""
+    resume_steps: int = Field(3, ge=1)
+    """Steps after it, in both the resumed and the uninterrupted run."""
+    restore_rng: bool = True
+    """false skips restoring RNG state: proves the check catches a resume that forgets it."""
+    tolerance: float = Field(0.0, ge=0)
+    """Largest weight difference that still counts as exact; 0 is bitwise. On CUDA the runs
+    use deterministic algorithms, but some ops have none: allow e.g. 1e-6 there."""
+
+
+@probe(
+    "torch.batch_size",
+    default_expect={"configured_fits": True},
+    facts={
+        "max_batch_size": "largest batch a training step fits in memory (0: not even 1)",
+        "configured_batch_size": "the batch_size param",
+        "configured_fits": "a training step at batch_size fits",
+        "memory_gb_at_configured": "peak memory of that step in GB; null when it did not fit",
+        "memory_limit_gb": "the limit trials were held to; null on CUDA without one",
+        "trials": "[{batch_size, fits, peak_gb}] in the order tried",
+        "device": "cpu or cuda:N",
+        "problem": 'e.g. "Batch size 64 causes OOM (max that fits: 24)"; null when it fits',
+    },
+)
+class TorchBatchSize(_Optimized):
+    """The largest batch whose training step fits: doubling until OOM, then bisecting."""
+
+    script = "torch_batch"
+    max_batch_size: int = Field(1024, ge=1)
+    """Upper bound of the search."""
+    memory_limit_gb: float | None = Field(None, gt=0)
+    """A trial whose peak memory exceeds this counts as OOM. On CPU each trial runs in a
+    forked child whose peak RSS growth is measured (Linux); default there: the host's RAM. On
+    CUDA the default is the device itself (a real OutOfMemoryError)."""
+
+
+@probe(
+    "torch.memory",
+    default_expect={"fits": True},
+    facts={
+        "need_gb": "weights + gradients + optimizer states + activations, in GB",
+        "have_gb": "total memory of the GPU, or the host's RAM on CPU",
+        "fits": "need_gb <= have_gb",
+        "memory": "GPU or RAM: what have_gb is",
+        "params": "parameter count used",
+        "params_source": "given, safetensors (headers of the files in `path`) or config.json "
+        "(estimated from its sizes)",
+        "breakdown": "GB each: weights, gradients, optimizer (master weights included), "
+        "activations (null when the model's sizes are unknown)",
+        "device": "cpu or cuda:N",
+        "cuda": "a CUDA device was used for have_gb",
+        "problem": 'e.g. "Need 61GB GPU memory, have 24GB"; null when it fits',
+    },
+)
+class TorchMemory(_Torch):
+    """Estimated training memory against what the device has; loads no weights and needs
+    torch on the target only to see a GPU."""
+
+    script = "torch_memory"
+    params: float | str | None = None
+    """Parameter count: 7e9, 7000000000 or "7B" (K, M, B, T); default from `path`."""
+    path: str | None = None
+    """Model directory on the target: *.safetensors headers give the count, config.json the
+    sizes for activations."""
+    optimizer: Optimizer = "adamw"
+    """adam/adamw keep 2 fp32 states per parameter, sgd_momentum 1, sgd none."""
+    dtype: Dtype = "fp32"
+    """Dtype of weights and gradients."""
+    master_weights: bool = True
+    """bf16/fp16: the optimizer keeps an fp32 copy of the weights (mixed precision)."""
+    batch_size: int = Field(1, ge=1)
+    """Samples per batch, for activations."""
+    seq_len: int = Field(2048, ge=1)
+    """Tokens per sample, for activations."""
+    d_model: int | None = Field(None, ge=1)
+    """Hidden size; default from config.json (hidden_size)."""
+    layers: int | None = Field(None, ge=1)
+    """Transformer blocks; default from config.json (num_hidden_layers)."""
+    vocab: int | None = Field(None, ge=1)
+    """Vocabulary size for the logits; default from config.json (vocab_size)."""
+
+    @field_validator("params")
+    @classmethod
+    def _count(cls, count: float | str | None) -> float | None:
+        if not isinstance(count, str):
+            return count
+        text = count.strip().lower()
+        scale = _SUFFIXES.get(text[-1:], 1)
+        try:
+            return float(text[:-1] if scale != 1 else text) * scale
+        except ValueError:
+            raise ValueError(f'params must be a count like 7e9 or "7B", not {count!r}') from None
+
+    @model_validator(mode="after")
+    def _some_model(self) -> TorchMemory:
+        if self.params is None and self.path is None:
+            raise ValueError("give `params` (e.g. 7B) or `path` (a model directory)")
+        return self
+
+
+@probe(
+    "torch.inference",
+    facts={
+        "latency_ms": "{batch size: {p50, p95, p99, mean}} e.g. latency_ms.8.p99",
+        "p50_ms": "median latency at the first of batch_sizes",
+        "p95_ms": "95th percentile there",
+        "p99_ms": "99th percentile there",
+        "samples_per_s": "{batch size: samples per second at the median latency}",
+        "export_ok": "torch.export.export traced the model and the exported program ran; "
+        "null with export: false",
+        "export_error": "which step failed and why; null when it worked",
+        "device": "cpu or cuda:N",
+    },
+)
+class TorchInference(_Workload):
+    """Batch inference latency percentiles, and whether the model exports with torch.export."""
+
+    script = "torch_inference"
+    batch_sizes: list[PositiveInt] = Field(default_factory=lambda: [1, 8], min_length=1)
+    """Batch sizes to time."""
+    runs: int = Field(20, ge=1)
+    """Timed forward passes per batch size."""
+    warmup: int = Field(3, ge=0)
+    """Untimed passes first."""
+    export: bool = True
+    """Also try torch.export.export."""
