@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import sys
 import textwrap
 import threading
 import time
@@ -363,3 +364,31 @@ def pgrep(text: str) -> str:
             if text in line:
                 found.append(line)
     return "\n".join(found)
+
+
+def test_torch_probes_run_unchanged_on_a_remote_host(sshd, run_spec, by_id, tmp_path):
+    pytest.importorskip("torch")
+    volume = tmp_path / "volume"
+    volume.mkdir()
+    tiny = "d_model: 16, layers: 1, heads: 2, seq_len: 8, vocab: 32, batch_size: 4"
+    run = run_spec(
+        spec(
+            sshd.target(hosts=sshd.hosts[:1], python=sys.executable),
+            f"""
+            - {{id: env, on: gpu, probe: {{kind: torch.env}}, expect: {{cuda: false}}}}
+            - id: train
+              on: gpu
+              probe: {{kind: torch.train, device: cpu, {tiny}}}
+            - id: resume
+              on: gpu
+              probe: {{kind: torch.checkpoint, device: cpu, dir: "{volume}", {tiny}}}
+            """,
+        )
+    )
+    results = by_id(run)
+    host = sshd.hosts[0]
+    for check_id in ("env", "train", "resume"):
+        assert results[f"{check_id}@{host}"].status is Status.passed, results[f"{check_id}@{host}"]
+    assert results[f"train@{host}"].facts["loss_decreased"] is True
+    assert results[f"resume@{host}"].facts["resumed_exactly"] is True
+    assert list(volume.iterdir()) == []  # the checkpoint was removed from the host
