@@ -52,7 +52,6 @@ class HostAgent:
 
     process: Any
     where: str
-    python: str = ""
     _ids: itertools.count[int] = field(default_factory=itertools.count)
     _waiting: dict[int, _Waiting] = field(default_factory=dict)
     _lost: str | None = None
@@ -68,12 +67,11 @@ class HostAgent:
         try:
             with anyio.fail_after(timeout):
                 await agent._skip_banner()
-                hello = await agent._receive()
+                await agent._receive()  # its hello: the agent runs
         except Exception as exc:
             process.close()
             why = await _stderr(process) or f"{type(exc).__name__} {exc}".strip()
             raise AgentUnavailable(f"{python} on {where}: {why}") from None
-        agent.python = hello["python"]
         agent._reader = asyncio.ensure_future(agent._read())
         return agent
 
