@@ -31,6 +31,11 @@ MAGIC = b"\x00matrix-agent\x00"
 BOOTSTRAP = "import sys; exec(sys.stdin.buffer.read(int(sys.argv[1])))"
 
 
+def connection_lost(where: str, why: object) -> ProbeError:
+    """The one wording for a host that went away mid-task, with or without the agent."""
+    return ProbeError(f"lost the SSH connection to {where}: {why}")
+
+
 class AgentUnavailable(Exception):
     """The helper did not start (no such python, a restricted shell): use a session per task."""
 
@@ -149,7 +154,7 @@ class HostAgent:
         return Completed.captured(reply["code"], out, err, time.perf_counter() - started)
 
     def _lost_error(self) -> ProbeError:
-        return ProbeError(f"lost the SSH connection to {self.where}: {self._lost}")
+        return connection_lost(self.where, self._lost)
 
     async def aclose(self) -> None:
         """Close its stdin: the agent kills what it still runs and exits."""

@@ -18,7 +18,7 @@ from typing import Any
 
 import anyio
 
-from matrix.agent import AgentUnavailable, HostAgent
+from matrix.agent import AgentUnavailable, HostAgent, connection_lost
 from matrix.probe import ProbeError
 from matrix.spec import TargetSpec
 from matrix.targets import Completed, keep
@@ -209,7 +209,7 @@ class SshTarget:
             lost = _lost(exc, (asyncssh.ConnectionLost, asyncssh.DisconnectError, OSError))
             if lost is None:
                 raise
-            raise ProbeError(f"lost the SSH connection to {self.describe()}: {lost}") from None
+            raise connection_lost(self.describe(), lost) from None
         finally:
             if process.exit_status is None:
                 with anyio.CancelScope(shield=True):
@@ -233,7 +233,7 @@ class SshTarget:
                     ) from None
                 await anyio.sleep(0.05 * 2**attempt)
             except (asyncssh.ConnectionLost, asyncssh.DisconnectError) as exc:
-                raise ProbeError(f"lost the SSH connection to {self.describe()}: {exc}") from None
+                raise connection_lost(self.describe(), exc) from None
         raise AssertionError("unreachable")
 
     async def _kill(self, connection: Any, pgid: int | None) -> None:
