@@ -230,7 +230,7 @@ class _Execution:
             why = f"timed out after {_seconds(timeout)} (probe killed)"
             return ended(Status.error, why, "timeout", "TimeoutError"), {}
         except ProbeError as exc:
-            return ended(Status.error, str(exc), "probe-error", "ProbeError"), {}
+            return ended(Status.error, str(exc), "probe-error", "ProbeError"), exc.facts
         except Exception as exc:
             name = type(exc).__name__
             why = f"probe {task.params.kind} crashed: {name}: {exc}"
@@ -256,8 +256,9 @@ class _Execution:
         check = task.check
         facts = facts or {}
         cause = error or reason
-        context = {**task.context, "facts": facts, "error": error or "", "reason": cause or ""}
         bad = status in (Status.failed, Status.error)
+        why = error or (_own_account(facts) if bad else None) or ""
+        context = {**task.context, "facts": facts, "error": why, "reason": cause or ""}
         fallback = (check.failure if bad else None) or check.category or check.id
         title = _text(check.title, context) or fallback
         return Result(
@@ -286,12 +287,18 @@ class _Execution:
         )
 
 
-def _explain(facts: dict[str, Any], problems: list[str]) -> str:
-    """Unmet matchers, led by the probe's own account of what is wrong when it gave one
-    (by convention a `problem` or `error` fact, e.g. "PORT='abc' is not an int")."""
+def _own_account(facts: dict[str, Any]) -> str | None:
+    """The probe's own account of what is wrong, when it gave one: by convention a `problem`
+    or `error` fact, e.g. "PORT='abc' is not an int" or "AccessDenied: ..."."""
     detail = facts.get("problem") or facts.get("error")
+    return detail if isinstance(detail, str) and detail else None
+
+
+def _explain(facts: dict[str, Any], problems: list[str]) -> str:
+    """Unmet matchers, led by the probe's own account of what is wrong."""
+    detail = _own_account(facts)
     unmet = "; ".join(problems)
-    return f"{detail} ({unmet})" if isinstance(detail, str) and detail else unmet
+    return f"{detail} ({unmet})" if detail else unmet
 
 
 def _text(source: str | None, context: dict[str, Any]) -> str | None:

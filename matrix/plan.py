@@ -158,11 +158,7 @@ class _Planner:
     def _render_target(self, name: str, spec: TargetSpec) -> TargetSpec:
         """Templated target options (key, user, python, …); hosts are rendered one by one."""
         if spec.password is not None and not _SECRET_ONLY.match(spec.password):
-            message = (
-                'a password must come from a secret: password: "{{ secret.NAME }}" with NAME '
-                "listed under secrets: (a literal would end up in reports and shell history)"
-            )
-            self.problem(("targets", name, "password"), message)
+            self.problem(("targets", name, "password"), _secret_only("password"))
             spec = spec.model_copy(update={"password": None})
         options = spec.model_dump(exclude={"hosts"}, exclude_defaults=True)
         try:
@@ -263,6 +259,10 @@ class _Planner:
         self, loc: tuple, check: Check, kind: ProbeClass, context: dict
     ) -> ProbeParams | None:
         raw = dict(check.probe.model_extra or {})
+        for name in kind.secret_fields:
+            if name in raw and not _SECRET_ONLY.match(str(raw[name])):
+                self.problem((*loc, "probe", name), _secret_only(name))
+                return None
         try:
             rendered = template.render_tree(raw, context, shell_keys=frozenset({"shell"}))
         except template.NotConfigured:
@@ -398,7 +398,14 @@ class _Planner:
             self.problem(where[cycle[0]], f"dependency cycle: {loop}")
 
 
-_SECRET_ONLY = re.compile(r"^\s*\{\{\s*secret\.\w+\s*\}\}\s*$")
+_SECRET_ONLY = re.compile(r"^\s*\{\{\s*secret(?:\.\w+|\[[^\]{}]+\])\s*\}\}\s*$")
+
+
+def _secret_only(key: str) -> str:
+    return (
+        f'{key} must come from a secret: {key}: "{{{{ secret.NAME }}}}" with NAME listed under '
+        "secrets: (a literal would end up in reports and shell history)"
+    )
 _RANGE = re.compile(r"\[(\d+)-(\d+)\]")
 
 

@@ -22,13 +22,16 @@ if TYPE_CHECKING:
     from matrix.targets import Completed, Target
 
 BUILTIN_MODULES = (
+    "probes.aws",
     "probes.command",
+    "probes.data",
     "probes.distributed",
     "probes.files",
     "probes.gpu",
     "probes.host",
     "probes.model",
     "probes.net",
+    "probes.notify",
     "probes.pyenv",
     "probes.ssh",
     "probes.training",
@@ -38,7 +41,14 @@ RunsOn = Literal["target", "controller"]
 
 
 class ProbeError(Exception):
-    """The probe could not observe; the task becomes an `error` with this message."""
+    """The probe could not observe; the task becomes an `error` with this message.
+
+    `facts` is what it did see before it stopped (e.g. an AWS `error_code`), kept on the
+    result so diagnostics and CI can tell one cause from another."""
+
+    def __init__(self, message: str, facts: Mapping[str, Any] | None = None):
+        super().__init__(message)
+        self.facts = dict(facts or {})
 
 
 class ProbeParams(BaseModel):
@@ -56,6 +66,9 @@ class ProbeParams(BaseModel):
     exclusive: ClassVar[bool] = False
     default_expect: ClassVar[dict[str, Any]] = {}
     facts: ClassVar[dict[str, str]] = {}
+    # Params that carry a credential (a webhook URL): the spec must give them as a
+    # `{{ secret.NAME }}` reference, so a literal never lands in the spec, reports or history.
+    secret_fields: ClassVar[tuple[str, ...]] = ()
 
     @model_validator(mode="before")
     @classmethod
@@ -158,14 +171,18 @@ class ProbeContext:
         params: Mapping[str, Any],
         *,
         libraries: tuple[str, ...] = (),
+        env: Mapping[str, str] | None = None,
     ) -> dict[str, Any]:
         """Run a remote script with the target's python; return the facts it printed.
 
         `script` and each of `libraries` is a built-in name from probes/remote/ or a path to a
-        plugin's file. The source travels on stdin, so nothing is left on the host.
+        plugin's file. The source travels on stdin, so nothing is left on the host. Params
+        are visible in the host's process list; pass anything secret (a presigned URL) in
+        `env`, which only the same user can read.
         """
         source = remote_source(str(script), tuple(libraries))
-        done = await self.run([self.target.python, "-", json.dumps(params)], input=source)
+        argv = [self.target.python, "-", json.dumps(params)]
+        done = await self.target.run(argv, input=source, env={**self.env, **(env or {})})
         try:
             reply = json.loads(done.stdout)
         except ValueError:

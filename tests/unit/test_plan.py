@@ -517,7 +517,7 @@ def test_limit_narrows_ssh_hosts_and_keeps_local_tasks(plan_spec):
 
 def test_target_password_must_come_from_a_secret(spec_problems, plan_spec):
     [problem] = spec_problems(FLEET.replace("user: ubuntu", "user: ubuntu, password: hunter2"))
-    assert "a password must come from a secret" in problem.message
+    assert "password must come from a secret" in problem.message
     assert problem.key == "targets.gpu.password"
     plan = plan_spec(
         FLEET.replace("name: t", "name: t\nsecrets: [GPU_PW]").replace(
