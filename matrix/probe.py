@@ -37,6 +37,7 @@ BUILTIN_MODULES = (
     "probes.training",
 )
 ENTRY_POINT_GROUP = "matrix.probes"
+MAIN_CALL = b"main(observe)\n"  # the last line of every remote program
 RunsOn = Literal["target", "controller"]
 
 
@@ -171,18 +172,20 @@ class ProbeContext:
         params: Mapping[str, Any],
         *,
         libraries: tuple[str, ...] = (),
-        env: Mapping[str, str] | None = None,
+        secret: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
         """Run a remote script with the target's python; return the facts it printed.
 
         `script` and each of `libraries` is a built-in name from probes/remote/ or a path to a
-        plugin's file. The source travels on stdin, so nothing is left on the host. Params
-        are visible in the host's process list; pass anything secret (a presigned URL) in
-        `env`, which only the same user can read.
+        plugin's file. The source travels on stdin, so nothing is left on the host. `params`
+        show in the host's process list; `secret` params (a presigned URL) travel inside the
+        source instead and reach the script merged into its params.
         """
         source = remote_source(str(script), tuple(libraries))
-        argv = [self.target.python, "-", json.dumps(params)]
-        done = await self.target.run(argv, input=source, env={**self.env, **(env or {})})
+        if secret:
+            call = f"main(observe, {json.dumps(json.dumps(dict(secret)))})\n"
+            source = source.removesuffix(MAIN_CALL) + call.encode()
+        done = await self.run([self.target.python, "-", json.dumps(params)], input=source)
         try:
             reply = json.loads(done.stdout)
         except ValueError:
@@ -207,4 +210,4 @@ def remote_source(script: str, libraries: tuple[str, ...] = ()) -> bytes:
         ).read_text()
 
     parts = [read(name) for name in ("_prelude", *libraries, script)]
-    return ("\n".join(parts) + "\nmain(observe)\n").encode()
+    return "\n".join(parts).encode() + b"\n" + MAIN_CALL

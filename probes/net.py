@@ -1,4 +1,5 @@
-"""`port`, `http`: the network as the target sees it, probed by probes/remote/net.py.
+"""`port`, `http`, `net.bandwidth`: the network as the target sees it, probed by
+probes/remote/net.py.
 
 Connections start on the target, so `127.0.0.1` means the target's own loopback and a
 firewall between the controller and the host does not skew the answer.
@@ -12,7 +13,9 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from matrix.probe import ProbeContext, ScriptProbe, probe
+from matrix.probe import ProbeContext, ProbeError, ScriptProbe, probe
+from probes import awsapi
+from probes.awsapi import AwsParams
 
 
 class _Net(ScriptProbe):
@@ -83,9 +86,7 @@ class Http(_Net):
     @field_validator("url")
     @classmethod
     def _http_url(cls, url: str) -> str:
-        if not url.lower().startswith(("http://", "https://")):
-            raise ValueError(f"expected an http:// or https:// URL, got {url!r}")
-        return url
+        return _checked_url(url, ("http://", "https://"))
 
     @field_validator("method")
     @classmethod
@@ -99,3 +100,69 @@ class Http(_Net):
             with contextlib.suppress(ValueError):
                 facts["json"] = json.loads(body)
         return facts
+
+
+def _checked_url(url: str, schemes: tuple[str, ...]) -> str:
+    if not url.lower().startswith(schemes):
+        raise ValueError(f"expected a URL starting with {' or '.join(schemes)}, got {url!r}")
+    return url
+
+
+@probe(
+    "net.bandwidth",
+    facts={
+        "source": "what was downloaded: the URL without its query, or s3://bucket/key",
+        "bytes": "bytes received",
+        "seconds": "seconds from the first byte to the last one read",
+        "latency_ms": "milliseconds until the first byte",
+        "mbps": "throughput in megabits per second (10^6 bits)",
+        "complete": "the whole object arrived before `seconds` ran out",
+        "size_gb": "the data size the estimate is for",
+        "hours": "hours to download size_gb at this speed",
+        "estimate": "e.g. Speed 94Mbps, will take 0.7h for 27GB",
+    },
+)
+class Bandwidth(_Net, AwsParams):
+    """Download speed as the target sees it: a URL or S3 object is read for at most
+    `seconds`, and the speed turned into the time the real download will take. An s3://
+    object is presigned on the controller, so the target needs no AWS SDK or credentials."""
+
+    url: str
+    """http(s):// URL or s3://bucket/key of a large object (hundreds of MB)."""
+    seconds: float = Field(10.0, gt=0, le=600)
+    """Most seconds to spend downloading."""
+    size_gb: float | None = Field(None, gt=0)
+    """Size of the real download, in GB, for the time estimate, e.g. 27."""
+    timeout: float = Field(10.0, gt=0)
+    """Seconds to wait for the connection and for each read."""
+    verify_tls: bool = True
+    """false accepts self-signed or mismatched certificates."""
+
+    @field_validator("url")
+    @classmethod
+    def _known_scheme(cls, url: str) -> str:
+        return _checked_url(url, ("http://", "https://", "s3://"))
+
+    async def observe(self, ctx: ProbeContext) -> dict[str, Any]:
+        params = {"op": self.kind, **self.model_dump(exclude={"url"})}
+        if self.url.startswith("s3://"):
+            params["source"] = self.url
+            url = await self._presign()
+        else:
+            params["source"] = self.url.split("?")[0]
+            url = self.url
+        return await ctx.python(self.script, params, secret={"url": url})
+
+    async def _presign(self) -> str:
+        """A GET URL for the object, valid just long enough for the test."""
+        bucket, _, key = self.url[5:].partition("/")
+        try:
+            async with awsapi.client("s3", self) as s3:
+                return await s3.generate_presigned_url(
+                    "get_object",
+                    Params={"Bucket": bucket, "Key": key},
+                    ExpiresIn=int(self.seconds + self.timeout) + 60,
+                )
+        except Exception as exc:
+            failure = awsapi.classify(exc, self)
+            raise ProbeError(f"cannot sign a download of {self.url}: {failure.message}") from None

@@ -14,8 +14,10 @@ class ObserveError(Exception):
     """Raised by a script when it cannot observe; reported as the probe's error."""
 
 
-def main(observe):
+def main(observe, secret="{}"):
+    """`secret` params are written into the program by the controller, never into argv."""
     params = json.loads(sys.argv[1]) if len(sys.argv) > 1 else {}
+    params.update(json.loads(secret))
     try:
         reply = {"facts": observe(params)}
     except ObserveError as exc:

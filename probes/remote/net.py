@@ -1,4 +1,4 @@
-# Observe the network from the target (params["op"]: port | http).
+# Observe the network from the target (params["op"]: port | http | net.bandwidth).
 import http.client
 import socket
 import ssl
@@ -93,7 +93,46 @@ def observe_http(params):
     }
 
 
-OPS = {"port": observe_port, "http": observe_http}
+def observe_bandwidth(params):
+    timeout, budget, source = params["timeout"], params["seconds"], params["source"]
+    request = urllib.request.Request(params["url"])
+    started = time.perf_counter()
+    try:
+        with urllib.request.urlopen(
+            request, timeout=timeout, context=_tls(params["verify_tls"])
+        ) as response:
+            first = time.perf_counter()
+            got, complete = 0, False
+            while time.perf_counter() - first < budget:
+                chunk = response.read(1 << 16)
+                if not chunk:
+                    complete = True
+                    break
+                got += len(chunk)
+            ended = time.perf_counter()
+    except urllib.error.HTTPError as exc:
+        raise ObserveError(f"GET {source} answered {exc.code} {exc.reason}") from None
+    except (OSError, ValueError, http.client.HTTPException) as exc:
+        raise ObserveError(f"GET {source} failed: {_why(exc, timeout)}") from None
+    seconds = max(ended - first, 1e-6)
+    mbps = round(got * 8 / seconds / 1e6, 1)  # the estimate uses the speed as shown
+    facts = {
+        "source": source,
+        "bytes": got,
+        "seconds": round(seconds, 3),
+        "latency_ms": round((first - started) * 1000, 2),
+        "mbps": mbps,
+        "complete": complete,
+    }
+    size = params.get("size_gb")
+    if size:
+        hours = size * GB * 8 / max(mbps * 1e6, 1) / 3600
+        facts.update(size_gb=size, hours=round(hours, 2))
+        facts["estimate"] = f"Speed {mbps:.0f}Mbps, will take {hours:.1f}h for {size:g}GB"
+    return facts
+
+
+OPS = {"port": observe_port, "http": observe_http, "net.bandwidth": observe_bandwidth}
 
 
 def observe(params):
