@@ -104,7 +104,7 @@ class Http(_Net):
 
 def _checked_url(url: str, schemes: tuple[str, ...]) -> str:
     if not url.lower().startswith(schemes):
-        raise ValueError(f"expected a URL starting with {' or '.join(schemes)}, got {url!r}")
+        raise ValueError(f"expected an {' or '.join(schemes)} URL, got {url!r}")
     return url
 
 
