@@ -399,9 +399,14 @@ def _inner_model(annotation: Any) -> Any:
     return None
 
 
-def validation_problems(exc: ValidationError, data: Any, model: type[BaseModel]) -> list[Problem]:
+def validation_problems(
+    exc: ValidationError, data: Any, model: type[BaseModel], *, only_keys: bool = False
+) -> list[Problem]:
+    """Pydantic's errors as Problems at their spec lines; `only_keys`: unknown keys only."""
     problems = []
     for error in exc.errors(include_url=False):
+        if only_keys and error["type"] != "extra_forbidden":
+            continue
         loc = [p for p in error["loc"] if not (isinstance(p, str) and "[" in p)]
         if error["type"] == "extra_forbidden":
             where, name = locate(data, loc, key=True)

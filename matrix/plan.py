@@ -249,15 +249,17 @@ class _Planner:
                 condition = str(check.when).replace("{{", "").replace("}}", "").strip()
                 task.not_applicable = f"when: {condition} is false"
             if kind is not None:
-                task.params = self._params(loc, check, kind, context)
+                task.params = self._params(loc, check, kind, context, task.not_applicable)
                 task.expect = self._expect(loc, check, kind, context)
         except template.NotConfigured as exc:
             task.error = str(exc)
         return task
 
     def _params(
-        self, loc: tuple, check: Check, kind: ProbeClass, context: dict
+        self, loc: tuple, check: Check, kind: ProbeClass, context: dict, unused: str | None
     ) -> ProbeParams | None:
+        """The probe's params, validated. A task that will not run (`unused`: its `when` is
+        false) is excused bad values — its vars are often blank then — but not unknown keys."""
         raw = dict(check.probe.model_extra or {})
         for name in kind.secret_fields:
             if name in raw and not _SECRET_ONLY.match(str(raw[name])):
@@ -276,7 +278,7 @@ class _Planner:
         except ValidationError as exc:
             source = self.loaded.source["phases"][loc[1]]["checks"][loc[3]]["probe"]
             prefix = self.loaded.where((*loc, "probe"))[1]
-            for problem in validation_problems(exc, source, kind):
+            for problem in validation_problems(exc, source, kind, only_keys=bool(unused)):
                 name = f"{prefix}.{problem.key}" if problem.key else prefix
                 self.problems.append(Problem(problem.where, name, problem.message))
             return None
@@ -406,6 +408,8 @@ def _secret_only(key: str) -> str:
         f'{key} must come from a secret: {key}: "{{{{ secret.NAME }}}}" with NAME listed under '
         "secrets: (a literal would end up in reports and shell history)"
     )
+
+
 _RANGE = re.compile(r"\[(\d+)-(\d+)\]")
 
 
