@@ -72,7 +72,7 @@ class _Execution:
             if ref.via == "ssh" and ref.options is not None
         }
         self.exclusive: dict[str, anyio.Lock] = {}
-        self.redact = Redactor(plan.spec.secrets, os.environ)
+        self.redact = Redactor(plan.secret_values, plan.secret_values)
         self.interrupted = False
         self.stopped_early: str | None = None
         self.scope = anyio.CancelScope()

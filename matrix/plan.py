@@ -100,6 +100,8 @@ class Plan:
     order: list[str]
     targets: dict[str, TargetRef]
     warnings: list[str] = field(default_factory=list)
+    # the values of `secrets:` in the environment the plan was rendered with, for redaction
+    secret_values: dict[str, str] = field(default_factory=dict)
 
 
 class _Planner:
@@ -484,7 +486,8 @@ def build_plan(
 ) -> Plan:
     """Expand the spec; raise SpecInvalid listing every problem found."""
     filters = filters or Filters()
-    planner = _Planner(loaded, os.environ if environ is None else environ)
+    environ = os.environ if environ is None else environ
+    planner = _Planner(loaded, environ)
     tasks: dict[str, Task] = {}
     seen_ids: dict[str, tuple] = {}
     for p, phase in enumerate(loaded.spec.phases):
@@ -522,4 +525,5 @@ def build_plan(
         _topological(tasks),
         targets,
         planner.warnings,
+        {name: environ[name] for name in loaded.spec.secrets if name in environ},
     )

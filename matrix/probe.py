@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from matrix.targets import Completed, Target
 
 BUILTIN_MODULES = (
+    "probes.alert",
     "probes.aws",
     "probes.command",
     "probes.data",

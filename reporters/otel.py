@@ -119,7 +119,7 @@ class OtelReporter(Reporter):
 
     def start(self, plan: Plan) -> None:
         self.plan = plan
-        self.redact = Redactor(plan.spec.secrets, self.environ)
+        self.redact = Redactor(plan.secret_values, plan.secret_values)
         self.parent = self._caller_context()
         caller = _span_context(self.parent)
         self.trace_id = caller.trace_id if caller.is_valid else self.ids.random_trace_id()

@@ -1,4 +1,5 @@
-"""Shared fixtures: write a spec from YAML text, load/plan/run it, run the CLI as a user does."""
+"""Shared fixtures: write a spec from YAML text, load/plan/run it, run the CLI as a user does,
+and a real AWS endpoint (moto's server) for the AWS probes."""
 
 from __future__ import annotations
 
@@ -7,12 +8,13 @@ import os
 import subprocess
 import sys
 import textwrap
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
+from moto_server import MotoServer
 
 from matrix.engine import Options, execute
 from matrix.load import load
@@ -169,3 +171,24 @@ def spec_problems(write_spec: Callable[..., Path]) -> Callable[..., list[Any]]:
 def execute_plan() -> Callable[..., Run]:
     """execute_plan(plan, **engine_options) → the finished Run."""
     return run_plan
+
+
+@pytest.fixture(scope="session")
+def moto_server() -> Iterator[MotoServer]:
+    pytest.importorskip("aioboto3", reason="AWS probe tests need the aws extra")
+    server = MotoServer()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def aws(moto_server: MotoServer, monkeypatch: pytest.MonkeyPatch) -> MotoServer:
+    """A fresh moto (no buckets, IAM checks off); this process signs as the test key, with
+    no trace of the developer's own AWS settings."""
+    moto_server.reset()
+    for name in [n for n in os.environ if n.startswith("AWS_")]:
+        monkeypatch.delenv(name)
+    for name, value in moto_server.credentials().items():
+        if name.startswith("AWS_"):
+            monkeypatch.setenv(name, value)
+    return moto_server

@@ -526,3 +526,45 @@ def test_target_password_must_come_from_a_secret(spec_problems, plan_spec):
         environ={"GPU_PW": "s3cret"},
     )
     assert plan.tasks["disk@gpu-1"].target.options.password == "s3cret"
+
+
+WHEN_ROW = """
+version: 1
+name: t
+vars: {port: ""}
+phases:
+  - id: p
+    checks:
+      - id: listening
+        when: "{{ vars.port != '' }}"
+        probe: {kind: port, port: "{{ vars.port }}"PARAM}
+"""
+
+
+def test_a_row_switched_off_by_when_is_excused_blank_values_not_typos(plan_spec, spec_problems):
+    plan = plan_spec(WHEN_ROW.replace("PARAM", ""))
+    assert plan.tasks["listening"].skip == "when: vars.port != '' is false"
+    [problem] = spec_problems(WHEN_ROW.replace("PARAM", ", hots: x"))
+    assert "unknown key 'hots'" in problem.message
+    switched_on = WHEN_ROW.replace('{port: ""}', "{port: 0}").replace("!= ''", "!= 1")
+    [problem] = spec_problems(switched_on.replace("PARAM", ""))
+    assert problem.key == "phases[p].checks[listening].probe.port"
+
+
+def test_secret_fields_take_only_secret_references(spec_problems):
+    from probes.notify import Webhook
+
+    assert Webhook.secret_fields == ("url",)
+    [problem] = spec_problems(
+        """
+        version: 1
+        name: t
+        phases:
+          - id: p
+            checks:
+              - id: hook
+                probe: {kind: notify.webhook, url: "https://hooks.example.com/T0/B0/x"}
+        """
+    )
+    assert problem.key == "phases[p].checks[hook].probe.url"
+    assert 'url must come from a secret: url: "{{ secret.NAME }}"' in problem.message

@@ -110,3 +110,25 @@ def test_declared_values_are_masked_in_nested_data_and_short_values_are_not():
 def test_longer_secret_wins_over_a_prefix_of_it():
     redact = Redactor(["A", "B"], {"A": "abcd", "B": "abcdefgh"})
     assert redact("abcdefgh") == MASK
+
+
+def test_secrets_of_the_plans_environment_are_masked_in_results(run_spec, by_id):
+    """The engine masks the secrets the plan was rendered with, not only os.environ's."""
+    run = run_spec(
+        """
+        version: 1
+        name: t
+        secrets: [API_TOKEN]
+        phases:
+          - id: p
+            checks:
+              - id: echo
+                probe: {kind: command, argv: [echo, "token={{ secret.API_TOKEN }}"]}
+                expect: {stdout: nothing}
+                diagnostic: "got {{ facts.stdout }}"
+        """,
+        environ={"API_TOKEN": "plan-only-value-1234"},
+    )
+    result = by_id(run)["echo"]
+    assert result.facts["stdout"] == "token=***"
+    assert result.diagnostic == "got token=***"
