@@ -14,7 +14,7 @@ from typing import Any, TextIO
 from matrix.plan import Plan, Task
 from matrix.results import Result, Run, Status, Verdict
 from reporters import Reporter
-from reporters.text import plural, where
+from reporters.text import further_reason, plural, where
 
 ICONS = {Status.passed: "✅", Status.failed: "❌", Status.error: "💥", Status.skipped: "⏭ "}
 WARNING_ICON = "⚠️ "
@@ -51,8 +51,9 @@ def result_lines(result: Result) -> Iterator[str]:
         return
     if result.diagnostic:
         yield f"   {result.diagnostic}"
-    if result.reason and result.reason not in (result.diagnostic or ""):
-        yield f"   ↳ {result.reason}"
+    further = further_reason(result)
+    if further:
+        yield f"   ↳ {further}"
     if result.fix:
         yield f"   Fix: {result.fix}"
 

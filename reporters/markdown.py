@@ -55,7 +55,7 @@ from matrix.results import PhaseScore, Result, Run, Status, Verdict
 from reporters import Reporter, ReporterError
 from reporters.console import BANNERS, icon
 from reporters.json_report import write_atomically
-from reporters.text import plural, where
+from reporters.text import further_reason, plural, where
 
 GITHUB_SUMMARY_LIMIT = 1024 * 1024  # bytes; GitHub drops a bigger step summary whole
 MARKS = {Verdict.ready: "🟢", Verdict.caution: "🟡", Verdict.blocked: "🔴"}
@@ -105,8 +105,9 @@ def diagnosis(result: Result) -> str:
     if not result.bad:
         return ""
     parts = [cell(result.diagnostic)] if result.diagnostic else []
-    if result.reason and result.reason not in (result.diagnostic or ""):
-        parts.append("↳ " + cell(result.reason))
+    further = further_reason(result)
+    if further:
+        parts.append("↳ " + cell(further))
     if result.fix:
         parts.append("**Fix:** " + cell(result.fix))
     return "<br>".join(parts)

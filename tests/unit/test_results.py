@@ -197,3 +197,25 @@ def test_counts_and_json_shape():
     assert data["schema_version"] == 1
     assert data["results"][1]["status"] == "fail"
     assert data["phases"][0]["score"] == pytest.approx(10 / 3, abs=0.01)
+
+
+@pytest.mark.parametrize(
+    ("reason", "diagnostic", "shown"),
+    [
+        ("free_gb is 12, expected >= 100", "Only 12GB free, need 100GB", True),
+        (
+            "AccessDenied: no (ok is False, expected == True)",
+            "Cannot read: AccessDenied: no",
+            False,
+        ),
+        ("timed out after 5s", "timed out after 5s", False),
+        ("AccessDenied: no (ok is False, expected == True)", "Cannot read data", True),
+    ],
+)
+def test_reason_is_shown_only_when_it_adds_to_the_diagnostic(reason, diagnostic, shown):
+    from dataclasses import replace
+
+    from reporters.text import further_reason
+
+    bad = replace(result("c", FAIL, reason=reason), diagnostic=diagnostic)
+    assert (further_reason(bad) == reason) is shown
