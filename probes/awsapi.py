@@ -189,6 +189,7 @@ def region(params: AwsParams, on: Any) -> str:
 @asynccontextmanager
 async def client(service: str, params: AwsParams, on: Any = None) -> AsyncIterator[Any]:
     """A client of `service` with the probe's bounds, on session `on` (or a new one)."""
+    on = on or session(params)  # first: without aioboto3 it says how to install it
     from aiobotocore.config import AioConfig
 
     config = AioConfig(
@@ -196,7 +197,6 @@ async def client(service: str, params: AwsParams, on: Any = None) -> AsyncIterat
         read_timeout=params.read_timeout,
         retries={"total_max_attempts": params.attempts, "mode": "standard"},
     )
-    on = on or session(params)
     async with on.client(
         service, region_name=region(params, on), endpoint_url=params.endpoint_url, config=config
     ) as made:

@@ -1,0 +1,1 @@
+"""Scripts shipped to targets; `_jsonl` is also imported by the controller."""
