@@ -97,7 +97,7 @@ class _Execution:
         for task_id, task in self.plan.tasks.items():
             if task_id not in self.results:
                 self._record(self._result(task, Status.skipped, reason=unfinished or "not run"))
-        return Run(
+        run = Run(
             spec_name=self.plan.spec.name,
             spec_path=str(self.plan.spec_path),
             vars=self.redact(self.plan.vars),
@@ -110,6 +110,8 @@ class _Execution:
             stopped_early=self.stopped_early,
             warnings=list(self.plan.warnings),
         )
+        run.warnings += [phase.budget_warning() for phase in run.over_budget()]
+        return run
 
     async def _watch_signals(self) -> None:
         with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:

@@ -79,6 +79,7 @@ class PhaseInfo:
     title: str
     weight: float
     check_weights: dict[str, float]
+    budget: float | None = None
 
 
 @dataclass
@@ -90,6 +91,19 @@ class PhaseScore:
     passed: int
     total: int
     duration: float
+    budget: float | None = None
+
+    @property
+    def over_budget(self) -> bool:
+        return self.budget is not None and self.duration > self.budget
+
+    def budget_warning(self) -> str:
+        """`Data Pipeline Validation took 12m03s, over its 10m budget`."""
+        assert self.budget is not None
+        return (
+            f"{self.title} took {span(self.duration)}, over its {span(self.budget)} budget: "
+            "find the slow checks with --junit or --json (each result has its duration)"
+        )
 
 
 @dataclass
@@ -110,7 +124,14 @@ class Run:
 
     @property
     def verdict(self) -> Verdict:
-        return verdict(self.results)
+        """From the results; a phase over its time budget makes READY a CAUTION."""
+        found = verdict(self.results)
+        if found is Verdict.ready and self.over_budget():
+            return Verdict.caution
+        return found
+
+    def over_budget(self) -> list[PhaseScore]:
+        return [p for p in self.phase_scores() if p.over_budget]
 
     def phase_scores(self) -> list[PhaseScore]:
         return [phase_score(info, self.results) for info in self.phases]
@@ -156,7 +177,10 @@ class Run:
             "stopped_early": self.stopped_early,
             "warnings": self.warnings,
             "counts": self.counts(),
-            "phases": [asdict(p) | {"score": round(p.score, 2)} for p in self.phase_scores()],
+            "phases": [
+                asdict(p) | {"score": round(p.score, 2), "over_budget": p.over_budget}
+                for p in self.phase_scores()
+            ],
             "results": [_result_dict(r) for r in self.results],
         }
 
@@ -213,6 +237,7 @@ def phase_score(info: PhaseInfo, results: Sequence[Result]) -> PhaseScore:
         passed=sum(r.status is Status.passed for r in counted),
         total=len(counted),
         duration=_wall_time(mine),
+        budget=info.budget,
     )
 
 
@@ -232,6 +257,17 @@ def total_score(scores: Sequence[PhaseScore]) -> float:
 
 def phase_infos(phases: Sequence[Any]) -> list[PhaseInfo]:
     return [
-        PhaseInfo(p.id, p.title or p.id, p.weight, {c.id: c.weight for c in p.checks})
+        PhaseInfo(p.id, p.title or p.id, p.weight, {c.id: c.weight for c in p.checks}, p.budget)
         for p in phases
     ]
+
+
+def span(seconds: float) -> str:
+    """4.2s, 2m05s, 1h02m: how long, in the unit a person would say."""
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(round(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s" if secs else f"{minutes}m"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"

@@ -50,7 +50,9 @@ class Severity(str, Enum):
 
 
 class Retry(Model):
-    """Retry a check that did not pass, waiting backoff × 2^(attempt-1) between tries."""
+    """Retry a check that did not pass (failed or errored), waiting backoff × 2^(attempt-1)
+    between tries: with the defaults 1 s, then 2 s. The result records the number of attempts,
+    and the console adds "(after N attempts)"."""
 
     attempts: int = Field(3, ge=1, le=100)
     """Total tries, the first included."""
@@ -59,7 +61,8 @@ class Retry(Model):
 
 
 class ProbeRef(BaseModel):
-    """`kind` picks the probe; every other key is one of that kind's params."""
+    """`kind` picks the probe; every other key is one of that kind's params, templated and
+    validated against the kind's model (`matrix list --probes` lists the installed kinds)."""
 
     model_config = ConfigDict(extra="allow")
 
@@ -68,12 +71,15 @@ class ProbeRef(BaseModel):
 
 
 class TargetSpec(Model):
-    """A named group of hosts probes can run `on`."""
+    """A named group of hosts that checks can run `on`; every option is templated with vars,
+    env and secret."""
 
     via: Literal["local", "ssh"] = "ssh"
     """`ssh` for remote hosts, `local` for this machine (e.g. with another python)."""
     hosts: list[str] = []
-    """Host names or addresses (`host` or `host:port`); templated."""
+    """Host names or addresses: `host`, `host:port`, `[fe80::1]:22`, or a range such as
+    `gpu-[01-16]` (padding kept). Hosts that render empty are dropped, and a check `on` a group
+    with no hosts is a spec error."""
     user: str | None = None
     """SSH login user (default: ~/.ssh/config, then the local user)."""
     port: int | None = Field(None, ge=1, le=65535)
@@ -83,7 +89,8 @@ class TargetSpec(Model):
     keys: list[str] = []
     """Several private key files, tried in order."""
     password: str | None = None
-    """Password: must be a `{{ secret.NAME }}` reference, never a literal."""
+    """Password: must be exactly a `{{ secret.NAME }}` reference with NAME listed under
+    `secrets:`, never a literal (anything else is a spec error)."""
     jump: list[str] = []
     """ProxyJump hops, `user@host:port`, outermost first."""
     known_hosts: str | None = None
@@ -100,7 +107,8 @@ class TargetSpec(Model):
     one login instead of one per task; `false` opens a session per task (hosts without
     python; the helper falls back to that by itself when it cannot start)."""
     python: str | None = None
-    """Python interpreter on the host for python-based probes (default python3)."""
+    """Python interpreter on the host for python-based probes (default python3; for a
+    `via: local` group, the interpreter running matrix)."""
 
 
 class Check(Model):
@@ -109,32 +117,41 @@ class Check(Model):
     id: Id
     """Unique id across the spec, used by `needs`, filters and reports."""
     title: str | None = None
-    """Short human name, templated with facts (`"Python {{ facts.version }}"`); defaults to
-    the failure mode when the check went wrong, else the category, then the id."""
+    """Short human name, rendered for every result with facts:
+    `"Python {{ facts.version | default('3.10+') }}"`. Without one, or if it cannot render (a
+    fact that was not observed), a failing or erroring result is titled by its `failure`, a
+    passing one by its `category`, and either falls back to the `id`."""
     category: str | None = None
-    """Test category, e.g. `AWS Credentials`."""
+    """Test category, e.g. `AWS Credentials`; not templated."""
     failure: str | None = None
-    """The failure mode this row guards against, e.g. `Invalid/expired credentials`."""
+    """The failure mode this row guards against, e.g. `Invalid/expired credentials`; not
+    templated."""
     severity: Severity = Severity.critical
     """critical blocks the deploy, warning asks for caution, info only informs."""
     probe: ProbeRef
     """What to observe: `{kind: ..., <params>}`; params are templated."""
     expect: dict[str, Any] | None = None
-    """Matchers over facts (`{free_gb: {ge: 100}}`); omitted → the probe's default."""
+    """Matchers over fact paths (`{free_gb: {ge: 100}}`), templated; omitted → the probe's
+    default expectation. A given `expect` replaces the default; it is not merged with it."""
     diagnostic: str | None = None
-    """Printed when the check fails; sees facts, error, vars, target, check, matrix."""
+    """Printed when the check fails or errors; sees facts, error, reason, vars, target, check,
+    matrix. Without one, or if it cannot render, the raw cause (the unmet matchers or the
+    error) is printed instead."""
     fix: str | None = None
-    """The fix action printed with the diagnostic."""
+    """The fix action printed with the diagnostic (same context)."""
     needs: list[str] = []
     """Checks or phases that must pass first; otherwise this one is skipped as blocked."""
     on: str = "local"
-    """Target group to run on; fans out to one task per host."""
+    """Target group to run on: `local`, `controller` (both the machine running matrix) or a
+    group under `targets:`; fans out to one task per host. Rendered with vars, env and secret:
+    `on: "{{ vars.train_target }}"`."""
     timeout: Duration = 60.0
-    """Seconds before the probe (and its processes) is killed and the task errors."""
+    """Seconds before the probe (and its processes) is killed and the task errors with
+    `timed out after 60s (probe killed)`."""
     retry: Retry | None = None
-    """Retry a check that did not pass."""
+    """Retry a check that did not pass (failed or errored)."""
     tags: list[str] = []
-    """Labels for --tags / --skip-tags."""
+    """Labels for `--tags` / `--skip-tags`."""
     when: str | bool | None = None
     """Template that must render true for the check to run (e.g. `{{ vars.use_gpu }}`)."""
     matrix: dict[str, list[Any] | str] = {}
@@ -150,11 +167,14 @@ class Phase(Model):
     id: Id
     """Unique id, referenced by `needs`."""
     title: str | None = None
-    """Heading shown in reports."""
+    """Heading shown in reports; defaults to the id."""
     weight: float = Field(10.0, ge=0)
     """Points this phase contributes to the 100-point readiness score."""
     needs: list[str] = []
     """Phases that must not be blocked (no critical check failed) before this one runs."""
+    budget: Duration | None = None
+    """Time the phase may take, e.g. 2m: a phase that takes longer makes the verdict at best
+    CAUTION, and every report shows its measured time against the budget."""
     checks: list[Check] = []
     """The failure-matrix rows of this phase."""
 
@@ -171,11 +191,13 @@ class Spec(Model):
     include: list[str] = []
     """Other spec files merged in (by phase id), relative to this file."""
     vars: dict[str, Any] = {}
-    """Defaults for `{{ vars.* }}`; override with --var k=v or --vars file.yaml."""
+    """Defaults for `{{ vars.* }}`; override with `--var k=v` or `--vars file.yaml`. A var may
+    use the vars above it: `model_path: "{{ vars.training_dir }}/models"`."""
     secrets: list[str] = []
     """Environment variables whose values are secrets: readable as `{{ secret.NAME }}`,
     replaced by *** in every output."""
     targets: dict[Id, TargetSpec] = {}
-    """Named host groups; `local` always exists."""
+    """Named host groups; `local` (alias `controller`, the machine running matrix) always
+    exists."""
     phases: list[Phase] = []
     """Phases in report order."""

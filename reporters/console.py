@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from typing import Any, TextIO
 
 from matrix.plan import Plan, Task
-from matrix.results import Result, Run, Status, Verdict
+from matrix.results import Result, Run, Status, Verdict, span
 from reporters import Reporter
 from reporters.text import further_reason, plural, where
 
@@ -77,7 +77,7 @@ def summary_lines(run: Run) -> Iterator[str]:
     if verdict is Verdict.blocked:
         yield f"{BANNERS[verdict]}: {plural(len(critical), 'critical issue')}"
     elif verdict is Verdict.caution:
-        yield f"{BANNERS[verdict]}: {plural(len(warnings), 'warning')}"
+        yield f"{BANNERS[verdict]}: {plural(len(warnings) + len(run.over_budget()), 'warning')}"
     elif run.interrupted or run.stopped_early:
         yield "No failures among the finished tasks, but the run is incomplete: no verdict"
     else:
@@ -97,9 +97,10 @@ def summary_lines(run: Run) -> Iterator[str]:
             if phase.passed == phase.total
             else ("❌" if phase.score < phase.weight / 2 else "⚠️ ")
         )
+        over = f" ⏱ over its {span(phase.budget)} budget" if phase.over_budget else ""
         yield (
             f"   {mark} {phase.title:<34} ({phase.score:.0f}/{phase.weight:g})"
-            f"  {phase.passed}/{phase.total} passed  {phase.duration:.1f}s"
+            f"  {phase.passed}/{phase.total} passed  {span(phase.duration)}{over}"
         )
     yield (
         f"   {counts['pass']} passed · {counts['fail']} failed · {counts['error']} errors · "

@@ -181,6 +181,9 @@ def render(run: Run, hostname: str | None = None) -> str:
             "matrix.phase.score": str(round(phase.score, 2)),
             "matrix.target": results[0].group,
         }
+        if phase.budget is not None:
+            properties["matrix.phase.budget"] = f"{phase.budget:g}"
+            properties["matrix.phase.over_budget"] = str(phase.over_budget).lower()
         suite = TestSuite(
             clean(suite_name),
             [_case(r, *ids[r.task_id]) for r in results],

@@ -20,7 +20,7 @@ from its own folder. Templates see:
     duration         the run's wall time in seconds
     warnings         the run's warnings (host-key opt-outs, …)
     phases           PhaseScore per phase that applied: id, title, weight, score, passed,
-                     total, duration
+                     total, duration, budget, over_budget
     fixes            failing critical and warning Results in dependency order (their
                      diagnostics may be shortened to fit the budget; the Run is not changed)
     results_by_phase PhaseDetail per phase: phase (a PhaseScore), rows (the Results shown),
@@ -133,7 +133,7 @@ def banner(run: Run) -> str:
         critical = sum(r.severity == "critical" for r in fixes)
         return f"{MARKS[verdict]} {words}: {plural(critical, 'critical issue')}"
     if verdict is Verdict.caution:
-        return f"{MARKS[verdict]} {words}: {plural(len(fixes), 'warning')}"
+        return f"{MARKS[verdict]} {words}: {plural(len(fixes) + len(run.over_budget()), 'warning')}"
     if run.interrupted or run.stopped_early:
         return "⛔ INCOMPLETE: no verdict"
     counts = run.counts()

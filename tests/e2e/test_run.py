@@ -622,3 +622,42 @@ def test_concurrency_1_runs_one_at_a_time(cli, write_spec, tmp_path, report):
     starts = sorted((r["started_at"], r["started_at"] + r["duration"]) for r in data["results"])
     for (_, end), (start, _) in itertools.pairwise(starts):
         assert start >= end - 0.05  # no overlap
+
+
+BUDGETED = """
+version: 1
+name: budget
+phases:
+  - id: preflight
+    title: Pre-flight
+    budget: 200ms
+    checks:
+      - id: slow
+        probe: {kind: command, argv: [sleep, "0.5"]}
+"""
+
+
+def test_a_phase_over_its_budget_is_a_caution_in_every_report(cli, write_spec, tmp_path):
+    import json
+    import xml.etree.ElementTree as ET
+
+    spec = write_spec(BUDGETED)
+    out = tmp_path / "out"
+    done = cli(
+        "run", spec, "--json", f"{out}.json", "--junit", f"{out}.xml", "--markdown", f"{out}.md"
+    )
+    assert done.returncode == 0, done.stderr
+    assert "⚠️  Pre-flight took 0.5s, over its 0.2s budget" in done.stdout
+    assert "PROCEED WITH CAUTION: 1 warning" in done.stdout
+    assert "⏱ over its 0.2s budget" in done.stdout
+    report = json.loads((tmp_path / "out.json").read_text())
+    assert report["verdict"] == "CAUTION"
+    [phase] = report["phases"]
+    assert phase["budget"] == 0.2 and phase["over_budget"] is True
+    assert phase["duration"] >= 0.5
+    props = {p.get("name"): p.get("value") for p in ET.parse(f"{out}.xml").iter("property")}
+    assert props["matrix.phase.over_budget"] == "true"
+    assert "over its 0.2s budget" in (tmp_path / "out.md").read_text()
+    assert cli("run", spec, "--strict", "--quiet").returncode == 1
+    roomy = write_spec(BUDGETED.replace("200ms", "1m"), name="roomy.yaml")
+    assert cli("run", roomy, "--strict", "--quiet").returncode == 0

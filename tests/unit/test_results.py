@@ -219,3 +219,31 @@ def test_reason_is_shown_only_when_it_adds_to_the_diagnostic(reason, diagnostic,
 
     bad = replace(result("c", FAIL, reason=reason), diagnostic=diagnostic)
     assert (further_reason(bad) == reason) is shown
+
+
+def test_a_phase_over_its_budget_turns_ready_into_caution_and_says_by_how_much():
+    phases = [PhaseInfo("data", "Data", 10.0, {"c": 1.0}, budget=60.0)]
+    slow = replace_result(result("c", phase="data"), started_at=0.0, duration=125.0)
+    run = make_run([slow], phases)
+    [over] = run.over_budget()
+    assert run.verdict is Verdict.caution
+    assert over.budget_warning().startswith("Data took 2m05s, over its 1m budget")
+    fast = make_run([replace_result(slow, duration=59.0)], phases)
+    assert fast.verdict is Verdict.ready and not fast.over_budget()
+    failed = make_run([replace_result(slow, status=FAIL)], phases)
+    assert failed.verdict is Verdict.blocked
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"), [(4.24, "4.2s"), (60, "1m"), (125, "2m05s"), (3720, "1h02m")]
+)
+def test_span_reads_like_a_person_says_it(seconds, text):
+    from matrix.results import span
+
+    assert span(seconds) == text
+
+
+def replace_result(found: Result, **changes) -> Result:
+    from dataclasses import replace
+
+    return replace(found, **changes)
