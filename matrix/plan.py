@@ -20,7 +20,7 @@ from pydantic import ValidationError
 from matrix import template
 from matrix.expect import Expectation, ExpectError, compile_expect
 from matrix.load import Loaded, display_name, template_problems, validation_problems
-from matrix.probe import ProbeClass, ProbeParams, registry
+from matrix.probe import BROKEN_PLUGINS, ProbeClass, ProbeParams, registry
 from matrix.problems import Problem, SpecInvalid, did_you_mean
 from matrix.spec import Check, Phase, ProbeRef, Spec, TargetSpec
 
@@ -178,7 +178,12 @@ class _Planner:
         kind = self.kinds.get(check.probe.kind)
         if kind is None:
             hint = did_you_mean(check.probe.kind, self.kinds)
-            self.problem((*loc, "probe", "kind"), f"unknown probe kind '{check.probe.kind}'{hint}")
+            broken = "".join(
+                f"; plugin {module} failed to import ({why})"
+                for module, why in BROKEN_PLUGINS.items()
+            )
+            message = f"unknown probe kind '{check.probe.kind}'{hint}{broken}"
+            self.problem((*loc, "probe", "kind"), message)
         targets = self._targets_of(loc, check)
         tasks = []
         for target, cell in itertools.product(targets, self._cells(loc, check)):

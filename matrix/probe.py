@@ -151,8 +151,15 @@ def registry() -> Mapping[str, ProbeClass]:
     from importlib.metadata import entry_points
 
     for ep in entry_points(group=ENTRY_POINT_GROUP):
-        ep.load()
+        try:
+            ep.load()
+        except Exception as exc:  # one broken plugin must not break every spec
+            BROKEN_PLUGINS[ep.value] = f"{type(exc).__name__}: {exc}"
     return dict(_REGISTRY)
+
+
+# plugin module → why it failed to import; named when a spec uses a kind it would provide
+BROKEN_PLUGINS: dict[str, str] = {}
 
 
 @dataclass

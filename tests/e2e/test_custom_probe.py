@@ -1,0 +1,185 @@
+"""The example plugin package (examples/custom-probe) installed for real with pip and driven
+through the CLI, the way docs/writing-a-probe.md tells a plugin author to test theirs."""
+
+from __future__ import annotations
+
+import resource
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+PACKAGE = REPO / "examples" / "custom-probe"
+SPEC = PACKAGE / "spec.yaml"
+
+
+@pytest.fixture(scope="module")
+def acme(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """`pip install --target` of a copy (an in-tree build writes build/ and *.egg-info next to
+    the sources); returns the environment that puts the installed plugin on the path."""
+    root = tmp_path_factory.mktemp("acme")
+    source, site = root / "src", root / "site"
+    shutil.copytree(PACKAGE, source, ignore=shutil.ignore_patterns("build", "*.egg-info"))
+    pip = [sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation"]
+    quiet = ["--no-cache-dir", "--disable-pip-version-check", "-q"]
+    subprocess.run(
+        [*pip, *quiet, "--target", str(site), str(source)],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    assert list(site.glob("matrix_probes_acme-*.dist-info/entry_points.txt"))
+    assert (site / "acme_matrix" / "remote" / "ulimit.py").is_file()
+    return {"PYTHONPATH": f"{site}:{REPO}"}
+
+
+def git(repo: Path, *args: str) -> None:
+    who = ["-c", "user.name=Acme CI", "-c", "user.email=ci@acme.test"]
+    subprocess.run(
+        ["git", *who, "-c", "init.defaultBranch=main", "-C", str(repo), *args],
+        check=True,
+        capture_output=True,
+    )
+
+
+def open_files() -> tuple[int, int]:
+    """This process's nofile limits; the CLI and the probe's python inherit them."""
+    return resource.getrlimit(resource.RLIMIT_NOFILE)
+
+
+def test_the_entry_point_is_what_makes_the_kinds_known(cli, acme):
+    listed = cli("list", "--probes", env=acme)
+    assert listed.returncode == 0, listed.stderr
+    runs_on = {row.split()[0]: row.split()[1] for row in listed.stdout.splitlines()[2:]}
+    assert runs_on["acme.ulimit"] == "target"
+    assert runs_on["acme.git_clean"] == "controller"
+    assert runs_on["command"] == "target"  # built-ins still there
+
+    valid = cli("validate", SPEC, env=acme)
+    assert valid.returncode == 0, valid.stderr
+    assert "valid — 2 phases, 2 checks, 2 tasks" in valid.stdout
+
+    explained = cli("explain", SPEC, "open-files", env=acme)
+    assert explained.returncode == 0, explained.stderr
+    assert "probe:      acme.ulimit" in explained.stdout
+    assert "A resource limit (open files by default) of a new process" in explained.stdout
+    assert "ok == True" in explained.stdout  # the kind's default_expect
+    assert "raisable       the hard limit meets `at_least`" in explained.stdout
+
+    without = cli("validate", SPEC)  # the repo alone: no plugin installed
+    assert without.returncode == 2
+    assert "acme.ulimit" in without.stderr
+
+
+def test_dirty_checkout_warns_with_its_changes_until_committed(cli, acme, report, tmp_path):
+    repo = tmp_path / "trainer"
+    repo.mkdir()
+    git(repo, "init", "-q")
+    (repo / "train.py").write_text("print('v1')\n")
+    git(repo, "add", "train.py")
+    git(repo, "commit", "-qm", "v1")
+    (repo / "train.py").write_text("print('v2')\n")
+    (repo / "notes.txt").write_text("try lr 3e-4\n")
+
+    done = cli("run", SPEC, "--var", f"repo={repo}", "--json", "dirty.json", env=acme)
+    assert done.returncode == 0, done.stdout + done.stderr  # a warning only: CAUTION
+    dirty = report(tmp_path / "dirty.json")
+    assert dirty["verdict"] == "CAUTION"
+    limits, checkout = dirty["by_id"]["open-files"], dirty["by_id"]["git-clean"]
+
+    soft, hard = open_files()
+    assert limits["status"] == "pass", limits
+    assert limits["facts"]["resource"] == "nofile"
+    assert limits["facts"]["at_least"] == 1024
+    assert limits["facts"]["soft"] == (None if soft == resource.RLIM_INFINITY else soft)
+    assert limits["facts"]["hard"] == (None if hard == resource.RLIM_INFINITY else hard)
+    assert limits["facts"]["ok"] is True
+
+    assert checkout["status"] == "fail", checkout
+    assert checkout["severity"] == "warning"
+    assert checkout["facts"] == {
+        "path": str(repo),
+        "branch": "main",
+        "clean": False,
+        "count": 2,
+        "changed": ["M train.py", "?? notes.txt"],
+    }
+    assert checkout["diagnostic"] == (
+        f"2 uncommitted change(s) in {repo} on main: M train.py, ?? notes.txt"
+    )
+    assert checkout["fix"] == (
+        f"Commit or stash the changes in {repo}, then launch from the commit"
+    )
+    assert "2 uncommitted change(s)" in done.stdout
+
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "v2")
+    done = cli("run", SPEC, "--var", f"repo={repo}", "--json", "clean.json", env=acme)
+    assert done.returncode == 0, done.stdout + done.stderr
+    clean = report(tmp_path / "clean.json")
+    assert clean["verdict"] == "READY"
+    assert clean["by_id"]["git-clean"]["status"] == "pass"
+    assert clean["by_id"]["git-clean"]["facts"]["count"] == 0
+
+
+def test_low_limit_blocks_and_a_non_repository_is_an_error(cli, acme, report, tmp_path):
+    soft, hard = open_files()
+    if hard == resource.RLIM_INFINITY:
+        pytest.skip("no finite hard nofile limit to ask for more than")
+    need = hard + 1
+    nowhere = tmp_path / "not-a-checkout"
+    nowhere.mkdir()
+
+    limit, checkout_at = f"min_open_files={need}", f"repo={nowhere}"
+    done = cli("run", SPEC, "--var", limit, "--var", checkout_at, "--json", "out.json", env=acme)
+    assert done.returncode == 1, done.stdout + done.stderr
+    out = report(tmp_path / "out.json")
+    assert out["verdict"] == "BLOCKED"
+    limits, checkout = out["by_id"]["open-files"], out["by_id"]["git-clean"]
+
+    assert limits["status"] == "fail", limits
+    assert limits["facts"]["ok"] is False
+    assert limits["facts"]["raisable"] is False
+    assert limits["diagnostic"] == (
+        f"local allows {soft} open files (hard limit {hard}), need {need}"
+    )
+    assert limits["fix"].startswith("Raise nofile in /etc/security/limits.conf")
+    assert limits["fix"].endswith(f"to {need} and log in again")
+
+    assert checkout["status"] == "error", checkout  # ProbeError: could not observe
+    assert checkout["diagnostic"].startswith(f"git status in {nowhere} failed: fatal: ")
+    assert "not a git repository" in checkout["diagnostic"]
+    assert checkout["fix"].startswith("Run matrix in the checkout the job is launched from")
+    assert checkout["facts"] == {}
+
+
+def test_a_plugin_that_fails_to_import_breaks_only_the_specs_that_use_it(cli, tmp_path) -> None:
+    site = tmp_path / "site"
+    info = site / "matrix_probes_broken-0.1.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: matrix-probes-broken\nVersion: 0.1\n"
+    )
+    (info / "entry_points.txt").write_text("[matrix.probes]\nbroken = broken_matrix.probes\n")
+    (site / "broken_matrix").mkdir()
+    (site / "broken_matrix" / "__init__.py").write_text("")
+    (site / "broken_matrix" / "probes.py").write_text("import not_installed_anywhere\n")
+    env = {"PYTHONPATH": f"{site}:{REPO}"}
+    plain = tmp_path / "plain.yaml"
+    plain.write_text(
+        "version: 1\nname: t\nphases:\n  - id: p\n    checks:\n"
+        "      - id: echo\n        probe: {kind: command, argv: [echo, hi]}\n"
+    )
+    assert cli("validate", plain, env=env).returncode == 0
+    uses = tmp_path / "uses.yaml"
+    uses.write_text(plain.read_text().replace("kind: command, argv: [echo, hi]", "kind: broken.x"))
+    done = cli("validate", uses, env=env)
+    assert done.returncode == 2
+    assert (
+        "unknown probe kind 'broken.x'; plugin broken_matrix.probes failed to import" in done.stderr
+    )
+    assert "ModuleNotFoundError: No module named 'not_installed_anywhere'" in done.stderr
+    assert "Traceback" not in done.stderr
