@@ -1,4 +1,4 @@
-"""`matrix run | validate | list | schema | explain`.
+"""`matrix run | validate | list | schema | init | explain`.
 
 Start-up stays light: the engine, anyio and any heavy probe library are imported only by `run`.
 """
@@ -120,6 +120,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     commands.add_parser("schema", help="print the JSON Schema of specs (for YAML editors)")
 
+    init = commands.add_parser("init", help="write a commented starter spec")
+    init.add_argument("output", type=Path, nargs="?", help="file to write (default: stdout)")
+    init.add_argument("--from", dest="source", type=Path, metavar="SPEC", help="start from a spec")
+    init.add_argument(
+        "--phases", action="append", metavar="ID", help="with --from: only these phases"
+    )
+    init.add_argument("--force", action="store_true", help="overwrite the output file")
+
     explain = commands.add_parser("explain", help="what a check probes, expects and advises")
     _spec_options(explain)
     explain.add_argument("check", help="check id")
@@ -172,6 +180,23 @@ def cmd_schema(_: argparse.Namespace) -> int:
     from matrix.schema import spec_schema
 
     print(json.dumps(spec_schema(), indent=2))
+    return 0
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from matrix import init
+
+    phases = _split(args.phases)
+    if phases and args.source is None:
+        print("matrix: --phases needs --from SPEC", file=sys.stderr)
+        return EXIT_INVALID
+    name = args.output.stem if args.output else "spec"
+    try:
+        text = init.from_spec(args.source, phases) if args.source else init.starter(name)
+        print(init.write(text, args.output, force=args.force))
+    except init.InitError as exc:
+        print(f"matrix: {exc}", file=sys.stderr)
+        return EXIT_INVALID
     return 0
 
 
@@ -235,6 +260,7 @@ COMMANDS = {
     "validate": cmd_validate,
     "list": cmd_list,
     "schema": cmd_schema,
+    "init": cmd_init,
     "explain": cmd_explain,
 }
 
