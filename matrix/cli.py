@@ -1,4 +1,4 @@
-"""`matrix run | validate | list | schema | init | explain`.
+"""`matrix run | validate | list | schema | init | snapshot | explain`.
 
 Start-up stays light: the engine, anyio and any heavy probe library are imported only by `run`.
 """
@@ -128,6 +128,30 @@ def build_parser() -> argparse.ArgumentParser:
     )
     init.add_argument("--force", action="store_true", help="overwrite the output file")
 
+    snapshot = commands.add_parser(
+        "snapshot", help="observe a known-good machine; write a spec expecting what it saw"
+    )
+    snapshot.add_argument(
+        "--target", default="local", metavar="HOST", help="local, or [user@]host[:port] over SSH"
+    )
+    snapshot.add_argument("--key", metavar="FILE", help="SSH private key")
+    snapshot.add_argument("--known-hosts", metavar="FILE", help="known_hosts file to verify with")
+    snapshot.add_argument("--python", metavar="PATH", help="the host's python for probes")
+    snapshot.add_argument(
+        "--probes",
+        action="append",
+        metavar="KINDS",
+        help="kinds to observe (default: python,disk,memory; also torch.env, gpu.health)",
+    )
+    snapshot.add_argument(
+        "--packages", action="append", metavar="NAMES", help="python packages to pin"
+    )
+    snapshot.add_argument(
+        "--path", action="append", default=[], metavar="PATH", help="a disk to check (default /)"
+    )
+    snapshot.add_argument("-o", "--output", type=Path, help="file to write (default: stdout)")
+    snapshot.add_argument("--force", action="store_true", help="overwrite the output file")
+
     explain = commands.add_parser("explain", help="what a check probes, expects and advises")
     _spec_options(explain)
     explain.add_argument("check", help="check id")
@@ -200,6 +224,29 @@ def cmd_init(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_snapshot(args: argparse.Namespace) -> int:
+    from matrix import init, snapshot
+
+    node = snapshot.Node(args.target, args.key, args.known_hosts, args.python)
+    try:
+        kinds = _split(args.probes) or list(snapshot.DEFAULT_PROBES)
+        rows = snapshot.checks(kinds, _split(args.packages), args.path)
+    except snapshot.SnapshotError as exc:
+        print(f"matrix: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    run = snapshot.observe(node, rows)
+    command = "matrix " + " ".join(sys.argv[1:]) if sys.argv[1:] else "matrix snapshot"
+    text, unseen = snapshot.baseline(node, rows, run, command)
+    for line in unseen:
+        print(f"matrix: {line}", file=sys.stderr)
+    try:
+        print(init.write(text, args.output, force=args.force), end="" if not args.output else "\n")
+    except init.InitError as exc:
+        print(f"matrix: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    return 0 if len(unseen) < len(rows) else 1
+
+
 def cmd_explain(args: argparse.Namespace) -> int:
     from matrix import describe
 
@@ -261,6 +308,7 @@ COMMANDS = {
     "list": cmd_list,
     "schema": cmd_schema,
     "init": cmd_init,
+    "snapshot": cmd_snapshot,
     "explain": cmd_explain,
 }
 
