@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 
+from matrix import template
 from matrix.plan import Plan, Task
 from matrix.probe import registry
 
@@ -80,7 +81,7 @@ def explain(tasks: Sequence[Task]) -> str:
     first = tasks[0]
     check, kind = first.check, registry()[first.check.probe.kind]
     lines = [
-        f"{check.id} — {check.title or check.failure or check.id}",
+        f"{check.id} — {_title(first)}",
         f"  phase:      {first.phase.id} ({first.phase.title or first.phase.id})",
         f"  category:   {check.category or '—'}",
         f"  failure:    {check.failure or '—'}",
@@ -93,7 +94,7 @@ def explain(tasks: Sequence[Task]) -> str:
     if check.when is not None:
         lines.append(f"  when:       {check.when}")
     params = first.params.model_dump(exclude_defaults=True) if first.params else {}
-    lines.append(f"  probe:      {kind.kind} {json.dumps(params)}")
+    lines.append(f"  probe:      {kind.kind} {json.dumps(params) if params else '(defaults)'}")
     lines.append(f"              {(kind.__doc__ or '').strip().splitlines()[0]}")
     source = "declared" if check.expect is not None else "default for this probe"
     lines.append(f"  expects ({source}):")
@@ -106,3 +107,13 @@ def explain(tasks: Sequence[Task]) -> str:
         lines.append("  facts it observes:")
         lines += [f"    {name:<14} {meaning}" for name, meaning in kind.facts.items()]
     return "\n".join(lines)
+
+
+def _title(task: Task) -> str:
+    """The title as reports will show it; one that needs facts stays a template here."""
+    check = task.check
+    title = check.title or check.failure or check.id
+    try:
+        return str(template.render(title, {**task.context, "facts": {}, "error": ""}))
+    except template.RenderError:
+        return title

@@ -6,14 +6,23 @@ import copy
 from typing import Any
 
 from matrix.probe import registry
-from matrix.spec import Spec
+from matrix.spec import ProbeRef, Spec
 
+KIND = ProbeRef.model_fields["kind"].description or ""
 TEMPLATE = {"type": "string", "pattern": r"\{\{|\{%", "description": "a Jinja2 template"}
 
 
 def _templatable(schema: dict[str, Any]) -> dict[str, Any]:
-    """Any param may be a template string that renders to the declared type."""
-    if schema.get("type") == "string":
+    """Any param, and any item inside one, may be a template string that renders to the
+    declared type (`batch_sizes: [1, "{{ vars.batch_size }}"]`)."""
+    schema = dict(schema)
+    for key in ("items", "additionalProperties"):
+        if isinstance(schema.get(key), dict):
+            schema[key] = _templatable(schema[key])
+    for key in ("prefixItems", "anyOf"):
+        if isinstance(schema.get(key), list):
+            schema[key] = [_templatable(s) for s in schema[key]]
+    if schema.get("type") == "string" and not {"enum", "const", "pattern"} & schema.keys():
         return schema
     return {"anyOf": [schema, TEMPLATE], **{k: schema[k] for k in ("description",) if k in schema}}
 
@@ -24,7 +33,7 @@ def probe_schema(kind: str, params: dict[str, Any]) -> dict[str, Any]:
         "type": "object",
         "title": kind,
         "description": params.get("description", ""),
-        "properties": {"kind": {"const": kind}, **properties},
+        "properties": {"kind": {"const": kind, "description": KIND}, **properties},
         "required": ["kind", *params.get("required", [])],
         "additionalProperties": False,
     }

@@ -64,7 +64,7 @@ class ProbeRef(BaseModel):
     """`kind` picks the probe; every other key is one of that kind's params, templated and
     validated against the kind's model (`matrix list --probes` lists the installed kinds)."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", use_attribute_docstrings=True)
 
     kind: str
     """Probe kind, e.g. `disk`, `command`, `python` (see `matrix list --probes`)."""

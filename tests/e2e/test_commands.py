@@ -6,6 +6,7 @@ import json
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -173,7 +174,7 @@ def test_schema_is_json_schema_with_a_command_probe(cli):
     assert "$defs" in schema
     assert schema["$schema"].startswith("https://json-schema.org/")
     choices = schema["$defs"]["ProbeRef"]["oneOf"]
-    command = next(c for c in choices if c["properties"]["kind"] == {"const": "command"})
+    command = next(c for c in choices if c["properties"]["kind"]["const"] == "command")
     assert {"argv", "shell", "stdin"} <= set(command["properties"])
     assert command["additionalProperties"] is False
     assert {"version", "name"} <= set(schema["required"])
@@ -270,3 +271,12 @@ def test_run_imports_no_optional_heavy_library(cli, write_spec, tmp_path):
     )
     line = next(line for line in done.stdout.splitlines() if line.startswith("IMPORTED="))
     assert json.loads(line.removeprefix("IMPORTED="))["heavy"] == []
+
+
+def test_explain_renders_the_title_with_vars_and_names_default_params(cli) -> None:
+    spec = Path(__file__).resolve().parents[2] / "specs" / "pipeline.yaml"
+    done = cli("explain", spec, "disk-space", "--var", "min_free_gb=250")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("disk-space — 250GB+ free on /mnt/training\n")
+    memory = cli("explain", spec, "python-version")
+    assert "  probe:      python (defaults)" in memory.stdout
