@@ -183,10 +183,15 @@ def _plan(args: argparse.Namespace, *, filtered: bool = False):
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    from reporters.text import plural
+
     plan = _plan(args)
     checks = sum(len(p.checks) for p in plan.spec.phases)
     phases = len(plan.spec.phases)
-    print(f"{plan.spec_path}: valid — {phases} phases, {checks} checks, {len(plan.tasks)} tasks")
+    counted = (
+        f"{plural(phases, 'phase')}, {plural(checks, 'check')}, {plural(len(plan.tasks), 'task')}"
+    )
+    print(f"{plan.spec_path}: valid — {counted}")
     return 0
 
 

@@ -86,7 +86,7 @@ def explain(tasks: Sequence[Task]) -> str:
         f"  category:   {check.category or '—'}",
         f"  failure:    {check.failure or '—'}",
         f"  severity:   {check.severity.value}",
-        f"  runs on:    {', '.join(t.target.name for t in tasks)}",
+        f"  runs on:    {', '.join(dict.fromkeys(t.target.name for t in tasks))}",
         f"  needs:      {', '.join(check.needs + first.phase.needs) or '—'}",
         f"  timeout:    {check.timeout:g}s"
         + (f", retry {check.retry.attempts}× from {check.retry.backoff:g}s" if check.retry else ""),

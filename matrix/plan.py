@@ -283,6 +283,7 @@ class _Planner:
         try:
             return kind.model_validate(rendered)
         except ValidationError as exc:
+            _from_environment(exc, raw, rendered)
             source = self.loaded.source["phases"][loc[1]]["checks"][loc[3]]["probe"]
             prefix = self.loaded.where((*loc, "probe"))[1]
             for problem in validation_problems(exc, source, kind, only_keys=bool(unused)):
@@ -405,6 +406,26 @@ class _Planner:
         if cycle:
             loop = " → ".join(cycle)
             self.problem(where[cycle[0]], f"dependency cycle: {loop}")
+
+
+def _from_environment(exc: ValidationError, raw: dict[str, Any], rendered: Any) -> None:
+    """A bad value that came from this machine's environment (`{{ env.PORT }}` with
+    PORT=abc) is that task's error, not a broken spec: one bad row never sinks the run."""
+    for error in exc.errors(include_url=False):
+        field = error["loc"][0] if error["loc"] else None
+        text = raw.get(field) if isinstance(field, str) else None
+        if not isinstance(text, str) or not _reads_environment(text):
+            continue
+        value = rendered.get(field) if isinstance(rendered, dict) else None
+        why = error["msg"].removeprefix("Value error, ")
+        raise template.NotConfigured(f"{field}={value!r} (from {text.strip()}): {why}")
+
+
+def _reads_environment(text: str) -> bool:
+    try:
+        return any(name in ("env", "secret") for name, _ in template.references(text))
+    except template.RenderError:
+        return False
 
 
 _SECRET_ONLY = re.compile(r"^\s*\{\{\s*secret(?:\.\w+|\[[^\]{}]+\])\s*\}\}\s*$")

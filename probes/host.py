@@ -39,8 +39,11 @@ class Memory(_Host):
         "present": "the variable is set (possibly to an empty string)",
         "empty": "it is set to an empty string",
         "value": "the raw value (redacted when the name is in `secrets`)",
-        "typed": "the value converted to `type`; null when unset or unconvertible",
-        "valid": "set (or not required), of the right type, in range and among `choices`",
+        "typed": "the value (or the `default`, when unset) converted to `type`; null when "
+        "unset without a default, or unconvertible",
+        "defaulted": "unset, so the `default` was checked and `typed` holds it",
+        "valid": "set (or not required, or defaulted), of the right type, in range and among "
+        "`choices`",
         "problem": 'why it is not valid, e.g. "BATCH=0 is below min 1"; null when valid',
     },
 )
@@ -59,6 +62,9 @@ class Env(_Host):
     """Allowed raw values."""
     required: bool = True
     """When false, an unset variable is valid."""
+    default: str | None = None
+    """Value the program falls back to when the variable is unset: it is checked like a set
+    value (type, range, choices) and makes the variable optional."""
 
     @model_validator(mode="after")
     def _numeric_bounds(self) -> Env:

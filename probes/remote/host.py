@@ -81,7 +81,12 @@ def observe_env(params):
     name = params["name"]
     raw = os.environ.get(name)
     facts = {"name": name, "present": raw is not None, "empty": raw == "", "value": raw}
-    if raw is None:
+    default = params.get("default")
+    facts["defaulted"] = raw is None and default is not None
+    if facts["defaulted"]:
+        facts["typed"], problem = _check(name, default, params)
+        facts["problem"] = problem and f"{name} is unset and its default is invalid: {problem}"
+    elif raw is None:
         problem = f"{name} is not set" if params.get("required", True) else None
         facts.update(typed=None, problem=problem)
     else:

@@ -568,3 +568,25 @@ def test_secret_fields_take_only_secret_references(spec_problems):
     )
     assert problem.key == "phases[p].checks[hook].probe.url"
     assert 'url must come from a secret: url: "{{ secret.NAME }}"' in problem.message
+
+
+def test_a_bad_value_from_the_environment_errors_that_row_only(run_spec, by_id, spec_problems):
+    text = """
+        version: 1
+        name: t
+        phases:
+          - id: p
+            checks:
+              - id: listening
+                probe: {kind: port, port: "{{ env.PORT }}", mode: free}
+              - id: other
+                probe: {kind: command, argv: [echo, hi]}
+        """
+    results = by_id(run_spec(text, environ={"PORT": "abc"}))
+    assert results["other"].status.value == "pass"
+    assert results["listening"].status.value == "error"
+    assert results["listening"].reason.startswith(
+        "port='abc' (from {{ env.PORT }}): Input should be a valid integer"
+    )
+    [problem] = spec_problems(text.replace("{{ env.PORT }}", "abc"))
+    assert problem.key == "phases[p].checks[listening].probe.port"

@@ -1,0 +1,419 @@
+"""specs/serving-config.yaml and examples/web-service/spec.yaml as a user runs them: through
+the CLI, against stand-ins built here — a model directory with a `current -> v3` link, the
+server's environment in the subprocess, free ports found by binding, a port held by a listening
+socket, this python and its installed packages, an HTTP server and a database port on
+127.0.0.1. One good stand-in must be READY; one broken in many ways at once must be BLOCKED
+with every diagnostic in the same run."""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import struct
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+SPEC = REPO / "specs" / "serving-config.yaml"
+WEB = REPO / "examples" / "web-service"
+GUIDE = REPO / "docs" / "authoring.md"
+
+# the server's environment as the spec reads it; cleared so the developer's own never leaks in
+SERVER_VARS = [
+    "MODEL_DIR",
+    "MODEL_NAME",
+    "PORT",
+    "MANAGEMENT_PORT",
+    "METRICS_PORT",
+    "HOST",
+    "LOG_LEVEL",
+    "MAX_BATCH_SIZE",
+    "WORKERS",
+    "REQUEST_TIMEOUT",
+    "TRUST_REMOTE_CODE",
+]
+SHARDS = ["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"]
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in [*SERVER_VARS, "DATABASE_URL", "APP_ENV"]:
+        monkeypatch.delenv(name, raising=False)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def write_safetensors(path: Path, tensors: dict[str, list[int]]) -> None:
+    """A real safetensors file: header length, JSON header, then the F32 data."""
+    header, offset = {}, 0
+    for name, shape in tensors.items():
+        size = 4
+        for dim in shape:
+            size *= dim
+        header[name] = {"dtype": "F32", "shape": shape, "data_offsets": [offset, offset + size]}
+        offset += size
+    raw = json.dumps(header).encode()
+    path.write_bytes(struct.pack("<Q", len(raw)) + raw + bytes(offset))
+
+
+@pytest.fixture
+def model_dir(tmp_path: Path) -> Path:
+    """models/llama/v3 with config, tokenizer and two indexed shards; current -> v3."""
+    version = tmp_path / "models" / "llama" / "v3"
+    version.mkdir(parents=True)
+    (version / "config.json").write_text(json.dumps({"model_type": "llama", "hidden_size": 4}))
+    (version / "tokenizer.json").write_text(json.dumps({"version": "1.0", "model": {}}))
+    (version / "tokenizer_config.json").write_text(json.dumps({"model_max_length": 2048}))
+    weight_map = {"embed.weight": SHARDS[0], "head.weight": SHARDS[1]}
+    index = {"metadata": {"total_size": 64}, "weight_map": weight_map}
+    (version / "model.safetensors.index.json").write_text(json.dumps(index))
+    write_safetensors(version / SHARDS[0], {"embed.weight": [2, 4]})
+    write_safetensors(version / SHARDS[1], {"head.weight": [4, 2]})
+    current = version.parent / "current"
+    current.symlink_to("v3", target_is_directory=True)
+    return current
+
+
+def team_vars(tmp_path: Path, **settings: Any) -> Path:
+    """A --vars file: dependencies that this python really has, unless overridden."""
+    chosen = {"packages": ["pydantic>=2", "PyYAML>=5.1"], "optional_packages": ["Jinja2>=3"]}
+    chosen.update(settings)
+    path = tmp_path / "serving.vars.yaml"
+    path.write_text(yaml.safe_dump(chosen))
+    return path
+
+
+def results_of(path: Path) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    data = json.loads(path.read_text())
+    return data, {r["task_id"]: r for r in data["results"]}
+
+
+def test_serving_spec_validates_and_plans(cli) -> None:
+    done = cli("validate", SPEC)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "valid — 4 phases, 15 checks, 21 tasks" in done.stdout
+
+    planned = cli("run", SPEC, "--dry-run")
+    assert planned.returncode == 0, planned.stdout + planned.stderr
+    for task in ["port-free[var=METRICS_PORT]", "model-files", "packages@server"]:
+        assert task in planned.stdout
+    assert re.search(
+        r"^model-files\s+model\s+model\.files\s+local\s+model-dir", planned.stdout, re.M
+    )
+
+    explained = cli("explain", SPEC, "port-free")
+    assert explained.returncode == 0, explained.stdout + explained.stderr
+    assert explained.stdout.startswith("port-free — ")
+    assert "CAP_NET_BIND_SERVICE" in explained.stdout  # the fix, as written
+
+
+def test_good_server_configuration_is_ready(cli, tmp_path: Path, model_dir: Path) -> None:
+    env = {
+        "MODEL_DIR": str(model_dir),
+        "MODEL_NAME": "llama-3-8b-instruct",
+        "PORT": str(free_port()),
+        "MANAGEMENT_PORT": str(free_port()),
+        "METRICS_PORT": str(free_port()),
+        "HOST": "127.0.0.1",
+        "MAX_BATCH_SIZE": "32",
+        "TRUST_REMOTE_CODE": "no",
+    }
+    out = tmp_path / "good.json"
+    done = cli("run", SPEC, "--vars", team_vars(tmp_path), "--json", out, env=env)
+    data, results = results_of(out)
+    bad = {t: r["diagnostic"] or r["reason"] for t, r in results.items() if r["status"] != "pass"}
+    assert done.returncode == 0, (bad, done.stderr)
+    assert data["verdict"] == "READY" and data["score"] == 100
+    assert bad == {}
+    assert len(results) == 21
+
+    # the symlinked version dir is read through the link, shards and all
+    model = results["model-files"]["facts"]
+    assert model["path"] == str(model_dir) and model["index"] == "model.safetensors.index.json"
+    assert model["shards"] == SHARDS and model["params"] == 16
+    # optional variables fall back to their defaults, which are checked too
+    log_level = results["log-level"]["facts"]
+    assert log_level["defaulted"] is True and log_level["typed"] == "info"
+    assert results["max-batch-size"]["facts"]["typed"] == 32
+    assert results["port-free[var=PORT]"]["facts"]["port"] == int(env["PORT"])
+    assert results["python-version@server"]["facts"]["executable"] == sys.executable
+
+
+def privileged_port() -> int:
+    """A port below 1024 nothing listens on (when we may bind one); else just 1023."""
+    for port in range(1023, 900, -1):
+        try:
+            with socket.socket() as sock:
+                sock.bind(("127.0.0.1", port))
+            return port
+        except PermissionError:
+            return 1023
+        except OSError:
+            continue
+    return 1023
+
+
+def test_broken_server_configuration_lists_every_problem_in_one_run(
+    cli, tmp_path: Path, model_dir: Path
+) -> None:
+    (model_dir / SHARDS[1]).unlink()  # through the link: v3 loses a shard
+    privileged = privileged_port()
+    settings = team_vars(tmp_path, packages=["pydantic>=999", "PyYAML>=5.1"])
+    with socket.create_server(("127.0.0.1", 0)) as busy:
+        busy_port = busy.getsockname()[1]
+        env = {
+            "MODEL_DIR": str(model_dir),
+            # MODEL_NAME: not set
+            "PORT": "abc",
+            "MANAGEMENT_PORT": str(privileged),
+            "METRICS_PORT": str(busy_port),
+            "HOST": "127.0.0.1",
+            "LOG_LEVEL": "verbose",
+            "TRUST_REMOTE_CODE": "yes",
+        }
+        out = tmp_path / "broken.json"
+        done = cli("run", SPEC, "--vars", settings, "--json", out, env=env)
+    data, results = results_of(out)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert data["verdict"] == "BLOCKED"
+
+    expected = {
+        "model-name": ("critical", "MODEL_NAME is not set — the server cannot name the model"),
+        "port-number[var=PORT]": (
+            "critical",
+            "PORT='abc' is not an integer — the server cannot listen on it",
+        ),
+        "port-free[var=METRICS_PORT]": (
+            "critical",
+            f"METRICS_PORT={busy_port} cannot be bound on 127.0.0.1: address already in use",
+        ),
+        "port-privileged[var=MANAGEMENT_PORT]": (
+            "warning",
+            f"MANAGEMENT_PORT={privileged} is a privileged port (< 1024)",
+        ),
+        "model-files": (
+            "critical",
+            f"Model dir {model_dir} is missing shard {SHARDS[1]} "
+            "(named in model.safetensors.index.json)",
+        ),
+        "packages@server": ("critical", "wrong version: pydantic "),
+        "log-level": (
+            "critical",
+            "LOG_LEVEL=verbose is not one of debug, info, warning, error, critical",
+        ),
+        "remote-code-off": ("warning", "TRUST_REMOTE_CODE=yes: the server will run Python code"),
+    }
+    for task_id, (severity, diagnostic) in expected.items():
+        result = results[task_id]
+        assert result["status"] == "fail", (task_id, result["reason"])
+        assert result["severity"] == severity, task_id
+        assert diagnostic in result["diagnostic"], (task_id, result["diagnostic"])
+        assert diagnostic in done.stdout, task_id  # all of them on the console, in one run
+        assert result["fix"], task_id
+    assert "(needs >=999)" in results["packages@server"]["diagnostic"]
+    assert results["port-number[var=PORT]"]["fix"] == (
+        "Set PORT to a port number between 1024 and 65535"
+    )
+    assert f"Stop whatever listens on {busy_port}" in results["port-free[var=METRICS_PORT]"]["fix"]
+    assert "download" in results["model-files"]["fix"].lower()
+
+    # what is still right stays right: nothing else failed, nothing was blocked
+    for task_id in [
+        "model-dir",
+        "python-version@server",
+        "optional-packages@server",
+        "max-batch-size",
+        "trust-remote-code",
+        "port-number[var=MANAGEMENT_PORT]",
+        "port-number[var=METRICS_PORT]",
+        "port-privileged[var=PORT]",
+        "port-privileged[var=METRICS_PORT]",
+    ]:
+        assert results[task_id]["status"] == "pass", (task_id, results[task_id]["reason"])
+    assert not [r for r in results.values() if (r["reason"] or "").startswith("blocked by")]
+    # a non-number PORT cannot be probed for freeness: skipped, the port-number row says why
+    assert results["port-free[var=PORT]"]["status"] == "skip"
+    assert results["port-free[var=PORT]"]["reason"].startswith("when: ")
+    # binding a privileged port needs root (or a lowered ip_unprivileged_port_start)
+    privileged_free = results["port-free[var=MANAGEMENT_PORT]"]
+    if privileged_free["status"] == "fail":
+        assert "permission denied" in privileged_free["diagnostic"]
+        assert "CAP_NET_BIND_SERVICE" in privileged_free["fix"]
+    else:
+        assert privileged_free["status"] == "pass"
+    failed = {t for t, r in results.items() if r["status"] in ("fail", "error")}
+    assert failed - {"port-free[var=MANAGEMENT_PORT]"} == set(expected)
+
+
+def test_missing_model_dir_blocks_only_the_model_files_row(cli, tmp_path: Path) -> None:
+    env = {"MODEL_DIR": str(tmp_path / "models" / "nope"), "MODEL_NAME": "m", "PORT": "8000"}
+    out = tmp_path / "out.json"
+    done = cli("run", SPEC, "--phase", "model", "--json", out, env=env)
+    assert done.returncode == 1, done.stdout + done.stderr
+    _, results = results_of(out)
+    assert results["model-dir"]["status"] == "fail"
+    assert results["model-dir"]["diagnostic"].startswith(
+        f"MODEL_DIR={tmp_path / 'models' / 'nope'} does not exist (a link such as current -> v3"
+    )
+    assert results["model-files"]["reason"] == "blocked by model-dir"
+
+
+# ── examples/web-service ────────────────────────────────────────────────────
+
+
+class _Health(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        if self.path in ("/health", "/ready"):
+            body, status = json.dumps({"status": "ok"}).encode(), 200
+        else:
+            body, status = b'{"status": "not found"}', 404
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def web_standins() -> Iterator[dict[str, int]]:
+    """The service's /health and /ready on 127.0.0.1, and a socket listening where the
+    database would."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Health)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    with socket.create_server(("127.0.0.1", 0)) as database:
+        yield {"http": server.server_address[1], "db": database.getsockname()[1]}
+    server.shutdown()
+    server.server_close()
+
+
+def web_vars(**overrides: Any) -> list[str]:
+    args = ["--var", f"migrations_dir={WEB / 'migrations'}"]
+    for key, value in overrides.items():
+        args += ["--var", f"{key}={value}"]
+    return args
+
+
+def test_web_service_example_validates(cli) -> None:
+    done = cli("validate", WEB / "spec.yaml")
+    assert done.returncode == 0, done.stdout + done.stderr
+    planned = cli(
+        "run", WEB / "spec.yaml", "--dry-run", "--var", "target=app", "--target", "app=10.0.0.5"
+    )
+    assert planned.returncode == 0, planned.stdout + planned.stderr
+    assert "database@10.0.0.5" in planned.stdout
+
+
+def test_web_service_example_is_ready_against_standins(
+    cli, tmp_path: Path, web_standins: dict[str, int]
+) -> None:
+    url = f"http://127.0.0.1:{web_standins['http']}"
+    env = {"DATABASE_URL": "postgresql://orders:s3cr3t-pw@127.0.0.1/orders", "PORT": "8080"}
+    out = tmp_path / "web.json"
+    args = web_vars(base_url=url, db_port=web_standins["db"])
+    done = cli("run", WEB / "spec.yaml", *args, "--json", out, env=env)
+    data, results = results_of(out)
+    bad = {t: r["diagnostic"] or r["reason"] for t, r in results.items() if r["status"] == "fail"}
+    assert done.returncode == 0, (bad, done.stdout, done.stderr)
+    assert data["verdict"] == "READY"
+    assert bad == {}
+    for task_id in ["endpoint[path=/health]", "endpoint[path=/ready]", "database", "migrations"]:
+        assert results[task_id]["status"] == "pass", task_id
+    assert results["endpoint[path=/health]"]["facts"]["json"] == {"status": "ok"}
+    # skipped by `when`: the cache is off, and the service is running so its port is taken
+    assert results["redis"]["status"] == "skip"
+    assert results["port-free"]["status"] == "skip"
+    assert "s3cr3t-pw" not in out.read_text() and "s3cr3t-pw" not in done.stdout
+
+
+def test_web_service_example_on_a_bare_laptop_says_what_is_missing(cli, tmp_path: Path) -> None:
+    out = tmp_path / "web.json"
+    closed = free_port()
+    args = web_vars(base_url=f"http://127.0.0.1:{free_port()}", db_port=closed)
+    done = cli("run", WEB / "spec.yaml", *args, "--json", out, env={"DATABASE_URL": "mysql://x"})
+    assert done.returncode == 1, done.stdout + done.stderr
+    data, results = results_of(out)
+    assert data["verdict"] == "BLOCKED"
+    assert results["database-url"]["status"] == "fail"
+    assert "DATABASE_URL is not a PostgreSQL URL" in results["database-url"]["diagnostic"]
+    assert results["database"]["status"] == "fail"
+    assert results["database"]["diagnostic"] == (
+        f"Nothing answers at 127.0.0.1:{closed} (the database): connection refused"
+    )
+    # the endpoints would only fail because the database is down: blocked, not noise
+    for path in ["/health", "/ready"]:
+        assert results[f"endpoint[path={path}]"]["reason"] == "blocked by database"
+    assert results["migrations"]["status"] == "pass"
+
+
+def test_web_service_standin_script_serves_health(cli, tmp_path: Path) -> None:
+    http_port, db_port = free_port(), free_port()
+    script = WEB / "standin.py"
+    args = [sys.executable, script, "--http-port", str(http_port), "--db-port", str(db_port)]
+    with subprocess.Popen(args, stdout=subprocess.PIPE, text=True) as standin:
+        try:
+            assert standin.stdout is not None
+            assert "serving" in standin.stdout.readline()
+            env = {"DATABASE_URL": "postgresql://orders@127.0.0.1/orders"}
+            more = web_vars(base_url=f"http://127.0.0.1:{http_port}", db_port=db_port)
+            done = cli("run", WEB / "spec.yaml", *more, env=env)
+            assert done.returncode == 0, done.stdout + done.stderr
+            assert "✅ READY" in done.stdout
+        finally:
+            standin.terminate()
+
+
+# ── docs/authoring.md ───────────────────────────────────────────────────────
+
+FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.M | re.S)
+
+
+def guide_blocks(language: str) -> list[str]:
+    return [body for lang, body in FENCE.findall(GUIDE.read_text()) if lang == language]
+
+
+def test_guide_yaml_is_a_valid_spec_or_quoted_from_the_example(
+    cli, write_spec: Callable[..., Path]
+) -> None:
+    example = (WEB / "spec.yaml").read_text()
+    blocks = guide_blocks("yaml")
+    assert len(blocks) >= 5
+    for number, block in enumerate(blocks):
+        if block.startswith("version: 1"):
+            path = write_spec(block, name=f"guide-{number}.yaml")
+            done = cli("validate", path)
+            assert done.returncode == 0, (block, done.stdout, done.stderr)
+        elif block.startswith("# .github/workflows/"):
+            job = yaml.safe_load(block)["jobs"]["preflight"]
+            command = " ".join(str(step.get("run", "")) for step in job["steps"])
+            assert "matrix run examples/web-service/spec.yaml" in command
+        else:
+            assert block in example, f"not in examples/web-service/spec.yaml:\n{block}"
+
+
+def test_guide_links_to_its_own_sections() -> None:
+    text = GUIDE.read_text()
+    slugs = {
+        re.sub(r"[^\w\- ]", "", heading.lower()).replace(" ", "-")
+        for heading in re.findall(r"^#+ (.+)$", text, re.M)
+    }
+    anchors = set(re.findall(r"\]\(#([^)]+)\)", text))
+    assert anchors and anchors <= slugs, anchors - slugs
+    for target in re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", text):
+        assert (GUIDE.parent / target).exists(), target
