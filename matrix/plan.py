@@ -20,7 +20,7 @@ from pydantic import ValidationError
 from matrix import template
 from matrix.expect import Expectation, ExpectError, compile_expect
 from matrix.load import Loaded, display_name, template_problems, validation_problems
-from matrix.probe import BROKEN_PLUGINS, ProbeClass, ProbeParams, registry
+from matrix.probe import BROKEN_PLUGINS, REPLACED, ProbeClass, ProbeParams, registry
 from matrix.problems import Problem, SpecInvalid, did_you_mean
 from matrix.spec import Check, Phase, ProbeRef, Spec, TargetSpec
 
@@ -176,6 +176,15 @@ class _Planner:
     def tasks_for(self, p: int, phase: Phase, c: int, check: Check, filters: Filters) -> list[Task]:
         loc = ("phases", p, "checks", c)
         kind = self.kinds.get(check.probe.kind)
+        replaced = REPLACED.get(check.probe.kind)
+        if replaced:
+            first, now = replaced
+            warning = (
+                f"probe kind '{check.probe.kind}' comes from {now}, which replaced the one in "
+                f"{first}: uninstall one of them if that is not intended"
+            )
+            if warning not in self.warnings:
+                self.warnings.append(warning)
         if kind is None:
             hint = did_you_mean(check.probe.kind, self.kinds)
             broken = "".join(

@@ -137,6 +137,9 @@ def probe(
         cls.runs_on = runs_on
         cls.default_expect = default_expect or {}
         cls.facts = facts or {}
+        previous = _REGISTRY.get(kind)
+        if previous is not None and previous.__module__ != cls.__module__:
+            REPLACED[kind] = (previous.__module__, cls.__module__)
         _REGISTRY[kind] = cls
         return cls
 
@@ -160,6 +163,8 @@ def registry() -> Mapping[str, ProbeClass]:
 
 # plugin module → why it failed to import; named when a spec uses a kind it would provide
 BROKEN_PLUGINS: dict[str, str] = {}
+# kind → (first module, the module that took it over): warned about when a spec uses it
+REPLACED: dict[str, tuple[str, str]] = {}
 
 
 @dataclass

@@ -183,3 +183,27 @@ def test_a_plugin_that_fails_to_import_breaks_only_the_specs_that_use_it(cli, tm
     )
     assert "ModuleNotFoundError: No module named 'not_installed_anywhere'" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_plugin_that_replaces_a_built_in_kind_is_a_warning_in_every_report(cli, tmp_path) -> None:
+    site = tmp_path / "site"
+    info = site / "matrix_probes_shadow-0.1.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: matrix-probes-shadow\nVersion: 0.1\n"
+    )
+    (info / "entry_points.txt").write_text("[matrix.probes]\nshadow = shadow_probes\n")
+    (site / "shadow_probes.py").write_text(
+        "from matrix.probe import ProbeParams, probe\n\n\n"
+        "@probe('memory')\nclass Memory(ProbeParams):\n"
+        "    async def observe(self, ctx):\n        return {'total_gb': 1}\n"
+    )
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(
+        "version: 1\nname: t\nphases:\n  - id: p\n    checks:\n"
+        "      - id: mem\n        probe: {kind: memory}\n"
+    )
+    done = cli("run", spec, "--json", tmp_path / "out.json", env={"PYTHONPATH": f"{site}:{REPO}"})
+    said = "probe kind 'memory' comes from shadow_probes, which replaced the one in probes.host"
+    assert said in done.stdout
+    assert said in (tmp_path / "out.json").read_text()
