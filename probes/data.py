@@ -37,6 +37,7 @@ def _paths(value: Any) -> Any:
         "unreadable": {"len": 0},
         "records": {"gt": 0},
         "invalid": 0,
+        "incomplete": 0,
     },
     facts={
         "files": "files (and S3 objects) opened and read",

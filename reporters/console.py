@@ -7,6 +7,8 @@ what is running; NO_COLOR and non-TTY output get plain text with no escape codes
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
 from collections.abc import Iterator
 from typing import Any, TextIO
@@ -75,7 +77,8 @@ def summary_lines(run: Run) -> Iterator[str]:
     warnings = [r for r in fixes if r.severity != "critical"]
     verdict = run.verdict
     if verdict is Verdict.blocked:
-        yield f"{BANNERS[verdict]}: {plural(len(critical), 'critical issue')}"
+        also = f", {plural(len(warnings), 'warning')}" if warnings else ""
+        yield f"{BANNERS[verdict]}: {plural(len(critical), 'critical issue')}{also}"
     elif verdict is Verdict.caution:
         yield f"{BANNERS[verdict]}: {plural(len(warnings) + len(run.over_budget()), 'warning')}"
     elif run.interrupted or run.stopped_early:
@@ -122,6 +125,7 @@ class ConsoleReporter(Reporter):
         self.filtered = 0
         self.progress: Any = None
         self.console: Any = None
+        self.closed = False  # the reader went away (a closed pipe): print nothing more
 
     def start(self, plan: Plan) -> None:
         self.order = list(plan.tasks)
@@ -167,13 +171,19 @@ class ConsoleReporter(Reporter):
             self._print(line, "dim" if line.startswith("   ↳") else None)
 
     def _print(self, line: str, style: str | None = None) -> None:
-        if self.console is not None:
-            from rich.text import Text
+        if self.closed:
+            return
+        try:
+            if self.console is not None:
+                from rich.text import Text
 
-            self.console.print(Text(line, style=style or ""))
-        else:
-            self.stream.write(line + "\n")
-            self.stream.flush()
+                self.console.print(Text(line, style=style or ""))
+            else:
+                self.stream.write(line + "\n")
+                self.stream.flush()
+        except BrokenPipeError:  # `matrix run ... | head`: the reader has seen enough;
+            self.closed = True  # the run and the other reports go on
+            _quiet(self.stream)
 
     def finish(self, run: Run) -> None:
         by_id = {result.task_id: result for result in run.results}
@@ -187,3 +197,11 @@ class ConsoleReporter(Reporter):
         for line in summary_lines(run):
             style = "bold" if line.startswith(tuple(BANNERS.values())) else None
             self._print(line, style)
+
+
+def _quiet(stream: TextIO) -> None:
+    """Point the closed pipe's descriptor at /dev/null, so nothing (not even the interpreter's
+    last flush at exit) writes to it again: Python's documented recipe for SIGPIPE."""
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, stream.fileno())

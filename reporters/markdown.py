@@ -131,7 +131,9 @@ def banner(run: Run) -> str:
     fixes = run.fixes()
     if verdict is Verdict.blocked:
         critical = sum(r.severity == "critical" for r in fixes)
-        return f"{MARKS[verdict]} {words}: {plural(critical, 'critical issue')}"
+        warnings = len(fixes) - critical
+        also = f", {plural(warnings, 'warning')}" if warnings else ""
+        return f"{MARKS[verdict]} {words}: {plural(critical, 'critical issue')}{also}"
     if verdict is Verdict.caution:
         return f"{MARKS[verdict]} {words}: {plural(len(fixes) + len(run.over_budget()), 'warning')}"
     if run.interrupted or run.stopped_early:

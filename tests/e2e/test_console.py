@@ -72,3 +72,33 @@ def test_terminal_honours_no_color(cli, write_spec, tmp_path):
     out = run_on_terminal(tmp_path, {**cli.env(), "NO_COLOR": "1", "TERM": "xterm-256color"})
     assert "DEPLOYMENT BLOCKED: 1 critical issue" in out
     assert not COLOUR.search(out)
+
+
+def test_a_reader_that_stops_early_costs_no_traceback_and_no_report(tmp_path):
+    """`matrix run ... | head -1`: the pipe closes after one line; the run and its other
+    reports go on, and nothing is printed about it."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(
+        "version: 1\nname: t\nphases:\n  - id: p\n    checks:\n"
+        + "".join(
+            f"      - id: c{i}\n        probe: {{kind: command, argv: [echo, {i}]}}\n"
+            for i in range(40)
+        )
+    )
+    out = tmp_path / "out.json"
+    command = f"{sys.executable} -m matrix run {spec} --json {out} | head -1"
+    done = subprocess.run(
+        ["sh", "-c", command],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(repo), "NO_COLOR": "1"},
+        timeout=60,
+    )
+    assert done.stderr == ""
+    assert out.exists() and '"verdict": "READY"' in out.read_text()

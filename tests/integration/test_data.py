@@ -146,7 +146,7 @@ def test_missing_fields_are_counted_with_coverage(tmp_path: Path, data_run) -> N
     )
 
     assert status(results) == {
-        "default": "pass",  # missing fields are a separate row's expect
+        "default": "fail",  # the default expects every required field
         "text": "fail",
         "lang": "pass",
         "strict-lang": "fail",

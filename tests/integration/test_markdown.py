@@ -123,7 +123,7 @@ def test_blocked_report_has_banner_tables_fixes_details_and_the_json_numbers(
     data = report(tmp_path / "out.json")
     assert data["verdict"] == "BLOCKED"
 
-    assert text.startswith("## 🔴 DEPLOYMENT BLOCKED: 1 critical issue\n")
+    assert text.startswith("## 🔴 DEPLOYMENT BLOCKED: 1 critical issue, 1 warning\n")
     score = re.search(r"\*\*Readiness score: (\d+)/100\*\*", text)
     assert score and abs(int(score[1]) - data["score"]) <= 0.5
     counts = data["counts"]
@@ -349,7 +349,7 @@ phases:
 
 
 def assert_verdict_and_fixes(text: str) -> None:
-    assert text.startswith("## 🔴 DEPLOYMENT BLOCKED: 1 critical issue\n")
+    assert text.startswith("## 🔴 DEPLOYMENT BLOCKED: 1 critical issue, 1 warning\n")
     items = fix_list(text)
     assert [item.split("**")[1] for item in items] == [
         "First broken thing",
@@ -455,7 +455,7 @@ def test_custom_template_gets_the_same_context(cli, write_spec, tmp_path, report
     data = report(tmp_path / "out.json")
     assert (tmp_path / "out.md").read_text(encoding="utf-8") == (
         f"# training \\| pipeline: BLOCKED {data['score']:.1f}\n"
-        "🔴 DEPLOYMENT BLOCKED: 1 critical issue\n"
+        "🔴 DEPLOYMENT BLOCKED: 1 critical issue, 1 warning\n"
         "- Clock skew: Restart chronyd\n"
         "- GPU driver missing: Install the NVIDIA driver\n"
         "training=4 infra=2 \n"
