@@ -14,7 +14,7 @@ import socket
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -52,11 +52,10 @@ Pin = Callable[[Any], Any]
 
 @dataclass(frozen=True)
 class Recipe:
-    """How one kind is snapshot: its title, its params, and a pin per fact worth keeping."""
+    """How one kind is snapshot: its title and a pin per fact worth keeping."""
 
     title: str
     pins: dict[str, Pin]
-    params: dict[str, Any] = field(default_factory=dict)
 
 
 RECIPES = {
@@ -117,10 +116,13 @@ class Node:
 
     def target(self) -> dict[str, Any]:
         user, _, address = self.host.rpartition("@")
-        found: dict[str, Any] = {"via": "ssh", "hosts": [address]}
-        extra = {"user": user, "key": self.key, "known_hosts": self.known_hosts}
-        found.update({k: v for k, v in {**extra, "python": self.python}.items() if v})
-        return found
+        options = {
+            "user": user,
+            "key": self.key,
+            "known_hosts": self.known_hosts,
+            "python": self.python,
+        }
+        return {"via": "ssh", "hosts": [address], **{k: v for k, v in options.items() if v}}
 
 
 def checks(kinds: Sequence[str], packages: Sequence[str], paths: Sequence[str]) -> list[dict]:
@@ -132,9 +134,7 @@ def checks(kinds: Sequence[str], packages: Sequence[str], paths: Sequence[str]) 
         )
     rows = []
     for kind in kinds:
-        params = dict(RECIPES[kind].params)
-        if kind == "python" and packages:
-            params["packages"] = list(packages)
+        params = {"packages": list(packages)} if kind == "python" and packages else {}
         for path in (paths or ["/"]) if kind == "disk" else [None]:
             check_id = kind.replace(".", "-") + (f"-{_slug(path)}" if path else "")
             probe = {"kind": kind, **params, **({"path": path} if path else {})}

@@ -16,7 +16,7 @@ from typing import Any, TextIO
 from matrix.plan import Plan, Task
 from matrix.results import Result, Run, Status, Verdict, span
 from reporters import Reporter
-from reporters.text import further_reason, plural, where
+from reporters.text import further_reason, plural, tally, where
 
 ICONS = {Status.passed: "✅", Status.failed: "❌", Status.error: "💥", Status.skipped: "⏭ "}
 WARNING_ICON = "⚠️ "
@@ -73,14 +73,10 @@ def summary_lines(run: Run) -> Iterator[str]:
     if run.stopped_early:
         yield f"⏹  --fail-fast: stopped at the first critical failure ({finished} tasks finished)"
     fixes = run.fixes()
-    critical = [r for r in fixes if r.severity == "critical"]
-    warnings = [r for r in fixes if r.severity != "critical"]
     verdict = run.verdict
-    if verdict is Verdict.blocked:
-        also = f", {plural(len(warnings), 'warning')}" if warnings else ""
-        yield f"{BANNERS[verdict]}: {plural(len(critical), 'critical issue')}{also}"
-    elif verdict is Verdict.caution:
-        yield f"{BANNERS[verdict]}: {plural(len(warnings) + len(run.over_budget()), 'warning')}"
+    counted = tally(run)
+    if counted:
+        yield f"{BANNERS[verdict]}: {counted}"
     elif run.interrupted or run.stopped_early:
         yield "No failures among the finished tasks, but the run is incomplete: no verdict"
     else:

@@ -55,7 +55,7 @@ from matrix.results import PhaseScore, Result, Run, Status, Verdict
 from reporters import Reporter, ReporterError
 from reporters.console import BANNERS, icon
 from reporters.json_report import write_atomically
-from reporters.text import further_reason, plural, where
+from reporters.text import further_reason, tally, where
 
 GITHUB_SUMMARY_LIMIT = 1024 * 1024  # bytes; GitHub drops a bigger step summary whole
 MARKS = {Verdict.ready: "🟢", Verdict.caution: "🟡", Verdict.blocked: "🔴"}
@@ -128,14 +128,9 @@ class PhaseDetail:
 def banner(run: Run) -> str:
     verdict = run.verdict
     words = BANNERS[verdict].split(" ", 1)[1]
-    fixes = run.fixes()
-    if verdict is Verdict.blocked:
-        critical = sum(r.severity == "critical" for r in fixes)
-        warnings = len(fixes) - critical
-        also = f", {plural(warnings, 'warning')}" if warnings else ""
-        return f"{MARKS[verdict]} {words}: {plural(critical, 'critical issue')}{also}"
-    if verdict is Verdict.caution:
-        return f"{MARKS[verdict]} {words}: {plural(len(fixes) + len(run.over_budget()), 'warning')}"
+    counted = tally(run)
+    if counted:
+        return f"{MARKS[verdict]} {words}: {counted}"
     if run.interrupted or run.stopped_early:
         return "⛔ INCOMPLETE: no verdict"
     counts = run.counts()

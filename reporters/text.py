@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from matrix.results import Result
+from matrix.results import Result, Run, Verdict
 
 
 def plural(count: int, word: str) -> str:
@@ -26,3 +26,17 @@ def further_reason(result: Result) -> str | None:
     if account and account in diagnostic and unmet.endswith(")"):
         return None
     return reason
+
+
+def tally(run: Run) -> str | None:
+    """What the verdict banner counts: `1 critical issue, 2 warnings` when BLOCKED, `3
+    warnings` (phases over budget included) for CAUTION; None when READY."""
+    fixes = run.fixes()
+    critical = sum(r.severity == "critical" for r in fixes)
+    warnings = len(fixes) - critical
+    if run.verdict is Verdict.blocked:
+        also = f", {plural(warnings, 'warning')}" if warnings else ""
+        return plural(critical, "critical issue") + also
+    if run.verdict is Verdict.caution:
+        return plural(warnings + len(run.over_budget()), "warning")
+    return None

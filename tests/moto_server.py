@@ -86,6 +86,19 @@ class MotoServer:
             aws_secret_access_key=secret,
         )
 
+    def instance(self, name: str = "training-gpu", *, stopped: bool = False) -> str:
+        """Launch a g5.2xlarge tagged Name=name (stopped if asked); returns its id."""
+        ec2 = self.boto3("ec2")
+        image = ec2.describe_images()["Images"][0]["ImageId"]
+        tags = [{"ResourceType": "instance", "Tags": [{"Key": "Name", "Value": name}]}]
+        made = ec2.run_instances(
+            ImageId=image, MinCount=1, MaxCount=1, InstanceType="g5.2xlarge", TagSpecifications=tags
+        )
+        instance_id = made["Instances"][0]["InstanceId"]
+        if stopped:
+            ec2.stop_instances(InstanceIds=[instance_id])
+        return instance_id
+
     def _post(self, path: str, body: bytes = b"") -> None:
         headers = {"Content-Type": "text/plain"}  # form-encoded would hide the body from moto
         request = urllib.request.Request(self.url + path, data=body, headers=headers)

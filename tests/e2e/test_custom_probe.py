@@ -156,18 +156,32 @@ def test_low_limit_blocks_and_a_non_repository_is_an_error(cli, acme, report, tm
     assert checkout["facts"] == {}
 
 
-def test_a_plugin_that_fails_to_import_breaks_only_the_specs_that_use_it(cli, tmp_path) -> None:
-    site = tmp_path / "site"
-    info = site / "matrix_probes_broken-0.1.dist-info"
+def installed_plugin(root: Path, name: str, module: str, files: dict[str, str]) -> dict:
+    """A plugin "installed" by hand: a .dist-info naming `module` in the matrix.probes group,
+    plus its files, under root/site; returns the environment that puts it on the path."""
+    site = root / "site"
+    info = site / f"matrix_probes_{name}-0.1.dist-info"
     info.mkdir(parents=True)
     (info / "METADATA").write_text(
-        "Metadata-Version: 2.1\nName: matrix-probes-broken\nVersion: 0.1\n"
+        f"Metadata-Version: 2.1\nName: matrix-probes-{name}\nVersion: 0.1\n"
     )
-    (info / "entry_points.txt").write_text("[matrix.probes]\nbroken = broken_matrix.probes\n")
-    (site / "broken_matrix").mkdir()
-    (site / "broken_matrix" / "__init__.py").write_text("")
-    (site / "broken_matrix" / "probes.py").write_text("import not_installed_anywhere\n")
-    env = {"PYTHONPATH": f"{site}:{REPO}"}
+    (info / "entry_points.txt").write_text(f"[matrix.probes]\n{name} = {module}\n")
+    for relative, text in files.items():
+        (site / relative).parent.mkdir(parents=True, exist_ok=True)
+        (site / relative).write_text(text)
+    return {"PYTHONPATH": f"{site}:{REPO}"}
+
+
+def test_a_plugin_that_fails_to_import_breaks_only_the_specs_that_use_it(cli, tmp_path) -> None:
+    env = installed_plugin(
+        tmp_path,
+        "broken",
+        "broken_matrix.probes",
+        {
+            "broken_matrix/__init__.py": "",
+            "broken_matrix/probes.py": "import not_installed_anywhere\n",
+        },
+    )
     plain = tmp_path / "plain.yaml"
     plain.write_text(
         "version: 1\nname: t\nphases:\n  - id: p\n    checks:\n"
@@ -186,24 +200,22 @@ def test_a_plugin_that_fails_to_import_breaks_only_the_specs_that_use_it(cli, tm
 
 
 def test_a_plugin_that_replaces_a_built_in_kind_is_a_warning_in_every_report(cli, tmp_path) -> None:
-    site = tmp_path / "site"
-    info = site / "matrix_probes_shadow-0.1.dist-info"
-    info.mkdir(parents=True)
-    (info / "METADATA").write_text(
-        "Metadata-Version: 2.1\nName: matrix-probes-shadow\nVersion: 0.1\n"
-    )
-    (info / "entry_points.txt").write_text("[matrix.probes]\nshadow = shadow_probes\n")
-    (site / "shadow_probes.py").write_text(
-        "from matrix.probe import ProbeParams, probe\n\n\n"
-        "@probe('memory')\nclass Memory(ProbeParams):\n"
-        "    async def observe(self, ctx):\n        return {'total_gb': 1}\n"
+    env = installed_plugin(
+        tmp_path,
+        "shadow",
+        "shadow_probes",
+        {
+            "shadow_probes.py": "from matrix.probe import ProbeParams, probe\n\n\n"
+            "@probe('memory')\nclass Memory(ProbeParams):\n"
+            "    async def observe(self, ctx):\n        return {'total_gb': 1}\n"
+        },
     )
     spec = tmp_path / "spec.yaml"
     spec.write_text(
         "version: 1\nname: t\nphases:\n  - id: p\n    checks:\n"
         "      - id: mem\n        probe: {kind: memory}\n"
     )
-    done = cli("run", spec, "--json", tmp_path / "out.json", env={"PYTHONPATH": f"{site}:{REPO}"})
+    done = cli("run", spec, "--json", tmp_path / "out.json", env=env)
     said = "probe kind 'memory' comes from shadow_probes, which replaced the one in probes.host"
     assert said in done.stdout
     assert said in (tmp_path / "out.json").read_text()

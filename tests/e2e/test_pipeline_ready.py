@@ -92,12 +92,7 @@ def stand_in(
     for folder in folders:
         s3.put_object(Bucket="policy-database", Key=f"{folder}policy.pdf", Body=b"%PDF-1.7")
     s3.put_object(Bucket="policy-database", Key="speedtest.bin", Body=b"\0" * 2_000_000)
-    ec2 = aws.boto3("ec2")
-    image = ec2.describe_images()["Images"][0]["ImageId"]
-    made = ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1, InstanceType="g5.2xlarge")
-    instance_id = made["Instances"][0]["InstanceId"]
-    if broken:
-        ec2.stop_instances(InstanceIds=[instance_id])
+    instance_id = aws.instance(stopped=broken)
 
     data = root / "data"
     data.mkdir()

@@ -50,11 +50,7 @@ def scene(aws: MotoServer, tmp_path: Path) -> dict[str, Any]:
     s3.create_bucket(Bucket="asoba-llm-cache")
     for key in ["federal/a.pdf", "state/b.pdf", "municipal/c.json"]:
         s3.put_object(Bucket="policy-database", Key=key, Body=b"data")
-    ec2 = aws.boto3("ec2")
-    image = ec2.describe_images()["Images"][0]["ImageId"]
-    made = ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1, InstanceType="g5.2xlarge")
-    instance_id = made["Instances"][0]["InstanceId"]
-    ec2.stop_instances(InstanceIds=[instance_id])
+    instance_id = aws.instance(stopped=True)
     data = tmp_path / "data"
     data.mkdir()
     records = [{"text": f"policy {i}"} for i in range(20)] + [{"title": "no text"}]

@@ -244,21 +244,8 @@ def test_s3_count_names_each_empty_source(aws, run_aws) -> None:
 # ── aws.ec2 ─────────────────────────────────────────────────────────────────
 
 
-def launch(aws: MotoServer, name: str, *, stopped: bool = False) -> str:
-    ec2 = aws.boto3("ec2")
-    image = ec2.describe_images()["Images"][0]["ImageId"]
-    tags = [{"ResourceType": "instance", "Tags": [{"Key": "Name", "Value": name}]}]
-    made = ec2.run_instances(
-        ImageId=image, MinCount=1, MaxCount=1, InstanceType="g5.2xlarge", TagSpecifications=tags
-    )
-    instance_id = made["Instances"][0]["InstanceId"]
-    if stopped:
-        ec2.stop_instances(InstanceIds=[instance_id])
-    return instance_id
-
-
 def test_ec2_running_instance_by_id_and_by_tag(aws, run_aws) -> None:
-    instance_id = launch(aws, "training-gpu")
+    instance_id = aws.instance("training-gpu")
     results = run_aws(
         row("by-id", "aws.ec2", {"running": True}, instance_id=instance_id),
         row("by-tag", "aws.ec2", {"running": True}, tags={"Name": "training-gpu"}),
@@ -273,7 +260,7 @@ def test_ec2_running_instance_by_id_and_by_tag(aws, run_aws) -> None:
 
 
 def test_ec2_stopped_instance_fails_with_its_state(aws, run_aws) -> None:
-    instance_id = launch(aws, "training-gpu", stopped=True)
+    instance_id = aws.instance("training-gpu", stopped=True)
     result = run_aws(
         {
             **row("running", "aws.ec2", {"running": True}, instance_id=instance_id),
