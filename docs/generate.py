@@ -3,9 +3,9 @@
     python docs/generate.py            # write docs/spec-reference.md and docs/probes.md
     python docs/generate.py --check    # exit 1 naming the files that are stale
 
-- docs/spec-reference.md: every model reachable from `Spec` in matrix/spec.py, its docstring
+- docs/spec-reference.md: every model reachable from `Spec` in matrix/spec/models.py, its docstring
   and a table of its keys (type, default, required, meaning from the attribute docstrings).
-- docs/probes.md: every built-in probe kind (the modules in `matrix.probe.BUILTIN_MODULES`;
+- docs/probes.md: every built-in probe kind (the modules in `probes.builtin.MODULES`;
   installed plugins are left out, so the page does not depend on the machine), with its
   params, facts, default expectation and an example check from docs/probe-examples.yaml.
 
@@ -41,9 +41,10 @@ import yaml  # noqa: E402
 from pydantic import BaseModel, BeforeValidator  # noqa: E402
 from pydantic.fields import FieldInfo  # noqa: E402
 
-from matrix import spec as spec_models  # noqa: E402
-from matrix.load import _yaml12_booleans  # noqa: E402
-from matrix.probe import BUILTIN_MODULES, ProbeClass, registry  # noqa: E402
+from matrix.probe import ProbeClass, registry  # noqa: E402
+from matrix.spec import models as spec_models  # noqa: E402
+from matrix.spec.yaml import _yaml12_booleans  # noqa: E402
+from probes.builtin import MODULES  # noqa: E402
 
 DOCS = ROOT / "docs"
 SPEC_REFERENCE = DOCS / "spec-reference.md"
@@ -291,10 +292,10 @@ def spec_reference() -> str:
     out = [
         "# Spec reference",
         "",
-        notice("matrix/spec.py"),
+        notice("matrix/spec/models.py"),
         "",
         "Every key a spec may hold, generated from the pydantic models in "
-        "[matrix/spec.py](../matrix/spec.py), which are also the source of `matrix schema`. "
+        "[matrix/spec/models.py](../matrix/spec/models.py), which are also the source of `matrix schema`. "
         "The guide, with examples and the rules behind these keys (templates, `when`, "
         "`needs`, includes, secrets, matchers, the verdict and score), is "
         "[spec.md](spec.md); the params and facts of every probe kind are in "
@@ -388,9 +389,8 @@ def load_examples(path: Path = EXAMPLES) -> Examples:
 
 def builtin_kinds() -> dict[str, ProbeClass]:
     """The registry's kinds defined by matrix's own probe modules, sorted by kind."""
-    return {
-        kind: cls for kind, cls in sorted(registry().items()) if cls.__module__ in BUILTIN_MODULES
-    }
+    builtin = {module.__name__ for module in MODULES}
+    return {kind: cls for kind, cls in sorted(registry().items()) if cls.__module__ in builtin}
 
 
 def _uses(text: str, root: str) -> list[str]:

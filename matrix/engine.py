@@ -10,20 +10,23 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass, replace
-from typing import Any, Protocol
+from typing import Any
 
 import anyio
 
-from matrix import template
-from matrix.expect import evaluate
-from matrix.plan import LOCAL, Plan, Task
-from matrix.probe import ProbeContext, ProbeError
+from matrix.errors import ProbeError
+from matrix.listener import Listener
+from matrix.plan.model import Plan, Task
+from matrix.probe import ProbeContext
 from matrix.redact import Redactor
-from matrix.results import Attempt, Result, Run, Status, phase_infos
-from matrix.targets import TargetPool, fast_child_watcher
+from matrix.results import Attempt, Result, Run, Skip, SkipKind, Status, phase_infos, span
+from matrix.spec import template
+from matrix.spec.expect import evaluate
+from matrix.transport import TargetPool, address, target_pool, transport
+from matrix.transport.base import LOCAL
 
 
 def default_concurrency() -> int:
@@ -31,29 +34,11 @@ def default_concurrency() -> int:
     return max(4, (os.cpu_count() or 2) * 4)
 
 
-class Listener(Protocol):
-    """What reporters may hear while a run goes on; they never change it."""
-
-    def start(self, plan: Plan) -> None: ...
-
-    def task_started(self, task: Task) -> None: ...
-
-    def task_finished(self, result: Result) -> None: ...
-
-    def probe_env(self, task: Task) -> Mapping[str, str]:
-        """Environment for the task's probe processes (e.g. TRACEPARENT)."""
-        ...
-
-
 @dataclass
 class Options:
     concurrency: int = 0
     fail_fast: bool = False
     handle_signals: bool = True
-
-
-def _seconds(value: float) -> str:
-    return f"{value:g}s"
 
 
 class _Execution:
@@ -65,16 +50,16 @@ class _Execution:
         self.done = {task_id: anyio.Event() for task_id in plan.tasks}
         concurrency = options.concurrency or default_concurrency()
         self.limit = anyio.CapacityLimiter(concurrency)
-        self.pool = TargetPool()
+        self.pool = TargetPool()  # replaced by the run's own pool, which closes its targets
         self.host_limits = {
             name: anyio.CapacityLimiter(ref.options.max_sessions)
             for name, ref in plan.targets.items()
-            if ref.via == "ssh" and ref.options is not None
+            if transport(ref.via).remote and ref.options is not None
         }
         self.exclusive: dict[str, anyio.Lock] = {}
         self.redact = Redactor(plan.secret_values, plan.secret_values)
         self.interrupted = False
-        self.stopped_early: str | None = None
+        self.stopped_early: Skip | None = None
         self.scope = anyio.CancelScope()
 
     async def run(self) -> Run:
@@ -82,21 +67,20 @@ class _Execution:
         for listener in self.listeners:
             listener.start(self.plan)
         with self.scope:
-            try:
-                async with anyio.create_task_group() as tg:
-                    if self.options.handle_signals:
-                        tg.start_soon(self._watch_signals)
-                    async with anyio.create_task_group() as work:
-                        for task in self.plan.tasks.values():
-                            work.start_soon(self._run_task, task)
-                    tg.cancel_scope.cancel()
-            finally:
-                with anyio.CancelScope(shield=True):
-                    await self.pool.aclose()
-        unfinished = "interrupted before it finished" if self.interrupted else self.stopped_early
+            async with target_pool() as self.pool, anyio.create_task_group() as tg:
+                if self.options.handle_signals:
+                    tg.start_soon(self._watch_signals)
+                async with anyio.create_task_group() as work:
+                    for task in self.plan.tasks.values():
+                        work.start_soon(self._run_task, task)
+                tg.cancel_scope.cancel()
+        if self.interrupted:
+            unfinished = Skip(SkipKind.interrupted)
+        else:
+            unfinished = self.stopped_early or Skip(SkipKind.not_run)
         for task_id, task in self.plan.tasks.items():
             if task_id not in self.results:
-                self._record(self._result(task, Status.skipped, reason=unfinished or "not run"))
+                self._record(self._result(task, Status.skipped, skip=unfinished))
         run = Run(
             spec_name=self.plan.spec.name,
             spec_path=str(self.plan.spec_path),
@@ -107,7 +91,7 @@ class _Execution:
             started_at=started_at,
             duration=time.perf_counter() - started,
             interrupted=self.interrupted,
-            stopped_early=self.stopped_early,
+            stopped_early=self.stopped_early.text if self.stopped_early else None,
             warnings=list(self.plan.warnings),
         )
         run.warnings += [phase.budget_warning() for phase in run.over_budget()]
@@ -125,17 +109,18 @@ class _Execution:
         for listener in self.listeners:
             listener.task_finished(result)
         if self.options.fail_fast and result.bad and result.severity == "critical":
-            self.stopped_early = f"not run: --fail-fast stopped after {result.task_id}"
+            self.stopped_early = Skip(SkipKind.stopped, result.task_id)
             self.scope.cancel()
 
     async def _run_task(self, task: Task) -> None:
         try:
             if task.skip:
-                self._record(self._result(task, Status.skipped, reason=task.skip))
+                self._record(self._result(task, Status.skipped, skip=task.skip))
                 return
             blocker = await self._blocker(task)
             if blocker:
-                self._record(self._result(task, Status.skipped, reason=f"blocked by {blocker}"))
+                blocked = Skip(SkipKind.blocked, blocker)
+                self._record(self._result(task, Status.skipped, skip=blocked))
                 return
             if task.error:
                 why = Attempt(
@@ -179,9 +164,8 @@ class _Execution:
             needed = self.results.get(need.task_id)
             if needed is None:
                 continue
-            reason = needed.reason or ""
-            if reason.startswith("blocked by "):
-                root = reason.removeprefix("blocked by ")
+            if needed.skip is not None and needed.skip.kind is SkipKind.blocked:
+                root = needed.skip.detail
                 cause = self.results.get(root)
                 if need.strict or (cause is not None and cause.severity == "critical"):
                     return root
@@ -229,7 +213,7 @@ class _Execution:
             with anyio.fail_after(timeout):
                 facts = await task.params.observe(ctx)
         except TimeoutError:
-            why = f"timed out after {_seconds(timeout)} (probe killed)"
+            why = f"timed out after {span(timeout)} (probe killed)"
             return ended(Status.error, why, "timeout", "TimeoutError"), {}
         except ProbeError as exc:
             return ended(Status.error, str(exc), "probe-error", "ProbeError"), exc.facts
@@ -250,6 +234,7 @@ class _Execution:
         facts: dict[str, Any] | None = None,
         error: str | None = None,
         reason: str | None = None,
+        skip: Skip | None = None,
         attempts: int = 0,
         duration: float = 0.0,
         started_at: float | None = None,
@@ -257,12 +242,13 @@ class _Execution:
     ) -> Result:
         check = task.check
         facts = facts or {}
-        cause = error or reason
+        cause = error or reason or (skip.text if skip else None)
         bad = status in (Status.failed, Status.error)
         why = error or (_own_account(facts) if bad else None) or ""
         context = {**task.context, "facts": facts, "error": why, "reason": cause or ""}
         fallback = (check.failure if bad else None) or check.category or check.id
         title = _text(check.title, context) or fallback
+        host, port = address(task.target)
         return Result(
             task_id=task.id,
             check_id=check.id,
@@ -278,7 +264,7 @@ class _Execution:
             failure=check.failure,
             diagnostic=self.redact((_text(check.diagnostic, context) or cause) if bad else None),
             fix=self.redact(_text(check.fix, context) if bad else None),
-            reason=self.redact(cause),
+            reason=self.redact(error or reason),
             facts=self.redact(facts),
             attempts=attempts,
             duration=duration,
@@ -286,6 +272,9 @@ class _Execution:
             tries=[replace(t, reason=self.redact(t.reason)) for t in tries or []],
             error_type=tries[-1].error_type if tries else None,
             exception=tries[-1].exception if tries else None,
+            skip=skip,
+            address=host,
+            port=port,
         )
 
 
@@ -318,5 +307,4 @@ async def execute(
     plan: Plan, options: Options | None = None, listeners: Sequence[Listener] = ()
 ) -> Run:
     """Run every task of the plan; always returns a complete Run."""
-    with fast_child_watcher():
-        return await _Execution(plan, options or Options(), listeners).run()
+    return await _Execution(plan, options or Options(), listeners).run()

@@ -1,56 +1,37 @@
-"""The probe contract: a probe kind is a pydantic params model with an async `observe`.
+"""The probe contract: a probe kind is a pydantic params model with an async `observe`, and
+the registry of every kind there is.
 
-Built-in kinds live in `probes/`; third-party kinds register through the `matrix.probes`
-entry-point group. Importing a probe module must stay cheap (no torch/boto/asyncssh at module
-level) because `validate` and `list` load every kind to check params.
+Built-in kinds live in `probes/` (listed in probes/builtin.py); third-party kinds register
+through the `matrix.probes` entry-point group. Importing a probe module must stay cheap (no
+torch/boto/asyncssh at module level) because `validate` and `list` load every kind to check
+params.
 """
 
 from __future__ import annotations
 
 import importlib
+import inspect
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, model_validator
 
-if TYPE_CHECKING:
-    from matrix.targets import Completed, Target
+from matrix.errors import ProbeError
 
-BUILTIN_MODULES = (
-    "probes.alert",
-    "probes.aws",
-    "probes.command",
-    "probes.data",
-    "probes.distributed",
-    "probes.files",
-    "probes.gpu",
-    "probes.host",
-    "probes.model",
-    "probes.net",
-    "probes.notify",
-    "probes.pyenv",
-    "probes.ssh",
-    "probes.training",
-)
+if TYPE_CHECKING:
+    from matrix.transport.base import Completed, Target
+
+BUILTIN = "probes.builtin"  # its MODULES: the built-in probe families
 ENTRY_POINT_GROUP = "matrix.probes"
 MAIN_CALL = b"main(observe)\n"  # the last line of every remote program
 RunsOn = Literal["target", "controller"]
-
-
-class ProbeError(Exception):
-    """The probe could not observe; the task becomes an `error` with this message.
-
-    `facts` is what it did see before it stopped (e.g. an AWS `error_code`), kept on the
-    result so diagnostics and CI can tell one cause from another."""
-
-    def __init__(self, message: str, facts: Mapping[str, Any] | None = None):
-        super().__init__(message)
-        self.facts = dict(facts or {})
+__all__ = ["ProbeContext", "ProbeError", "ProbeParams", "ScriptProbe", "probe", "registry"]
 
 
 class ProbeParams(BaseModel):
@@ -120,7 +101,6 @@ class ScriptProbe(ProbeParams):
 
 
 ProbeClass = type[ProbeParams]
-_REGISTRY: dict[str, ProbeClass] = {}
 
 
 def probe(
@@ -130,41 +110,76 @@ def probe(
     default_expect: dict[str, Any] | None = None,
     facts: dict[str, str] | None = None,
 ) -> Callable[[ProbeClass], ProbeClass]:
-    """Register a probe kind. `facts` documents what `observe` returns (name → meaning)."""
+    """Declare a probe kind. `facts` documents what `observe` returns (name → meaning). The
+    class joins the registry through its module: probes/builtin.py or an entry point."""
 
-    def register(cls: ProbeClass) -> ProbeClass:
+    def declare(cls: ProbeClass) -> ProbeClass:
         cls.kind = kind
         cls.runs_on = runs_on
         cls.default_expect = default_expect or {}
         cls.facts = facts or {}
-        previous = _REGISTRY.get(kind)
-        if previous is not None and previous.__module__ != cls.__module__:
-            REPLACED[kind] = (previous.__module__, cls.__module__)
-        _REGISTRY[kind] = cls
         return cls
 
-    return register
+    return declare
+
+
+class Registry(Mapping[str, ProbeClass]):
+    """Every probe kind: built-ins first, then entry-point plugins (a plugin may replace a
+    built-in kind). What went wrong on the way is kept to be named where it matters: a plugin
+    that failed to import (`broken`: its module → why) only when a spec uses an unknown kind,
+    a replaced kind (`replaced`: kind → (first module, the one that took it over)) only when
+    a spec uses it."""
+
+    def __init__(self) -> None:
+        self._kinds: dict[str, ProbeClass] = {}
+        self.broken: dict[str, str] = {}
+        self.replaced: dict[str, tuple[str, str]] = {}
+
+    def add(self, source: ModuleType | ProbeClass) -> None:
+        """The kinds a module declares (or one probe class an entry point names)."""
+        for cls in _declared(source):
+            previous = self._kinds.get(cls.kind)
+            if previous is not None and previous.__module__ != cls.__module__:
+                self.replaced[cls.kind] = (previous.__module__, cls.__module__)
+            self._kinds[cls.kind] = cls
+
+    def __getitem__(self, kind: str) -> ProbeClass:
+        return self._kinds[kind]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._kinds)
+
+    def __len__(self) -> int:
+        return len(self._kinds)
+
+
+def _declared(source: ModuleType | ProbeClass) -> list[ProbeClass]:
+    if not isinstance(source, ModuleType):
+        return [source]
+    return [
+        cls
+        for cls in vars(source).values()
+        if inspect.isclass(cls)
+        and issubclass(cls, ProbeParams)
+        and cls.__module__ == source.__name__
+        and "kind" in vars(cls)
+    ]
 
 
 @cache
-def registry() -> Mapping[str, ProbeClass]:
-    """Every known probe kind: built-ins first, then entry-point plugins."""
-    for name in BUILTIN_MODULES:
-        importlib.import_module(name)
+def registry() -> Registry:
+    """The registry, built once per process (importing every probe module is not free)."""
     from importlib.metadata import entry_points
 
+    found = Registry()
+    for module in importlib.import_module(BUILTIN).MODULES:
+        found.add(module)
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         try:
-            ep.load()
+            found.add(ep.load())
         except Exception as exc:  # one broken plugin must not break every spec
-            BROKEN_PLUGINS[ep.value] = f"{type(exc).__name__}: {exc}"
-    return dict(_REGISTRY)
-
-
-# plugin module → why it failed to import; named when a spec uses a kind it would provide
-BROKEN_PLUGINS: dict[str, str] = {}
-# kind → (first module, the module that took it over): warned about when a spec uses it
-REPLACED: dict[str, tuple[str, str]] = {}
+            found.broken[ep.value] = f"{type(exc).__name__}: {exc}"
+    return found
 
 
 @dataclass

@@ -17,6 +17,49 @@ class Status(str, Enum):
     skipped = "skip"
 
 
+class SkipKind(str, Enum):
+    """Why a task did not run. The first two leave it out of the score (it did not apply);
+    the rest count it as not passed (it should have run)."""
+
+    filtered = "filtered"  # a --phase/--check/--tags/--skip-tags/--limit selection left it out
+    not_applicable = "not-applicable"  # its `when:` rendered false
+    blocked = "blocked"  # a task it needs failed
+    interrupted = "interrupted"  # Ctrl-C or SIGTERM came first
+    stopped = "stopped"  # --fail-fast stopped the run after a critical failure
+    not_run = "not-run"  # the run ended without it for another reason
+
+
+@dataclass(frozen=True)
+class Skip:
+    """A skipped task's reason as a value: what (`kind`) and the one detail a person needs —
+    the option that filtered it, the false condition, the task that blocked it or after which
+    the run stopped. `text` is the standard wording; reporters may word it their own way."""
+
+    kind: SkipKind
+    detail: str = ""
+
+    @property
+    def text(self) -> str:
+        return {
+            SkipKind.filtered: f"filtered out by {self.detail}",
+            SkipKind.not_applicable: f"when: {self.detail} is false",
+            SkipKind.blocked: f"blocked by {self.detail}",
+            SkipKind.interrupted: "interrupted before it finished",
+            SkipKind.stopped: f"not run: --fail-fast stopped after {self.detail}",
+            SkipKind.not_run: "not run",
+        }[self.kind]
+
+    @property
+    def unfinished(self) -> bool:
+        """Cut off before it could run (not a property of the spec or the selection)."""
+        return self.kind in (SkipKind.interrupted, SkipKind.stopped, SkipKind.not_run)
+
+    @property
+    def applies(self) -> bool:
+        """It should have run: it counts toward the score as not passed."""
+        return self.kind not in (SkipKind.filtered, SkipKind.not_applicable)
+
+
 class Verdict(str, Enum):
     ready = "READY"
     caution = "CAUTION"
@@ -42,7 +85,9 @@ class Attempt:
 
 @dataclass
 class Result:
-    """What one task observed and concluded; already redacted."""
+    """What one task observed and concluded; already redacted. `reason` explains a failure or
+    an error; `skip` says why a skipped task did not run. `address` and `port` are where a
+    remote target was reached (None for this machine)."""
 
     task_id: str
     check_id: str
@@ -66,6 +111,14 @@ class Result:
     tries: list[Attempt] = field(default_factory=list)
     error_type: str | None = None
     exception: str | None = None
+    skip: Skip | None = None
+    address: str | None = None
+    port: int | None = None
+
+    @property
+    def why(self) -> str | None:
+        """In words: why it was skipped, or what went wrong."""
+        return self.skip.text if self.skip else self.reason
 
     @property
     def bad(self) -> bool:
@@ -189,6 +242,9 @@ def _result_dict(result: Result) -> dict[str, Any]:
     data = asdict(result)
     data["status"] = result.status.value
     data["duration"] = round(result.duration, 4)
+    data["reason"] = result.why
+    if result.skip:
+        data["skip"] = {"kind": result.skip.kind.value, "detail": result.skip.detail}
     return data
 
 
@@ -202,18 +258,13 @@ def verdict(results: Sequence[Result]) -> Verdict:
     return Verdict.ready
 
 
-UNFINISHED = ("interrupted", "not run")
-
-
 def _unfinished(result: Result) -> bool:
-    return result.status is Status.skipped and (result.reason or "").startswith(UNFINISHED)
+    return result.skip is not None and result.skip.unfinished
 
 
 def _counts_toward_score(result: Result) -> bool:
     """Not applicable (when false, filtered out) is left out; blocked counts as not passed."""
-    return result.status is not Status.skipped or (result.reason or "").startswith(
-        ("blocked", *UNFINISHED)
-    )
+    return result.skip is None or result.skip.applies
 
 
 def phase_score(info: PhaseInfo, results: Sequence[Result]) -> PhaseScore:
@@ -262,10 +313,11 @@ def phase_infos(phases: Sequence[Any]) -> list[PhaseInfo]:
     ]
 
 
-def span(seconds: float) -> str:
-    """4.2s, 2m05s, 1h02m: how long, in the unit a person would say."""
+def span(seconds: float, digits: int = 1) -> str:
+    """4.2s, 0.25s, 2m05s, 1h02m: how long, in the unit a person would say; under a minute
+    with `digits` decimals, so columns of them line up."""
     if seconds < 60:
-        return f"{seconds:.1f}s"
+        return f"{seconds:.{digits}f}s"
     minutes, secs = divmod(round(seconds), 60)
     if minutes < 60:
         return f"{minutes}m{secs:02d}s" if secs else f"{minutes}m"

@@ -1,4 +1,4 @@
-"""`ssh.connect`: can matrix reach the host? Every task on an SSH host needs this first."""
+"""`ssh.connect`: can matrix reach the host? Every task on a remote host needs this first."""
 
 from __future__ import annotations
 
@@ -23,17 +23,4 @@ class SshConnect(ProbeParams):
     """Open (or reuse) the SSH connection to the target; on `local` it always passes."""
 
     async def observe(self, ctx: ProbeContext) -> dict[str, Any]:
-        connect = getattr(ctx.target, "connect", None)
-        if connect is None:
-            return {"host": ctx.target.name, "via": "local"}
-        connection = await connect()
-        key = connection.get_server_host_key()
-        return {
-            "host": ctx.target.name,
-            "via": "ssh",
-            "connect_seconds": round(getattr(ctx.target, "connect_seconds", 0.0), 4),
-            "server_version": connection.get_extra_info("server_version"),
-            "host_key": key.get_fingerprint() if key is not None else None,
-            "agent": getattr(ctx.target, "uses_agent", False),
-            "agent_problem": getattr(ctx.target, "agent_problem", None),
-        }
+        return {"host": ctx.target.name, **await ctx.target.connect()}

@@ -11,37 +11,12 @@ import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import cache
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from matrix.plan import Plan, Task
-    from matrix.results import Result, Run
+from reporters.base import Reporter, ReporterError
 
 ENTRY_POINT_GROUP = "matrix.reporters"
-
-
-class ReporterError(Exception):
-    """A reporter cannot be set up (bad destination, missing setting); a usage error."""
-
-
-class Reporter:
-    """Base class: every hook is optional; `finish` writes the output."""
-
-    def start(self, plan: Plan) -> None:
-        """The run is about to start (the plan is final)."""
-
-    def task_started(self, task: Task) -> None:
-        """A probe started (after its needs passed and a slot was free)."""
-
-    def probe_env(self, task: Task) -> Mapping[str, str]:
-        """Environment variables for this task's probe processes (e.g. TRACEPARENT)."""
-        return {}
-
-    def task_finished(self, result: Result) -> None:
-        """A task has its result (pass, fail, error or skip)."""
-
-    def finish(self, run: Run) -> None:
-        """Render the finished run; also called after Ctrl-C with the partial run."""
+__all__ = ["Option", "Reporter", "ReporterEntry", "ReporterError", "registry"]
 
 
 @dataclass(frozen=True)

@@ -11,15 +11,14 @@ import contextlib
 import os
 import sys
 from collections.abc import Iterator
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-from matrix.plan import Plan, Task
-from matrix.results import Result, Run, Status, Verdict, span
-from reporters import Reporter
-from reporters.text import further_reason, plural, tally, where
+from matrix.results import Result, Run, SkipKind, Status, Verdict, span
+from reporters.base import WARNING_ICON, Reporter, banner, further_reason, icon, plural, where
 
-ICONS = {Status.passed: "✅", Status.failed: "❌", Status.error: "💥", Status.skipped: "⏭ "}
-WARNING_ICON = "⚠️ "
+if TYPE_CHECKING:
+    from matrix.plan.model import Plan, Task
+
 STYLES = {
     "✅": "green",
     "❌": "bold red",
@@ -27,24 +26,15 @@ STYLES = {
     "⏭ ": "dim",
     WARNING_ICON: "yellow",
 }
-BANNERS = {
-    Verdict.ready: "✅ READY",
-    Verdict.caution: "🟡 PROCEED WITH CAUTION",
-    Verdict.blocked: "🚨 DEPLOYMENT BLOCKED",
-}
-
-
-def icon(result: Result) -> str:
-    if result.bad and result.severity != "critical":
-        return WARNING_ICON
-    return ICONS[result.status]
+MARKS = {Verdict.ready: "✅", Verdict.caution: "🟡", Verdict.blocked: "🚨"}
+INCOMPLETE = "No failures among the finished tasks, but the run is incomplete: no verdict"
 
 
 def result_lines(result: Result) -> Iterator[str]:
     """The lines for one task: headline, then diagnostic, cause and fix when it went wrong."""
     head = f"{icon(result)} {result.title}{where(result)}"
     if result.status is Status.skipped:
-        yield f"{head} — {result.reason}"
+        yield f"{head} — {result.why}"
         return
     if result.attempts > 1:
         head += f" (after {result.attempts} attempts)"
@@ -72,16 +62,8 @@ def summary_lines(run: Run) -> Iterator[str]:
         yield f"⛔ INTERRUPTED: {finished} of {len(run.results)} tasks finished; partial results"
     if run.stopped_early:
         yield f"⏹  --fail-fast: stopped at the first critical failure ({finished} tasks finished)"
-    fixes = run.fixes()
-    verdict = run.verdict
-    counted = tally(run)
-    if counted:
-        yield f"{BANNERS[verdict]}: {counted}"
-    elif run.interrupted or run.stopped_early:
-        yield "No failures among the finished tasks, but the run is incomplete: no verdict"
-    else:
-        yield f"{BANNERS[verdict]}: {counts['pass']} passed, {counts['skip']} skipped"
-    for number, result in enumerate(fixes, 1):
+    yield banner(run, MARKS, INCOMPLETE)
+    for number, result in enumerate(run.fixes(), 1):
         label = "" if result.severity == "critical" else " (warning)"
         yield f"   {number}. {result.title}{where(result)}{label}: {result.diagnostic}"
         if result.fix:
@@ -154,7 +136,7 @@ class ConsoleReporter(Reporter):
             self.next += 1
 
     def _show(self, result: Result) -> None:
-        if result.status is Status.skipped and (result.reason or "").startswith("filtered"):
+        if result.skip is not None and result.skip.kind is SkipKind.filtered:
             self.filtered += 1
             return
         if result.phase_id != self.phase:
@@ -190,9 +172,9 @@ class ConsoleReporter(Reporter):
             self.progress.stop()
         if self.filtered:
             self._print(f"\n({plural(self.filtered, 'task')} filtered out)")
+        verdict = banner(run, MARKS, INCOMPLETE)
         for line in summary_lines(run):
-            style = "bold" if line.startswith(tuple(BANNERS.values())) else None
-            self._print(line, style)
+            self._print(line, "bold" if line == verdict else None)
 
 
 def _quiet(stream: TextIO) -> None:

@@ -21,8 +21,7 @@ from typing import TYPE_CHECKING, Any
 from junit_xml import TestCase, TestSuite
 
 from matrix.results import PhaseScore, Result, Run, Status
-from reporters import Reporter
-from reporters.json_report import write_atomically
+from reporters.base import Reporter, write_atomically
 
 if TYPE_CHECKING:
     pass
@@ -57,18 +56,6 @@ def seconds(value: float) -> str:
 
 def _shorten(text: str, limit: int) -> str:
     return text if len(text) <= limit else f"{text[:limit]}… ({len(text) - limit} more chars)"
-
-
-def error_type(reason: str | None) -> str:
-    """Why a task could not observe, as CI filters want it: timeout, crash, not-configured…"""
-    text = reason or ""
-    if "timed out after" in text:
-        return "timeout"
-    if "crashed:" in text:
-        return "crash"
-    if "is not set: export" in text:
-        return "not-configured"
-    return "probe-error"
 
 
 def case_name(result: Result) -> str:
@@ -128,9 +115,9 @@ def _case(result: Result, classname: str, name: str) -> TestCase:
     if result.status is Status.failed:
         case.add_failure_info(message or "failed", _body(result), result.severity)
     elif result.status is Status.error:
-        case.add_error_info(message or "error", _body(result), error_type(result.reason))
+        case.add_error_info(message or "error", _body(result), result.error_type or "probe-error")
     elif result.status is Status.skipped:
-        case.add_skipped_info(clean(result.reason or "skipped"))
+        case.add_skipped_info(clean(result.why or "skipped"))
     if result.bad and result.fix:
         case.stdout = clean(f"Fix: {result.fix}")
     return case

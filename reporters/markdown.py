@@ -51,11 +51,16 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from matrix.results import PhaseScore, Result, Run, Status, Verdict
-from reporters import Reporter, ReporterError
-from reporters.console import BANNERS, icon
-from reporters.json_report import write_atomically
-from reporters.text import further_reason, tally, where
+from matrix.results import PhaseScore, Result, Run, SkipKind, Status, Verdict, span
+from reporters.base import (
+    Reporter,
+    ReporterError,
+    banner,
+    further_reason,
+    icon,
+    where,
+    write_atomically,
+)
 
 GITHUB_SUMMARY_LIMIT = 1024 * 1024  # bytes; GitHub drops a bigger step summary whole
 MARKS = {Verdict.ready: "🟢", Verdict.caution: "🟡", Verdict.blocked: "🔴"}
@@ -101,7 +106,7 @@ def diagnosis(result: Result) -> str:
     """The diagnostic column of a result, Markdown-safe: why it was skipped, or what is wrong,
     its cause and its fix."""
     if result.status is Status.skipped:
-        return cell(result.reason)
+        return cell(result.why)
     if not result.bad:
         return ""
     parts = [cell(result.diagnostic)] if result.diagnostic else []
@@ -113,28 +118,12 @@ def diagnosis(result: Result) -> str:
     return "<br>".join(parts)
 
 
-def seconds(value: float, digits: int = 1) -> str:
-    return f"{value:.{digits}f}s"
-
-
 @dataclass
 class PhaseDetail:
     phase: PhaseScore
     rows: list[Result]
     left_out: dict[str, int] = field(default_factory=lambda: {"pass": 0, "skip": 0, "bad": 0})
     filtered: int = 0
-
-
-def banner(run: Run) -> str:
-    verdict = run.verdict
-    words = BANNERS[verdict].split(" ", 1)[1]
-    counted = tally(run)
-    if counted:
-        return f"{MARKS[verdict]} {words}: {counted}"
-    if run.interrupted or run.stopped_early:
-        return "⛔ INCOMPLETE: no verdict"
-    counts = run.counts()
-    return f"{MARKS[verdict]} {words}: {counts['pass']} passed, {counts['skip']} skipped"
 
 
 def notices(run: Run) -> list[str]:
@@ -161,7 +150,7 @@ def _details(run: Run, drop: set[str]) -> list[PhaseDetail]:
         for result in ordered:
             if result.phase_id != phase.id:
                 continue
-            if result.status is Status.skipped and (result.reason or "").startswith("filtered"):
+            if result.skip is not None and result.skip.kind is SkipKind.filtered:
                 detail.filtered += 1
                 continue
             kind = "bad" if result.bad else result.status.value
@@ -308,7 +297,7 @@ class MarkdownReporter(Reporter):
             "run": run,
             "spec_name": run.spec_name,
             "verdict": run.verdict.value,
-            "banner": _marked(banner(run)),
+            "banner": _marked(banner(run, MARKS, "⛔ INCOMPLETE: no verdict")),
             "complete": not (run.interrupted or run.stopped_early),
             "notices": [_marked(line) for line in notices(run)],
             "score": run.score,
@@ -401,7 +390,7 @@ def _load_template(path: str | None) -> Any:
         keep_trailing_newline=True,
     )
     env.filters.update(
-        cell=cell, html=html, diagnosis=diagnosis, seconds=seconds, where=where, icon=_icon
+        cell=cell, html=html, diagnosis=diagnosis, seconds=span, where=where, icon=_icon
     )
     try:
         return env.from_string(source)

@@ -25,15 +25,15 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from matrix import __version__
-from matrix.plan import Plan, TargetRef, Task
 from matrix.redact import Redactor
 from matrix.results import Attempt, PhaseInfo, PhaseScore, Result, Run, Status, Verdict
-from reporters import Reporter, ReporterError
-from reporters.json_report import write_atomically
-from reporters.text import plural
+from reporters.base import Reporter, ReporterError, plural, write_atomically
+
+if TYPE_CHECKING:
+    from matrix.plan.model import Plan, Task
 
 try:
     from google.protobuf.json_format import MessageToDict
@@ -321,9 +321,6 @@ class OtelReporter(Reporter):
         }
 
     def _task_attributes(self, result: Result) -> dict[str, Any]:
-        assert self.plan is not None
-        task = self.plan.tasks.get(result.task_id)
-        address, port = server(task.target) if task else (None, None)
         case = {
             Status.passed: test_attributes.TestCaseResultStatusValues.PASS.value,
             Status.failed: test_attributes.TestCaseResultStatusValues.FAIL.value,
@@ -337,15 +334,15 @@ class OtelReporter(Reporter):
             "matrix.check.category": result.category,
             "matrix.check.failure": result.failure,
             "matrix.target": result.target,
-            "matrix.target.group": task.target.group if task else None,
+            "matrix.target.group": result.group,
             **{f"matrix.cell.{axis}": value for axis, value in result.cell.items()},
             "matrix.status": result.status,
             "matrix.attempts": result.attempts,
-            "matrix.skip.reason": result.reason if result.status is Status.skipped else None,
+            "matrix.skip.reason": result.why if result.skip else None,
             "matrix.fix": result.fix,
             host_attributes.HOST_NAME: result.host,
-            server_attributes.SERVER_ADDRESS: address,
-            server_attributes.SERVER_PORT: port,
+            server_attributes.SERVER_ADDRESS: result.address,
+            server_attributes.SERVER_PORT: result.port,
             test_attributes.TEST_CASE_NAME: result.task_id,
             test_attributes.TEST_CASE_RESULT_STATUS: case,
         }
@@ -373,17 +370,6 @@ class OtelReporter(Reporter):
                 f"{self.redact.text(_why(logs))}; the run's result is unchanged",
                 file=sys.stderr,
             )
-
-
-def server(target: TargetRef) -> tuple[str | None, int | None]:
-    """`server.address` and `server.port` of an SSH target (`host`, `host:port`, `[v6]:port`)."""
-    if target.via != "ssh":
-        return None, None
-    port = target.options.port if target.options else None
-    found = re.fullmatch(r"\[(.+)\]:(\d+)|([^:]+):(\d+)", target.host)
-    if found:
-        return found[1] or found[3], int(found[2] or found[4])
-    return target.host.strip("[]"), port or 22
 
 
 def ci_attributes(environ: Mapping[str, str]) -> dict[str, str]:

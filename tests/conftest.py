@@ -17,9 +17,9 @@ import pytest
 from moto_server import MotoServer
 
 from matrix.engine import Options, execute
-from matrix.load import load
 from matrix.plan import Filters, Plan, build_plan
 from matrix.results import Result, Run
+from matrix.spec.load import load
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -156,7 +156,7 @@ def live_commands(needle: str) -> list[str]:
 @pytest.fixture
 def spec_problems(write_spec: Callable[..., Path]) -> Callable[..., list[Any]]:
     """spec_problems(yaml_text, **load_options) → the Problems load + build_plan raised."""
-    from matrix.problems import SpecInvalid
+    from matrix.spec.problems import SpecInvalid
 
     def problems(text: str, *, environ: Mapping[str, str] | None = None, **options: Any):
         path = write_spec(text)

@@ -297,6 +297,7 @@ def test_illegal_xml_characters_anywhere_never_break_the_file(tmp_path):
             failure=f"failure {nasty}",
             diagnostic=f"diag {nasty}",
             reason=f"probe c crashed: ValueError: {nasty}",
+            error_type="crash",
             fix=f"fix {nasty}",
             facts={"out": nasty, "blob": "x" * 50_000},
         )

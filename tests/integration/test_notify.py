@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from matrix.problems import SpecInvalid
 from matrix.results import Result, Run
+from matrix.spec.problems import SpecInvalid
 from tests.conftest import plan_of, run_plan
 
 HOOK_PATH = "/services/T000/B000/XXXX"

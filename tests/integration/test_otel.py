@@ -432,6 +432,7 @@ phases:
 def test_ssh_tasks_name_their_server(tmp_path: Path, plan_spec: Any) -> None:
     """In process, with the Run made by hand: no sshd needed to see the attributes."""
     from matrix.results import Result, Run, Status, phase_infos
+    from matrix.transport import address
     from reporters.otel import OtelReporter
 
     plan = plan_spec(SSH_SPEC)
@@ -442,9 +443,11 @@ def test_ssh_tasks_name_their_server(tmp_path: Path, plan_spec: Any) -> None:
     for task in plan.tasks.values():
         reporter.task_started(task)
         handed[task.id] = reporter.probe_env(task)["TRACEPARENT"]
+        host, port = address(task.target)  # what the engine records on every result
         result = Result(
             task.id, "disk", "infra", task.target.name, task.target.host, {}, Status.passed,
-            "critical", "disk", started_at=now, duration=0.25, attempts=1,
+            "critical", "disk", started_at=now, duration=0.25, attempts=1, group="gpu",
+            address=host, port=port,
         )  # fmt: skip
         reporter.task_finished(result)
         results.append(result)

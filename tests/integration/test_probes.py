@@ -22,10 +22,10 @@ import pytest
 import yaml
 
 from matrix.engine import execute
-from matrix.load import load
 from matrix.plan import build_plan
-from matrix.problems import SpecInvalid
 from matrix.results import Result
+from matrix.spec.load import load
+from matrix.spec.problems import SpecInvalid
 
 
 def run_checks(

@@ -122,7 +122,7 @@ def test_auth_failure_is_one_connect_error_and_blocks_the_hosts_tasks(sshd, run_
     assert "key (chmod 600)" in connect.fix
     for check in ("a", "b"):
         assert results[f"{check}@{host}"].status is Status.skipped
-        assert results[f"{check}@{host}"].reason == f"blocked by ssh-connect@{host}"
+        assert results[f"{check}@{host}"].why == f"blocked by ssh-connect@{host}"
 
 
 def test_changed_host_key_is_an_error_naming_the_host(sshd, run_spec, by_id, tmp_path):
@@ -347,7 +347,7 @@ def test_a_hung_python_probe_is_killed_and_the_agent_leaves_nothing(sshd, run_sp
         silent.close()
     hung = by_id(run)[f"hangs@{sshd.hosts[0]}"]
     assert hung.status is Status.error
-    assert "timed out after 1s" in hung.reason
+    assert "timed out after 1.0s" in hung.reason
     agent = "exec(sys.stdin.buffer.read"  # the agent's and its forks' command line
     deadline = time.monotonic() + 5
     while agent in (left := pgrep(agent)) and time.monotonic() < deadline:

@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 from test_probes import check, run_checks, status
 
-from matrix.problems import SpecInvalid
 from matrix.results import Result
+from matrix.spec.problems import SpecInvalid
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("torch") is None, reason="torch is not installed"

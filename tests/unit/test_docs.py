@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 
 from matrix.cli import main as matrix_main
-from matrix.load import load
 from matrix.plan import build_plan
 from matrix.probe import registry
-from matrix.problems import SpecInvalid
+from matrix.spec.load import load
+from matrix.spec.problems import SpecInvalid
 
 REPO = Path(__file__).resolve().parents[2]
 DOCS = REPO / "docs"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from matrix.expect import ExpectError, compile_expect, compile_matcher, evaluate, lookup
+from matrix.spec.expect import ExpectError, compile_expect, compile_matcher, evaluate, lookup
 
 
 def holds(spec, value) -> bool:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from matrix.load import load
 from matrix.plan import build_plan
-from matrix.problems import SpecInvalid
+from matrix.spec.load import load
+from matrix.spec.problems import SpecInvalid
 
 BASE = """
 version: 1

@@ -6,8 +6,8 @@ import re
 
 import pytest
 
-from matrix.load import load
-from matrix.problems import Problem, SpecInvalid
+from matrix.spec.load import load
+from matrix.spec.problems import Problem, SpecInvalid
 
 LOCATION = re.compile(r"^(?P<file>[^:\n]+):(?P<line>\d+):(?P<col>\d+): ")
 
@@ -473,8 +473,8 @@ def test_missing_required_key_is_named(spec_problems):
 
 
 def test_spec_invalid_message_lists_every_problem(write_spec):
-    from matrix.load import load
     from matrix.plan import build_plan
+    from matrix.spec.load import load
 
     path = write_spec("version: 1\nname: t\nphases: []\nextra: 1\nmore: 2\n")
     with pytest.raises(SpecInvalid) as info:

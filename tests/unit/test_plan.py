@@ -6,9 +6,10 @@ import sys
 
 import pytest
 
-from matrix.plan import Filters, Need, expand_hosts
-from matrix.problems import SpecInvalid
+from matrix.plan import Filters, Need
 from matrix.results import Status
+from matrix.spec.problems import SpecInvalid
+from matrix.transport.base import expand_hosts
 
 MATRIX = """
 version: 1
@@ -183,7 +184,7 @@ def test_unreachable_host_is_one_connect_error_and_blocks_its_tasks(run_spec, by
     assert results["ssh-connect@gpu-1"].status is Status.error
     assert results["ssh-connect@gpu-1"].diagnostic.startswith("SSH failed: cannot resolve gpu-1")
     assert results["remote@gpu-1"].status is Status.skipped
-    assert results["remote@gpu-1"].reason == "blocked by ssh-connect@gpu-1"
+    assert results["remote@gpu-1"].why == "blocked by ssh-connect@gpu-1"
     assert results["here"].status is Status.passed
 
 
@@ -261,9 +262,9 @@ def test_when_false_skips(plan_spec):
                 probe: {kind: command, argv: ["true"]}
         """
     )
-    assert plan.tasks["literal"].skip.startswith("when:")
-    assert plan.tasks["literal"].skip.endswith("is false")
-    assert plan.tasks["templated"].skip == "when: vars.use_gpu is false"
+    assert plan.tasks["literal"].skip.text.startswith("when:")
+    assert plan.tasks["literal"].skip.text.endswith("is false")
+    assert plan.tasks["templated"].skip.text == "when: vars.use_gpu is false"
     assert plan.tasks["comparison"].skip is None
     assert plan.tasks["cell[n=1]"].skip is not None
     assert plan.tasks["cell[n=2]"].skip is None
@@ -310,7 +311,7 @@ phases:
 
 
 def skips(plan) -> dict[str, str | None]:
-    return {task_id: task.skip for task_id, task in plan.tasks.items()}
+    return {task_id: task.skip and task.skip.text for task_id, task in plan.tasks.items()}
 
 
 def test_filter_by_phase(plan_spec):
@@ -357,7 +358,7 @@ def test_filtered_out_tasks_run_as_skips_and_do_not_block(plan_spec, execute_pla
     run = execute_plan(plan_spec(text, filters=Filters(phases=["env"])))
     results = by_id(run)
     assert results["ssh-reachable"].status is Status.skipped
-    assert results["ssh-reachable"].reason == "filtered out by --phase"
+    assert results["ssh-reachable"].why == "filtered out by --phase"
     assert results["python-packages"].status is Status.passed
 
 
@@ -399,7 +400,7 @@ def test_in_secret_asks_whether_it_is_set_without_raising(plan_spec):
                 when: "{{ 'MX_TOKEN' in secret }}"
                 probe: {kind: command, argv: ["true"]}
         """
-    assert plan_spec(spec, environ={}).tasks["a"].skip == "when: 'MX_TOKEN' in secret is false"
+    assert plan_spec(spec, environ={}).tasks["a"].skip.text == "when: 'MX_TOKEN' in secret is false"
     assert plan_spec(spec, environ={"MX_TOKEN": "t0ken"}).tasks["a"].skip is None
 
 
@@ -442,7 +443,7 @@ def test_filter_keeps_the_when_skip_of_a_pulled_in_dependency(plan_spec):
         """,
         filters=Filters(phases=["data"]),
     )
-    assert plan.tasks["ssh"].skip == "when: vars.host != '' is false"
+    assert plan.tasks["ssh"].skip.text == "when: vars.host != '' is false"
     assert plan.tasks["files"].skip is None
 
 
@@ -481,8 +482,8 @@ phases:
 
 
 def test_inventory_replaces_groups_and_target_flag_sets_hosts(write_spec, tmp_path):
-    from matrix.load import load
     from matrix.plan import build_plan
+    from matrix.spec.load import load
 
     spec = write_spec(FLEET)
     inventory = tmp_path / "hosts.yaml"
@@ -501,7 +502,7 @@ def test_inventory_replaces_groups_and_target_flag_sets_hosts(write_spec, tmp_pa
 
 
 def test_bad_target_flag_is_a_usage_problem(write_spec):
-    from matrix.load import load
+    from matrix.spec.load import load
 
     with pytest.raises(SpecInvalid, match="expected NAME=host1,host2"):
         load(write_spec(FLEET), target_args=["gpu"])
@@ -509,7 +510,7 @@ def test_bad_target_flag_is_a_usage_problem(write_spec):
 
 def test_limit_narrows_ssh_hosts_and_keeps_local_tasks(plan_spec):
     plan = plan_spec(FLEET, filters=Filters(limit=["gpu-2"]))
-    assert plan.tasks["disk@gpu-1"].skip == "filtered out by --limit"
+    assert plan.tasks["disk@gpu-1"].skip.text == "filtered out by --limit"
     assert plan.tasks["disk@gpu-2"].skip is None
     assert plan.tasks["here"].skip is None
     assert "ssh-connect@gpu-1" not in plan.tasks and "ssh-connect@gpu-2" in plan.tasks
@@ -543,7 +544,7 @@ phases:
 
 def test_a_row_switched_off_by_when_is_excused_blank_values_not_typos(plan_spec, spec_problems):
     plan = plan_spec(WHEN_ROW.replace("PARAM", ""))
-    assert plan.tasks["listening"].skip == "when: vars.port != '' is false"
+    assert plan.tasks["listening"].skip.text == "when: vars.port != '' is false"
     [problem] = spec_problems(WHEN_ROW.replace("PARAM", ", hots: x"))
     assert "unknown key 'hots'" in problem.message
     switched_on = WHEN_ROW.replace('{port: ""}', "{port: 0}").replace("!= ''", "!= 1")
@@ -590,3 +591,13 @@ def test_a_bad_value_from_the_environment_errors_that_row_only(run_spec, by_id, 
     )
     [problem] = spec_problems(text.replace("{{ env.PORT }}", "abc"))
     assert problem.key == "phases[p].checks[listening].probe.port"
+
+
+def test_every_via_a_spec_accepts_has_a_transport_and_the_reverse():
+    """A transport is one module plus one row of the table; the spec's `via:` must name it."""
+    from typing import get_args
+
+    from matrix.spec.models import TargetSpec
+    from matrix.transport import TRANSPORTS
+
+    assert set(get_args(TargetSpec.model_fields["via"].annotation)) == set(TRANSPORTS)

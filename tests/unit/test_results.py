@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from matrix.results import PhaseInfo, Result, Run, Status, Verdict, verdict
+from matrix.results import PhaseInfo, Result, Run, Skip, SkipKind, Status, Verdict, verdict
 
 PASS, FAIL, ERROR, SKIP = Status.passed, Status.failed, Status.error, Status.skipped
 
@@ -16,6 +16,7 @@ def result(
     phase: str = "p",
     reason: str | None = None,
     task: str | None = None,
+    skip: Skip | None = None,
 ) -> Result:
     return Result(
         task_id=task or check,
@@ -28,6 +29,7 @@ def result(
         severity=severity,
         title=check,
         reason=reason,
+        skip=skip,
     )
 
 
@@ -55,7 +57,7 @@ def make_run(results: list[Result], phases: list[PhaseInfo] | None = None, **ext
     ("results", "expected"),
     [
         ([], Verdict.ready),
-        ([result("a"), result("b", SKIP, reason="when: x is false")], Verdict.ready),
+        ([result("a"), result("b", SKIP, skip=Skip(SkipKind.not_applicable, "x"))], Verdict.ready),
         ([result("a", FAIL)], Verdict.blocked),
         ([result("a", ERROR)], Verdict.blocked),
         ([result("a", FAIL, "warning"), result("b", ERROR, "critical")], Verdict.blocked),
@@ -63,7 +65,7 @@ def make_run(results: list[Result], phases: list[PhaseInfo] | None = None, **ext
         ([result("a", ERROR, "warning"), result("b")], Verdict.caution),
         ([result("a", FAIL, "info"), result("b", ERROR, "info")], Verdict.ready),
         ([result("a", FAIL, "info"), result("b", FAIL, "warning")], Verdict.caution),
-        ([result("a", SKIP, reason="blocked by x")], Verdict.ready),
+        ([result("a", SKIP, skip=Skip(SkipKind.blocked, "x"))], Verdict.ready),
     ],
 )
 def test_verdict(results, expected):
@@ -110,25 +112,31 @@ def test_skipped_by_when_or_filter_is_left_out_of_the_denominator():
     run = make_run(
         [
             result("a"),
-            result("b", SKIP, reason="when: {{ vars.gpu }} is false"),
-            result("c", SKIP, reason="filtered out by --tags"),
+            result("b", SKIP, skip=Skip(SkipKind.not_applicable, "vars.gpu")),
+            result("c", SKIP, skip=Skip(SkipKind.filtered, "--tags")),
         ]
     )
     assert run.score == pytest.approx(100.0)
 
 
 @pytest.mark.parametrize(
-    "reason", ["blocked by a", "interrupted before it finished", "not run: --fail-fast stopped"]
+    "skip",
+    [
+        Skip(SkipKind.blocked, "a"),
+        Skip(SkipKind.interrupted),
+        Skip(SkipKind.stopped, "a"),
+        Skip(SkipKind.not_run),
+    ],
 )
-def test_blocked_interrupted_and_not_run_count_as_not_passed(reason):
-    run = make_run([result("a"), result("b", SKIP, reason=reason)])
+def test_blocked_interrupted_and_not_run_count_as_not_passed(skip):
+    run = make_run([result("a"), result("b", SKIP, skip=skip)])
     assert run.score == pytest.approx(50.0)
 
 
 def test_a_phase_with_nothing_applicable_drops_out_of_the_total():
     phases = [PhaseInfo("gpu", "GPU", 50, {"g": 1}), PhaseInfo("cpu", "CPU", 50, {"c": 1})]
     run = make_run(
-        [result("g", SKIP, "critical", "gpu", "when: false"), result("c", phase="cpu")], phases
+        [result("g", SKIP, "critical", "gpu", skip=Skip(SkipKind.not_applicable, "false")), result("c", phase="cpu")], phases
     )
     assert run.score == pytest.approx(100.0)
     assert {s.id: s.weight for s in run.phase_scores()} == {"gpu": 0.0, "cpu": 50}
@@ -190,12 +198,14 @@ def test_fixes_are_bad_non_info_results_in_dependency_order():
 
 
 def test_counts_and_json_shape():
-    run = make_run([result("a"), result("b", FAIL), result("c", SKIP, reason="blocked by b")])
+    run = make_run([result("a"), result("b", FAIL), result("c", SKIP, skip=Skip(SkipKind.blocked, "b"))])
     data = run.to_dict()
     assert data["counts"] == {"pass": 1, "fail": 1, "error": 0, "skip": 1}
     assert data["verdict"] == "BLOCKED"
     assert data["schema_version"] == 1
     assert data["results"][1]["status"] == "fail"
+    assert data["results"][2]["reason"] == "blocked by b"
+    assert data["results"][2]["skip"] == {"kind": "blocked", "detail": "b"}
     assert data["phases"][0]["score"] == pytest.approx(10 / 3, abs=0.01)
 
 
@@ -215,7 +225,7 @@ def test_counts_and_json_shape():
 def test_reason_is_shown_only_when_it_adds_to_the_diagnostic(reason, diagnostic, shown):
     from dataclasses import replace
 
-    from reporters.text import further_reason
+    from reporters.base import further_reason
 
     bad = replace(result("c", FAIL, reason=reason), diagnostic=diagnostic)
     assert (further_reason(bad) == reason) is shown

@@ -6,8 +6,8 @@ import shlex
 
 import pytest
 
-from matrix import template
 from matrix.results import Status
+from matrix.spec import template
 
 UNSAFE = [
     "{{ ''.__class__.__mro__ }}",

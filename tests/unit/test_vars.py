@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from matrix.load import load, parse_var
-from matrix.problems import SpecInvalid
 from matrix.results import Status
+from matrix.spec.load import load, parse_var
+from matrix.spec.problems import SpecInvalid
 
 SPEC = """
 version: 1

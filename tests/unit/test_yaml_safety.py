@@ -6,8 +6,9 @@ import time
 
 import pytest
 
-from matrix.load import MAX_BYTES, load, read_yaml
-from matrix.problems import SpecInvalid
+from matrix.spec.load import load
+from matrix.spec.problems import SpecInvalid
+from matrix.spec.yaml import MAX_BYTES, read_yaml
 
 
 def billion_laughs(levels: int = 9) -> str:

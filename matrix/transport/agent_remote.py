@@ -1,4 +1,4 @@
-"""matrix's host agent: the program matrix/agent.py starts on an SSH host, over one session.
+"""matrix's host agent: the program agent.py starts on an SSH host, over one session.
 
 It runs each requested argv as its own process group and answers with exit code and output,
 so a host's tasks cost one login (shell start-up included) instead of one each. Stdlib only,
@@ -20,9 +20,9 @@ import sys
 import threading
 import traceback
 
-MAGIC = b"\x00matrix-agent\x00"
 PYTHON = sys.argv[2]  # the target's `python` as configured: requests for it use this one
 LIMIT = int(sys.argv[3])  # bytes kept per stream, plus one that flags the cut
+MARKER = sys.argv[4].encode()  # printed before the first frame, after any login-shell banner
 
 _send_lock = threading.Lock()
 _children = {}
@@ -190,7 +190,7 @@ def serve(request):
 
 
 def main():
-    sys.stdout.buffer.write(MAGIC)
+    sys.stdout.buffer.write(MARKER)
     send({"python": sys.executable, "pid": os.getpid()})
     while True:
         request = receive()

@@ -1,14 +1,14 @@
-"""JSON Schema of the spec for YAML editors, with each probe kind's params spelled out."""
+"""`matrix schema`: the JSON Schema of specs for YAML editors, with each probe kind's params
+spelled out. The models are imported when the schema is built, not with the parser."""
 
 from __future__ import annotations
 
+import argparse
 import copy
+import json
 from typing import Any
 
-from matrix.probe import registry
-from matrix.spec import ProbeRef, Spec
-
-KIND = ProbeRef.model_fields["kind"].description or ""
+HELP = "print the JSON Schema of specs (for YAML editors)"
 TEMPLATE = {"type": "string", "pattern": r"\{\{|\{%", "description": "a Jinja2 template"}
 
 
@@ -27,19 +27,36 @@ def _templatable(schema: dict[str, Any]) -> dict[str, Any]:
     return {"anyOf": [schema, TEMPLATE], **{k: schema[k] for k in ("description",) if k in schema}}
 
 
+def arguments(parser: argparse.ArgumentParser) -> None:
+    """No options: the schema covers every installed probe kind."""
+
+
+def main(_: argparse.Namespace) -> int:
+    print(json.dumps(spec_schema(), indent=2))
+    return 0
+
+
 def probe_schema(kind: str, params: dict[str, Any]) -> dict[str, Any]:
+    from matrix.spec.models import ProbeRef
+
     properties = {name: _templatable(value) for name, value in params.get("properties", {}).items()}
     return {
         "type": "object",
         "title": kind,
         "description": params.get("description", ""),
-        "properties": {"kind": {"const": kind, "description": KIND}, **properties},
+        "properties": {
+            "kind": {"const": kind, "description": ProbeRef.model_fields["kind"].description},
+            **properties,
+        },
         "required": ["kind", *params.get("required", [])],
         "additionalProperties": False,
     }
 
 
 def spec_schema() -> dict[str, Any]:
+    from matrix.probe import registry
+    from matrix.spec.models import Spec
+
     schema = copy.deepcopy(Spec.model_json_schema())
     defs = schema.setdefault("$defs", {})
     choices = []

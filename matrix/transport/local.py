@@ -1,4 +1,4 @@
-"""Where probes run. `local` runs subprocesses here; SSH hosts plug in behind the same `run`.
+"""The `local` transport: probes run as subprocesses of matrix, on this machine.
 
 Every subprocess starts in its own session so a timeout or Ctrl-C can kill the whole process
 group: a probe never leaves orphans behind.
@@ -15,52 +15,19 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import Any
 
 import anyio
-from anyio.abc import ByteReceiveStream, ByteSendStream, Process
+from anyio.abc import ByteSendStream, Process
 
-from matrix.probe import ProbeError
-
-if TYPE_CHECKING:
-    from matrix.plan import TargetRef
-
-OUTPUT_LIMIT = 1 << 20  # bytes kept per stream; the rest is drained and counted
+from matrix.errors import TransportError
+from matrix.transport.base import Completed, TargetRef, drain
 
 
-@dataclass(frozen=True)
-class Completed:
-    """What a command did on a target."""
-
-    exit_code: int
-    stdout: bytes
-    stderr: bytes
-    duration: float
-    truncated: bool = False
-
-    @classmethod
-    def captured(cls, code: int, out: bytearray, err: bytearray, duration: float) -> Completed:
-        """From streams drained with one byte to spare past OUTPUT_LIMIT: that byte flags
-        the cut."""
-        truncated = len(out) > OUTPUT_LIMIT or len(err) > OUTPUT_LIMIT
-        return cls(code, bytes(out[:OUTPUT_LIMIT]), bytes(err[:OUTPUT_LIMIT]), duration, truncated)
-
-
-class Target(Protocol):
-    """One place probes run: `local` or one SSH host."""
-
-    name: str
-    host: str
-    group: str
-    python: str
-
-    async def run(
-        self,
-        argv: Sequence[str],
-        *,
-        input: bytes | None = None,
-        env: Mapping[str, str] | None = None,
-    ) -> Completed: ...
+def open_target(ref: TargetRef) -> LocalTarget:
+    """This machine, with the group's `python:` when a `via: local` group sets one."""
+    python = ref.options.python if ref.options and ref.options.python else sys.executable
+    return LocalTarget(ref.name, ref.host, ref.group, python)
 
 
 @dataclass
@@ -90,14 +57,14 @@ class LocalTarget:
                 start_new_session=True,
             )
         except OSError as exc:
-            raise ProbeError(f"cannot start {argv[0]} on {self.name}: {exc.strerror}") from None
+            raise TransportError(f"cannot start {argv[0]} on {self.name}: {exc.strerror}") from None
         out, err = bytearray(), bytearray()
         try:
             async with anyio.create_task_group() as tg:
-                tg.start_soon(_drain, proc.stderr, err)
+                tg.start_soon(drain, proc.stderr, err)
                 if input is not None and proc.stdin is not None:
                     tg.start_soon(_feed, proc.stdin, input)
-                await _drain(proc.stdout, out)
+                await drain(proc.stdout, out)
             code = await proc.wait()
         finally:
             if proc.returncode is None:
@@ -105,20 +72,11 @@ class LocalTarget:
                     await _reap(proc)
         return Completed.captured(code, out, err, time.perf_counter() - started)
 
+    async def connect(self) -> dict[str, Any]:
+        return {"via": "local"}
 
-async def _drain(stream: ByteReceiveStream | None, sink: bytearray) -> None:
-    """Read a stream to its end, keeping at most one byte past OUTPUT_LIMIT."""
-    if stream is None:
-        return
-    async for chunk in stream:
-        keep(sink, chunk)
-
-
-def keep(sink: bytearray, chunk: bytes) -> None:
-    """Append up to one byte past OUTPUT_LIMIT (that byte flags the cut); drop the rest so a
-    chatty probe cannot fill memory."""
-    if len(sink) <= OUTPUT_LIMIT:
-        sink += chunk[: OUTPUT_LIMIT + 1 - len(sink)]
+    async def aclose(self) -> None:
+        """Each run's processes are reaped when it ends: nothing is held open."""
 
 
 async def _reap(proc: Process) -> None:
@@ -129,7 +87,7 @@ async def _reap(proc: Process) -> None:
     with anyio.move_on_after(2):  # a grandchild that left the group may hold a pipe open
         for stream in (proc.stdout, proc.stderr):
             with contextlib.suppress(anyio.ClosedResourceError, anyio.BrokenResourceError):
-                await _drain(stream, bytearray())
+                await drain(stream, bytearray())
     await proc.wait()
 
 
@@ -166,32 +124,3 @@ def fast_child_watcher() -> Iterator[None]:
 def _kill_group(pid: int) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, signal.SIGKILL)
-
-
-class TargetPool:
-    """One Target per concrete place, created on first use and shared by its tasks."""
-
-    def __init__(self) -> None:
-        self._targets: dict[str, Target] = {}
-
-    def get(self, ref: TargetRef) -> Target:
-        if ref.name not in self._targets:
-            self._targets[ref.name] = self._open(ref)
-        return self._targets[ref.name]
-
-    @staticmethod
-    def _open(ref: TargetRef) -> Target:
-        python = ref.options.python if ref.options and ref.options.python else None
-        if ref.via == "local":
-            return LocalTarget(ref.name, ref.host, ref.group, python or sys.executable)
-        from matrix.ssh import SshTarget
-
-        assert ref.options is not None
-        return SshTarget(ref.name, ref.host, ref.group, ref.options, python or "python3")
-
-    async def aclose(self) -> None:
-        """Close every connection the run opened (SSH); local targets hold none."""
-        for target in self._targets.values():
-            close = getattr(target, "aclose", None)
-            if close is not None:
-                await close()

@@ -19,9 +19,13 @@ class Position:
 
 @dataclass(frozen=True)
 class Problem:
+    """What is wrong and where. `code` names a kind of problem that a program acts on
+    (`unknown-need`: a `needs:` entry names no phase or check); most have none."""
+
     where: Position
     key: str
     message: str
+    code: str = ""
 
     def __str__(self) -> str:
         prefix = f"{self.key}: " if self.key else ""

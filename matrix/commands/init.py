@@ -7,14 +7,18 @@ re-validating until the spec is whole.
 
 from __future__ import annotations
 
-import re
-import tempfile
+import argparse
+import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from matrix.load import load
-from matrix.plan import build_plan
-from matrix.problems import Position, Problem, SpecInvalid
+from matrix.commands import EXIT_INVALID, split
+
+if TYPE_CHECKING:
+    from matrix.spec.problems import Position, Problem
+
+HELP = "write a commented starter spec"
 
 STARTER = """\
 # {name}.yaml — a failure matrix: one check per way the system can fail, each with the probe
@@ -87,12 +91,37 @@ phases:
         fix: Install git (apt-get install git)
 """
 
-_NEEDS_PROBLEM = re.compile(r"^unknown (?:check or phase|phase) '")
 _ATTEMPTS = 50  # each pass drops at least one dangling reference
 
 
 class InitError(Exception):
     """The starter cannot be made as asked (unknown phase, file already there)."""
+
+
+def arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("output", type=Path, nargs="?", help="file to write (default: stdout)")
+    parser.add_argument(
+        "--from", dest="source", type=Path, metavar="SPEC", help="start from a spec"
+    )
+    parser.add_argument(
+        "--phases", action="append", metavar="ID", help="with --from: only these phases"
+    )
+    parser.add_argument("--force", action="store_true", help="overwrite the output file")
+
+
+def main(args: argparse.Namespace) -> int:
+    phases = split(args.phases)
+    if phases and args.source is None:
+        print("matrix: --phases needs --from SPEC", file=sys.stderr)
+        return EXIT_INVALID
+    name = args.output.stem if args.output else "spec"
+    try:
+        text = from_spec(args.source, phases) if args.source else starter(name)
+        print(write(text, args.output, force=args.force))
+    except InitError as exc:
+        print(f"matrix: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    return 0
 
 
 def starter(name: str) -> str:
@@ -102,6 +131,8 @@ def starter(name: str) -> str:
 def from_spec(source: Path, phases: Sequence[str]) -> str:
     """The source spec's text with only `phases` (all when empty), comments kept, and needs
     that point at the phases left out removed."""
+    from matrix.spec.load import load
+
     loaded = load(source)
     ids = [phase.id for phase in loaded.spec.phases]
     unknown = [p for p in phases if p not in ids]
@@ -119,7 +150,7 @@ def from_spec(source: Path, phases: Sequence[str]) -> str:
     )
     chosen = ", ".join(p for p in ids if p in keep)
     note = f"# Started from {source} (phases: {chosen}) by `matrix init`.\n"
-    return note + _without_dangling_needs(head + body, source.parent)
+    return note + _without_dangling_needs(head + body, source)
 
 
 def _block_start(lines: list[str], item: int) -> int:
@@ -130,27 +161,25 @@ def _block_start(lines: list[str], item: int) -> int:
     return item
 
 
-def _without_dangling_needs(text: str, folder: Path) -> str:
+def _without_dangling_needs(text: str, source: Path) -> str:
+    """Plan the text as it would be written beside `source` (its includes resolve the same)
+    and drop each `needs:` entry the planner finds pointing nowhere, until none is left."""
+    from matrix.plan import build_plan
+    from matrix.plan.graph import UNKNOWN_NEED
+    from matrix.spec.load import load
+    from matrix.spec.problems import SpecInvalid
+
     for _ in range(_ATTEMPTS):
-        problems = _problems(text, folder)
-        dangling = [p for p in problems if _NEEDS_PROBLEM.match(p.message)]
-        if not dangling:
-            if problems:
-                raise SpecInvalid(problems)
+        try:
+            build_plan(load(source, text=text))
             return text
+        except SpecInvalid as exc:
+            problems: list[Problem] = exc.problems
+        dangling = [p for p in problems if p.code == UNKNOWN_NEED]
+        if not dangling:
+            raise SpecInvalid(problems)
         text = _drop_item(text, dangling[0].where)
     raise InitError("could not untangle the needs of the chosen phases")
-
-
-def _problems(text: str, folder: Path) -> list[Problem]:
-    with tempfile.NamedTemporaryFile("w", suffix=".yaml", dir=folder, delete=True) as handle:
-        handle.write(text)
-        handle.flush()
-        try:
-            build_plan(load(handle.name))
-        except SpecInvalid as exc:
-            return list(exc.problems)
-    return []
 
 
 def _drop_item(text: str, where: Position) -> str:

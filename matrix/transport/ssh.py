@@ -1,4 +1,4 @@
-"""SSH hosts as targets: one asyncssh connection per host, opened lazily, shared by its tasks.
+"""The `ssh` transport: one asyncssh connection per host, opened lazily, shared by its tasks.
 
 Every remote command runs under a tiny sh wrapper that first reports its process group, so a
 timeout or Ctrl-C can kill the whole remote group from a second channel: sshd neither kills a
@@ -8,20 +8,19 @@ non-pty command when its channel closes nor (for root) honours signal requests.
 from __future__ import annotations
 
 import os
-import re
 import shlex
 import socket
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
 
-from matrix.agent import AgentUnavailable, HostAgent, connection_lost
-from matrix.probe import ProbeError
-from matrix.spec import TargetSpec
-from matrix.targets import Completed, keep
+from matrix.errors import TransportError
+from matrix.spec.models import TargetSpec
+from matrix.transport.agent import AgentUnavailable, HostAgent, connection_lost
+from matrix.transport.base import Completed, TargetRef, drain, split_host
 
 MARKER = "matrix-pgid"
 # Report the process group (Linux /proc first, ps elsewhere), then become the command.
@@ -31,17 +30,6 @@ WRAPPER = (
 )
 CHANNEL_RETRIES = 5
 KILL_TIMEOUT = 5.0
-_HOST_PORT = re.compile(r"^\[(?P<v6>[^\]]+)\]:(?P<port6>\d+)$|^(?P<host>[^:\[\]]+):(?P<port>\d+)$")
-
-
-def split_host(address: str) -> tuple[str, int | None]:
-    """`gpu-01:2222` → ('gpu-01', 2222); `[::1]:22` → ('::1', 22); `gpu-01` → ('gpu-01', None)."""
-    found = _HOST_PORT.match(address)
-    if not found:
-        return address, None
-    if found["v6"]:
-        return found["v6"], int(found["port6"])
-    return found["host"], int(found["port"])
 
 
 def remote_command(argv: Sequence[str], env: Mapping[str, str] | None) -> str:
@@ -49,6 +37,12 @@ def remote_command(argv: Sequence[str], env: Mapping[str, str] | None) -> str:
     assignments = [f"{key}={value}" for key, value in (env or {}).items()]
     prefix = ["env", *assignments] if assignments else []
     return shlex.join([*prefix, "sh", "-c", WRAPPER, "sh", *argv])
+
+
+def open_target(ref: TargetRef) -> SshTarget:
+    """One host of a `via: ssh` group; nothing is opened until its first task."""
+    assert ref.options is not None  # every host of a group carries the group's options
+    return SshTarget(ref.name, ref.host, ref.group, ref.options, ref.options.python or "python3")
 
 
 @dataclass
@@ -65,7 +59,7 @@ class SshTarget:
     _agent: HostAgent | None = None
     _connection: Any = None
     _hops: list[Any] = field(default_factory=list)
-    _failure: ProbeError | None = None
+    _failure: TransportError | None = None
     _lock: anyio.Lock = field(default_factory=anyio.Lock)
 
     @property
@@ -73,16 +67,25 @@ class SshTarget:
         host, port = split_host(self.host)
         return host, port or self.options.port
 
-    @property
-    def uses_agent(self) -> bool:
-        return self._agent is not None
-
     def describe(self) -> str:
         host, port = self.address
         user = self.options.user or "(ssh config/local user)"
         return f"{user}@{host}" + (f":{port}" if port else "")
 
-    async def connect(self) -> Any:
+    async def connect(self) -> dict[str, Any]:
+        connection = await self._connected()
+        key = connection.get_server_host_key()
+        return {
+            "via": "ssh",
+            "connect_seconds": round(self.connect_seconds, 4),
+            "server_version": connection.get_extra_info("server_version"),
+            "host_key": key.get_fingerprint() if key is not None else None,
+            "agent": self._agent is not None,
+            "agent_problem": self.agent_problem,
+        }
+
+    async def _connected(self) -> Any:
+        """The open connection, made on first use; a failure is remembered for every task."""
         async with self._lock:
             if self._connection is not None and not self._closed():
                 return self._connection
@@ -91,7 +94,7 @@ class SshTarget:
             started = time.perf_counter()
             try:
                 self._connection = await self._open()
-            except ProbeError as exc:
+            except TransportError as exc:
                 self._failure = exc
                 raise
             self._agent = await self._start_agent(self._connection)
@@ -117,7 +120,7 @@ class SshTarget:
         try:
             import asyncssh
         except ImportError:
-            raise ProbeError(
+            raise TransportError(
                 "SSH targets need asyncssh: pip install 'preflight-matrix[ssh]'"
             ) from None
 
@@ -152,7 +155,7 @@ class SshTarget:
             )
         except Exception as exc:
             via = f" (at jump host {hop})" if hop else ""
-            raise ProbeError(f"SSH failed: {self._why(exc)}{via}") from None
+            raise TransportError(f"SSH failed: {self._why(exc)}{via}") from None
 
     def _why(self, exc: BaseException) -> str:
         import asyncssh
@@ -188,7 +191,7 @@ class SshTarget:
     ) -> Completed:
         import asyncssh
 
-        connection = await self.connect()
+        connection = await self._connected()
         if self._agent is not None:
             return await self._agent.run(argv, input=input, env=env)
         started = time.perf_counter()
@@ -201,8 +204,8 @@ class SshTarget:
             process.stdin.write_eof()
             pgid = await _find_pgid(process.stderr, err)
             async with anyio.create_task_group() as tg:
-                tg.start_soon(_drain, process.stderr, err)
-                await _drain(process.stdout, out)
+                tg.start_soon(drain, _chunks(process.stderr), err)
+                await drain(_chunks(process.stdout), out)
             await process.wait_closed()
             code = process.exit_status if process.exit_status is not None else -1
         except Exception as exc:
@@ -227,7 +230,7 @@ class SshTarget:
                 return await connection.create_process(command, encoding=None)
             except asyncssh.ChannelOpenError as exc:
                 if attempt == CHANNEL_RETRIES - 1:
-                    raise ProbeError(
+                    raise TransportError(
                         f"{self.describe()} refused a new SSH session ({exc.reason}); "
                         "lower max_sessions for this target"
                     ) from None
@@ -280,9 +283,10 @@ async def _find_pgid(stderr: Any, sink: bytearray, lines: int = 50) -> int | Non
     return None
 
 
-async def _drain(stream: Any, sink: bytearray) -> None:
-    while chunk := await stream.read(65536):
-        keep(sink, chunk)
+async def _chunks(reader: Any) -> AsyncIterator[bytes]:
+    """An asyncssh reader as chunks (its own iterator yields lines, unbounded in length)."""
+    while chunk := await reader.read(65536):
+        yield chunk
 
 
 def _hop(text: str) -> tuple[str | None, str, int | None]:

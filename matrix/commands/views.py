@@ -1,13 +1,13 @@
-"""Plain-text views of a spec for `list`, `run --dry-run` and `explain` (no rich: fast start)."""
+"""Plain-text views of a plan for `list`, `run --dry-run` and `explain` (no rich: fast start)."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
 
-from matrix import template
 from matrix.plan import Plan, Task
 from matrix.probe import registry
+from matrix.spec import template
 
 
 def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -68,7 +68,7 @@ def plan_tasks(plan: Plan) -> str:
             ",".join(n.task_id for n in t.needs[:3])
             + (f",+{len(t.needs) - 3}" if len(t.needs) > 3 else "")
             or "—",
-            t.skip or t.error or "",
+            t.skip.text if t.skip else t.error or "",
         ]
         for t in (plan.tasks[i] for i in plan.order)
     ]

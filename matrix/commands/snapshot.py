@@ -8,18 +8,20 @@ what it had, and flags must match. Facts that name the machine (paths, timings) 
 
 from __future__ import annotations
 
+import argparse
 import math
 import re
 import socket
-import tempfile
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
+from matrix.commands import EXIT_INVALID, split
 
+HELP = "observe a known-good machine; write a spec expecting what it saw"
 DEFAULT_PROBES = ("python", "disk", "memory")
 _RELEASE = re.compile(r"^(\d+(?:\.\d+)+)")
 
@@ -96,6 +98,51 @@ class SnapshotError(Exception):
     """The snapshot cannot be taken as asked (unknown kind, bad option)."""
 
 
+def arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--target", default="local", metavar="HOST", help="local, or [user@]host[:port] over SSH"
+    )
+    parser.add_argument("--key", metavar="FILE", help="SSH private key")
+    parser.add_argument("--known-hosts", metavar="FILE", help="known_hosts file to verify with")
+    parser.add_argument("--python", metavar="PATH", help="the host's python for probes")
+    parser.add_argument(
+        "--probes",
+        action="append",
+        metavar="KINDS",
+        help="kinds to observe (default: python,disk,memory; also torch.env, gpu.health)",
+    )
+    parser.add_argument(
+        "--packages", action="append", metavar="NAMES", help="python packages to pin"
+    )
+    parser.add_argument(
+        "--path", action="append", default=[], metavar="PATH", help="a disk to check (default /)"
+    )
+    parser.add_argument("-o", "--output", type=Path, help="file to write (default: stdout)")
+    parser.add_argument("--force", action="store_true", help="overwrite the output file")
+
+
+def main(args: argparse.Namespace) -> int:
+    from matrix.commands.init import InitError, write
+
+    node = Node(args.target, args.key, args.known_hosts, args.python)
+    try:
+        rows = checks(split(args.probes) or list(DEFAULT_PROBES), split(args.packages), args.path)
+    except SnapshotError as exc:
+        print(f"matrix: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    run = observe(node, rows)
+    command = "matrix " + " ".join(sys.argv[1:]) if sys.argv[1:] else "matrix snapshot"
+    text, unseen = baseline(node, rows, run, command)
+    for line in unseen:
+        print(f"matrix: {line}", file=sys.stderr)
+    try:
+        print(write(text, args.output, force=args.force), end="" if not args.output else "\n")
+    except InitError as exc:
+        print(f"matrix: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    return 0 if len(unseen) < len(rows) else 1
+
+
 @dataclass
 class Node:
     """The machine to observe: `local`, or an SSH host with how to reach it."""
@@ -145,10 +192,11 @@ def checks(kinds: Sequence[str], packages: Sequence[str], paths: Sequence[str]) 
 def observe(node: Node, rows: list[dict]) -> Any:
     """Run the rows on the node through the real engine; the Run has every fact."""
     import anyio
+    import yaml
 
     from matrix.engine import Options, execute
-    from matrix.load import load
     from matrix.plan import build_plan
+    from matrix.spec.load import load
 
     spec: dict[str, Any] = {"version": 1, "name": "snapshot", "phases": []}
     on = "node" if node.remote else "local"
@@ -157,24 +205,23 @@ def observe(node: Node, rows: list[dict]) -> Any:
     spec["phases"] = [
         {"id": "snapshot", "checks": [{**row, "on": on, "expect": {}} for row in rows]}
     ]
-    with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / "snapshot.yaml"
-        path.write_text(yaml.safe_dump(spec, sort_keys=False))
-        plan = build_plan(load(path))
-        return anyio.run(execute, plan, Options(handle_signals=False))
+    plan = build_plan(load("snapshot.yaml", text=yaml.safe_dump(spec, sort_keys=False)))
+    return anyio.run(execute, plan, Options(handle_signals=False))
 
 
 def baseline(node: Node, rows: list[dict], run: Any, command: str) -> tuple[str, list[str]]:
     """The baseline spec's text, and a line per probe left out (could not observe, or saw
     nothing to pin, like gpu.health on a machine without GPUs)."""
-    by_check = {r.check_id: r for r in run.results if r.check_id != "ssh-connect"}
+    import yaml
+
+    by_check = {r.check_id: r for r in run.results}
     unseen: list[str] = []
     out_checks = []
     for row in rows:
         result = by_check[row["id"]]
         kind = row["probe"]["kind"]
         if result.status.value in ("error", "skip"):
-            unseen.append(f"{row['id']}: not observed: {result.reason}")
+            unseen.append(f"{row['id']}: not observed: {result.why}")
             continue
         expect = {}
         for fact, pin in RECIPES[kind].pins.items():

@@ -2,8 +2,8 @@
 
 Each SSH session pays the remote login shell's start-up (a .bashrc with pyenv or conda init
 costs ~100 ms) and a channel open that counts against the server's MaxSessions; a fleet run
-pays that per task. The agent (matrix/agent_remote.py, sent on stdin) pays it once per host:
-tasks become framed requests on its stdin, each run as its own process group on the host, so a
+pays that per task. The agent (agent_remote.py, sent on stdin) pays it once per host: tasks
+become framed requests on its stdin, each run as its own process group on the host, so a
 timeout still kills exactly that task's processes. bench/RESULTS.md has the measurements.
 """
 
@@ -14,6 +14,7 @@ import base64
 import contextlib
 import itertools
 import json
+import secrets
 import shlex
 import struct
 import time
@@ -24,25 +25,26 @@ from typing import Any
 
 import anyio
 
-from matrix.probe import ProbeError
-from matrix.targets import OUTPUT_LIMIT, Completed
+from matrix.errors import TransportError
+from matrix.transport.base import OUTPUT_LIMIT, Completed
 
-MAGIC = b"\x00matrix-agent\x00"
 BOOTSTRAP = "import sys; exec(sys.stdin.buffer.read(int(sys.argv[1])))"
 
 
-def connection_lost(where: str, why: object) -> ProbeError:
+def connection_lost(where: str, why: object) -> TransportError:
     """The one wording for a host that went away mid-task, with or without the agent."""
-    return ProbeError(f"lost the SSH connection to {where}: {why}")
+    return TransportError(f"lost the SSH connection to {where}: {why}")
 
 
 class AgentUnavailable(Exception):
     """The helper did not start (no such python, a restricted shell): use a session per task."""
 
 
-def command(python: str, source: bytes) -> str:
-    """The remote command line that reads the agent's source from stdin and runs it."""
-    return shlex.join([python, "-c", BOOTSTRAP, str(len(source)), python, str(OUTPUT_LIMIT)])
+def command(python: str, source: bytes, marker: bytes) -> str:
+    """The remote command line that reads the agent's source from stdin and runs it; the agent
+    prints `marker` before its first frame (a fresh one per start, so no banner can fake it)."""
+    settings = [python, str(OUTPUT_LIMIT), marker.decode()]
+    return shlex.join([python, "-c", BOOTSTRAP, str(len(source)), *settings])
 
 
 @dataclass
@@ -57,6 +59,7 @@ class HostAgent:
 
     process: Any
     where: str
+    marker: bytes
     _ids: itertools.count[int] = field(default_factory=itertools.count)
     _waiting: dict[int, _Waiting] = field(default_factory=dict)
     _lost: str | None = None
@@ -65,10 +68,11 @@ class HostAgent:
 
     @classmethod
     async def start(cls, connection: Any, python: str, where: str, timeout: float) -> HostAgent:
-        source = resources.files("matrix").joinpath("agent_remote.py").read_bytes()
-        process = await connection.create_process(command(python, source), encoding=None)
+        source = resources.files(__package__).joinpath("agent_remote.py").read_bytes()
+        marker = f"matrix-agent-{secrets.token_hex(8)}".encode()
+        process = await connection.create_process(command(python, source, marker), encoding=None)
         process.stdin.write(source)
-        agent = cls(process, where)
+        agent = cls(process, where, marker)
         try:
             with anyio.fail_after(timeout):
                 await agent._skip_banner()
@@ -87,7 +91,7 @@ class HostAgent:
 
     async def _skip_banner(self) -> None:
         """Whatever a login shell printed on stdout comes before the agent's marker."""
-        await self.process.stdout.readuntil(MAGIC)
+        await self.process.stdout.readuntil(self.marker)
 
     async def _receive(self) -> dict[str, Any]:
         head = await self.process.stdout.readexactly(4)
@@ -147,13 +151,13 @@ class HostAgent:
         if reply is None:
             raise self._lost_error()
         if "unstarted" in reply:
-            raise ProbeError(f"cannot start {argv[0]} on {self.where}: {reply['unstarted']}")
+            raise TransportError(f"cannot start {argv[0]} on {self.where}: {reply['unstarted']}")
         if "error" in reply:
-            raise ProbeError(f"{reply['error']} (on {self.where})")
+            raise TransportError(f"{reply['error']} (on {self.where})")
         out, err = (bytearray(base64.b64decode(reply[k])) for k in ("out", "err"))
         return Completed.captured(reply["code"], out, err, time.perf_counter() - started)
 
-    def _lost_error(self) -> ProbeError:
+    def _lost_error(self) -> TransportError:
         return connection_lost(self.where, self._lost)
 
     async def aclose(self) -> None:

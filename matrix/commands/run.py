@@ -1,0 +1,103 @@
+"""`matrix run SPEC`: probe everything, print the verdict, write the reports asked for.
+
+Every reporter listens to the run and writes its output at the end, also after Ctrl-C; one
+that fails to write does not cost the others theirs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from matrix.commands import EXIT_INVALID, plan, spec_options, split
+
+HELP = "probe everything and print the verdict"
+
+
+def arguments(parser: argparse.ArgumentParser) -> None:
+    from reporters import registry
+
+    spec_options(parser)
+    for flag, help_text in (
+        ("--phase", "only these phases"),
+        ("--check", "only these checks (globs ok)"),
+        ("--tags", "only checks with one of these tags"),
+        ("--skip-tags", "leave out checks with these tags"),
+        ("--limit", "only remote hosts matching these globs"),
+    ):
+        metavar = {"--phase": "ID", "--check": "ID", "--limit": "PATTERN"}.get(flag, "T")
+        parser.add_argument(flag, action="append", metavar=metavar, help=help_text)
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=0,
+        metavar="N",
+        help="tasks at once (default: 4 per core)",
+    )
+    parser.add_argument(
+        "--fail-fast", action="store_true", help="stop at the first critical failure"
+    )
+    parser.add_argument("--dry-run", action="store_true", help="print the plan; probe nothing")
+    parser.add_argument("--strict", action="store_true", help="exit 1 on CAUTION too")
+    parser.add_argument("--quiet", action="store_true", help="no console output; only reports")
+    for entry in registry().values():
+        nargs = "?" if entry.bare is not None else None
+        parser.add_argument(
+            f"--{entry.name}", metavar=entry.metavar, help=entry.help, nargs=nargs, const=entry.bare
+        )
+        for option in entry.options:
+            kind = (
+                {"type": option.type, "metavar": option.metavar}
+                if option.type
+                else {"action": "store_true"}
+            )
+            parser.add_argument(
+                option.flag, dest=option.dest, help=option.help, default=option.default, **kind
+            )
+
+
+def main(args: argparse.Namespace) -> int:
+    from matrix.plan import Filters
+
+    filters = Filters(
+        split(args.phase),
+        split(args.check),
+        split(args.tags),
+        split(args.skip_tags),
+        split(args.limit),
+    )
+    planned = plan(args, filters)
+    if args.dry_run:
+        from matrix.commands import views
+
+        print(views.plan_tasks(planned))
+        return 0
+    import anyio
+
+    from matrix.engine import Options, execute
+    from matrix.listener import Listener
+    from reporters import registry
+    from reporters.console import ConsoleReporter
+
+    listeners: list[Listener] = [] if args.quiet else [ConsoleReporter()]
+    for entry in registry().values():
+        destination = getattr(args, entry.name.replace("-", "_"), None)
+        options = {option.dest: getattr(args, option.dest) for option in entry.options}
+        if destination is None and entry.auto is not None:
+            destination = entry.auto(os.environ, options)
+        if destination is not None:
+            listeners.append(entry.create(destination, **options))
+    options = Options(concurrency=args.concurrency, fail_fast=args.fail_fast)
+    run = anyio.run(execute, planned, options, listeners)
+    unwritten = 0
+    for listener in listeners:
+        try:
+            listener.finish(run)
+        except Exception as exc:  # one reporter's failure must not cost the others theirs
+            unwritten += 1
+            print(
+                f"matrix: {type(listener).__name__} could not write its report: {exc}",
+                file=sys.stderr,
+            )
+    return EXIT_INVALID if unwritten else run.exit_code(strict=args.strict)

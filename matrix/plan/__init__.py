@@ -1,0 +1,51 @@
+"""Spec → Plan: the spec expanded into tasks (expand.py) and linked into a graph (graph.py).
+
+`build_plan` reports every problem it finds at once, so `validate` says all that is wrong with
+a spec in one go; the engine then only executes.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+from matrix.plan import graph
+from matrix.plan.expand import Planner
+from matrix.plan.model import Filters, Need, Plan, Task
+from matrix.spec.load import Loaded
+from matrix.spec.problems import SpecInvalid
+from matrix.spec.yaml import display_name
+
+__all__ = ["Filters", "Need", "Plan", "Task", "build_plan"]
+
+
+def build_plan(
+    loaded: Loaded, filters: Filters | None = None, environ: Mapping[str, str] | None = None
+) -> Plan:
+    """Expand the spec; raise SpecInvalid listing every problem found."""
+    filters = filters or Filters()
+    environ = os.environ if environ is None else environ
+    planner = Planner(loaded, environ)
+    tasks = planner.tasks()
+    graph.find_cycle(loaded.spec, planner.problem)
+    graph.check_references(loaded.spec, loaded.dropped, planner.problem)
+    graph.link(loaded.spec, tasks)
+    if planner.problems:
+        raise SpecInvalid(planner.problems)
+    filtered = {
+        task.id: reason
+        for task in tasks.values()
+        if (reason := filters.reason(task.check, task.phase, task.target))
+    }
+    graph.select(tasks, filtered)
+    tasks = planner.gate_tasks(tasks)
+    return Plan(
+        loaded.spec,
+        display_name(loaded.path),
+        planner.vars,
+        tasks,
+        graph.order(tasks),
+        {t.target.name: t.target for t in tasks.values()},
+        planner.warnings,
+        {name: environ[name] for name in loaded.spec.secrets if name in environ},
+    )

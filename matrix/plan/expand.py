@@ -1,0 +1,348 @@
+"""Spec → tasks: vars rendered, target groups expanded into hosts, and each check × target ×
+matrix cell made a task with validated params and a compiled expectation.
+
+Everything that can be known without touching the world is decided here (probe params valid,
+expectations compiled, `when` evaluated), so `validate` catches it and the engine only executes.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from pydantic import ValidationError
+
+from matrix.plan.model import Need, Task
+from matrix.probe import ProbeClass, ProbeParams, registry
+from matrix.results import Skip, SkipKind
+from matrix.spec import template
+from matrix.spec.expect import Expectation, ExpectError, compile_expect
+from matrix.spec.load import Loaded
+from matrix.spec.locate import template_problems, validation_problems
+from matrix.spec.models import Check, Phase, ProbeRef, TargetSpec
+from matrix.spec.problems import Problem, did_you_mean
+from matrix.transport import TRANSPORTS, Gate, transport
+from matrix.transport.base import LOCAL, LOCAL_NAMES, TargetRef, expand_hosts
+
+_UNRENDERED = object()  # a template in it could not be rendered; the problem is reported
+
+
+class Planner:
+    """Collects every problem as it expands, each at its file:line and key."""
+
+    def __init__(self, loaded: Loaded, environ: Mapping[str, str]):
+        self.loaded = loaded
+        self.spec = loaded.spec
+        static = template_problems(loaded.spec, loaded.source)
+        self.problems: list[Problem] = loaded.problems + [problem for _, problem in static]
+        self.unrenderable = {loc[:4] for loc, _ in static}
+        self.kinds = registry()
+        self.warnings: list[str] = []
+        env = template.EnvView(environ, "environment variable")
+        secret = template.EnvView(environ, "secret", frozenset(self.spec.secrets))
+        self.base: dict[str, Any] = {"env": env, "secret": secret}
+        self.vars = self._render_vars()
+        self.base["vars"] = self.vars
+        self.groups = self._expand_targets()
+
+    def problem(
+        self, loc: Sequence[Any], message: str, *, key: bool = False, code: str = ""
+    ) -> None:
+        where, name = self.loaded.where(loc, key=key)
+        self.problems.append(Problem(where, name, message, code))
+
+    def _render_vars(self) -> dict[str, Any]:
+        rendered: dict[str, Any] = dict(self.spec.vars)
+        for name, value in self.spec.vars.items():
+            try:
+                rendered[name] = template.render_tree(value, {**self.base, "vars": rendered})
+            except template.RenderError as exc:
+                self.problem(("vars", name), str(exc))
+        return rendered
+
+    def _expand_targets(self) -> dict[str, list[TargetRef]]:
+        groups = {name: [LOCAL] for name in LOCAL_NAMES}
+        for name, spec in self.spec.targets.items():
+            spec = self._render_target(name, spec)
+            if not transport(spec.via).remote:
+                groups[name] = [TargetRef(name, "localhost", name, "local", spec)]
+                continue
+            refs = []
+            for i, host in enumerate(spec.hosts):
+                try:
+                    host = str(template.render(host, self.base)).strip()
+                except template.RenderError as exc:
+                    if ("targets", name, "hosts", i) not in self.unrenderable:
+                        self.problem(("targets", name, "hosts", i), str(exc))
+                    continue
+                refs += [TargetRef(h, h, name, spec.via, spec) for h in expand_hosts(host)]
+            groups[name] = refs
+            if spec.insecure and refs:
+                self.warnings.append(
+                    f"host keys are NOT verified for target group '{name}' (insecure: true): "
+                    "anyone on the network path could impersonate its hosts"
+                )
+        return groups
+
+    def _render_target(self, name: str, spec: TargetSpec) -> TargetSpec:
+        """Templated target options (key, user, python, …); hosts are rendered one by one."""
+        if spec.password is not None and not _SECRET_ONLY.match(spec.password):
+            self.problem(("targets", name, "password"), _secret_only("password"))
+            spec = spec.model_copy(update={"password": None})
+        options = spec.model_dump(exclude={"hosts"}, exclude_defaults=True)
+        try:
+            rendered = template.render_tree(options, self.base)
+        except template.RenderError as exc:
+            if ("targets", name) not in {loc[:2] for loc in self.unrenderable}:
+                self.problem(("targets", name), str(exc))
+            return spec
+        return spec.model_copy(update=rendered)
+
+    # ── tasks ───────────────────────────────────────────────────────────────
+
+    def tasks(self) -> dict[str, Task]:
+        """Every check's tasks by id, in spec order; duplicate ids are problems."""
+        tasks: dict[str, Task] = {}
+        seen: set[str] = set()
+        duplicate = "duplicate id (ids must be unique across the spec)"
+        for p, phase in enumerate(self.spec.phases):
+            if phase.id in seen:
+                self.problem(("phases", p, "id"), duplicate)
+            seen.add(phase.id)
+            for c, check in enumerate(phase.checks):
+                if check.id in seen:
+                    self.problem(("phases", p, "checks", c, "id"), duplicate)
+                    continue
+                seen.add(check.id)
+                for task in self.tasks_for(p, phase, c, check):
+                    if task.id in tasks:
+                        clash = f"two tasks would share the id '{task.id}'"
+                        message = f"{clash}: make matrix values and host names distinct"
+                        self.problem(("phases", p, "checks", c, "id"), message)
+                    tasks[task.id] = task
+        return tasks
+
+    def tasks_for(self, p: int, phase: Phase, c: int, check: Check) -> list[Task]:
+        loc = ("phases", p, "checks", c)
+        kind = self.kinds.get(check.probe.kind)
+        replaced = self.kinds.replaced.get(check.probe.kind)
+        if replaced:
+            first, now = replaced
+            warning = (
+                f"probe kind '{check.probe.kind}' comes from {now}, which replaced the one in "
+                f"{first}: uninstall one of them if that is not intended"
+            )
+            if warning not in self.warnings:
+                self.warnings.append(warning)
+        if kind is None:
+            hint = did_you_mean(check.probe.kind, self.kinds)
+            broken = "".join(
+                f"; plugin {module} failed to import ({why})"
+                for module, why in self.kinds.broken.items()
+            )
+            message = f"unknown probe kind '{check.probe.kind}'{hint}{broken}"
+            self.problem((*loc, "probe", "kind"), message)
+        targets = self._targets_of(loc, check)
+        cells = self._cells(loc, check)
+        return [
+            self._task(loc, phase, check, target, cell, kind)
+            for target, cell in itertools.product(targets, cells)
+        ]
+
+    def _targets_of(self, loc: tuple, check: Check) -> list[TargetRef]:
+        try:
+            name = str(template.render(check.on, self.base))
+        except template.RenderError as exc:
+            self.problem((*loc, "on"), str(exc))
+            return []
+        if name not in self.groups:
+            if name in self.loaded.dropped:
+                return []
+            hint = did_you_mean(name, self.groups)
+            self.problem((*loc, "on"), f"unknown target '{name}'{hint}; declare it under targets:")
+            return []
+        if not self.groups[name]:
+            message = f"target group '{name}' has no hosts: set its hosts (or the vars they use)"
+            self.problem((*loc, "on"), message)
+        return self.groups[name]
+
+    def _cells(self, loc: tuple, check: Check) -> list[dict[str, Any]]:
+        axes = {}
+        for axis, values in check.matrix.items():
+            try:
+                axes[axis] = template.render_tree(values, self.base)
+            except template.RenderError as exc:
+                self.problem((*loc, "matrix", axis), str(exc))
+                return []
+            if not isinstance(axes[axis], list):
+                message = f"expected a list of values, got {axes[axis]!r}"
+                self.problem((*loc, "matrix", axis), message)
+                return []
+        return [dict(zip(axes, combo)) for combo in itertools.product(*axes.values())]
+
+    def _task(
+        self,
+        loc: tuple,
+        phase: Phase,
+        check: Check,
+        target: TargetRef,
+        cell: dict[str, Any],
+        kind: ProbeClass | None,
+    ) -> Task:
+        task_id = check.id
+        if cell:
+            task_id += "[" + ",".join(f"{k}={v}" for k, v in cell.items()) + "]"
+        if target is not LOCAL:
+            task_id += f"@{target.name}"
+        context = {
+            **self.base,
+            "target": {"name": target.name, "host": target.host, "group": target.group},
+            "check": {
+                "id": check.id,
+                "title": check.title or check.category or check.id,
+                "category": check.category,
+                "failure": check.failure,
+                "severity": check.severity.value,
+                "phase": phase.id,
+            },
+            "matrix": cell,
+        }
+        task = Task(task_id, check, phase, target, cell, context)
+        try:
+            if check.when is not None and not template.truthy(template.render(check.when, context)):
+                condition = str(check.when).replace("{{", "").replace("}}", "").strip()
+                task.skip = Skip(SkipKind.not_applicable, condition)
+            if kind is not None:
+                task.params = self._params(loc, check, kind, context, unused=task.skip is not None)
+                task.expect = self._expect(loc, check, kind, context)
+        except template.NotConfigured as exc:
+            task.error = str(exc)
+        return task
+
+    def _rendered(self, loc: tuple, key: str, value: Any, context: dict, **options: Any) -> Any:
+        """`value` rendered for one task, or _UNRENDERED with the problem reported at the
+        check's `key` (once: the static check may have found it already). A missing env var
+        or secret (NotConfigured) is the task's error, not the spec's: it goes up."""
+        try:
+            return template.render_tree(value, context, **options)
+        except template.NotConfigured:
+            raise
+        except template.RenderError as exc:
+            if loc not in self.unrenderable:
+                self.problem((*loc, key), str(exc))
+            return _UNRENDERED
+
+    def _params(
+        self, loc: tuple, check: Check, kind: ProbeClass, context: dict, *, unused: bool
+    ) -> ProbeParams | None:
+        """The probe's params, validated. A task that will not run (`unused`: its `when` is
+        false) is excused bad values — its vars are often blank then — but not unknown keys."""
+        raw = dict(check.probe.model_extra or {})
+        for name in kind.secret_fields:
+            if name in raw and not _SECRET_ONLY.match(str(raw[name])):
+                self.problem((*loc, "probe", name), _secret_only(name))
+                return None
+        rendered = self._rendered(loc, "probe", raw, context, shell_keys=frozenset({"shell"}))
+        if rendered is _UNRENDERED:
+            return None
+        try:
+            return kind.model_validate(rendered)
+        except ValidationError as exc:
+            _from_environment(exc, raw, rendered)
+            source = self.loaded.source["phases"][loc[1]]["checks"][loc[3]]["probe"]
+            prefix = self.loaded.where((*loc, "probe"))[1]
+            for problem in validation_problems(exc, source, kind, only_keys=unused):
+                name = f"{prefix}.{problem.key}" if problem.key else prefix
+                self.problems.append(Problem(problem.where, name, problem.message))
+            return None
+
+    def _expect(self, loc: tuple, check: Check, kind: ProbeClass, context: dict) -> Expectation:
+        declared = check.expect is not None
+        raw = self._rendered(
+            loc, "expect", check.expect if declared else kind.default_expect, context
+        )
+        if raw is _UNRENDERED:
+            return {}
+        try:
+            return compile_expect(raw)
+        except ExpectError as exc:
+            if not declared:
+                raise
+            self.problem((*loc, "expect", *exc.path), str(exc), key=True)
+            return {}
+
+    # ── gates ───────────────────────────────────────────────────────────────
+
+    def gate_tasks(self, tasks: dict[str, Task]) -> dict[str, Task]:
+        """Put the transport's gate (`ssh.connect` for SSH) before the first task of every host
+        that has one, and make all the host's tasks need it: a dead host gives one error, not
+        N copies of a timeout. A check of the gate's kind already on that host plays that part
+        instead."""
+        kinds = {row.gate.kind for row in TRANSPORTS.values() if row.gate}
+        explicit: dict[str, Task] = {}
+        for task in tasks.values():
+            if task.check.probe.kind in kinds:
+                explicit.setdefault(task.target.name, task)
+        gated: dict[str, Task] = {}
+        ordered: dict[str, Task] = {}
+        for task in tasks.values():
+            ref, gate = task.target, transport(task.target.via).gate
+            if gate is not None and task.skip is None and ref.name not in gated:
+                gated[ref.name] = explicit.get(ref.name) or self._gate_task(task, gate)
+                ordered.setdefault(gated[ref.name].id, gated[ref.name])
+            ordered.setdefault(task.id, task)
+        for task in ordered.values():
+            first = gated.get(task.target.name)
+            if first is not None and first is not task:
+                task.needs.append(Need(first.id, True))
+        return ordered
+
+    def _gate_task(self, first: Task, gate: Gate) -> Task:
+        options = first.target.options
+        check = Check(
+            id=gate.id,
+            title=gate.title,
+            category=gate.category,
+            failure=gate.failure,
+            probe=ProbeRef(kind=gate.kind),
+            diagnostic="{{ error }}",
+            fix=gate.fix,
+            on=first.target.group,
+            timeout=(options.connect_timeout if options else 10) + gate.slack,
+        )
+        p = self.spec.phases.index(first.phase)
+        return self._task(
+            ("phases", p), first.phase, check, first.target, {}, self.kinds[gate.kind]
+        )
+
+
+def _from_environment(exc: ValidationError, raw: dict[str, Any], rendered: Any) -> None:
+    """A bad value that came from this machine's environment (`{{ env.PORT }}` with
+    PORT=abc) is that task's error, not a broken spec: one bad row never sinks the run."""
+    for error in exc.errors(include_url=False):
+        field = error["loc"][0] if error["loc"] else None
+        text = raw.get(field) if isinstance(field, str) else None
+        if not isinstance(text, str) or not _reads_environment(text):
+            continue
+        value = rendered.get(field) if isinstance(rendered, dict) else None
+        why = error["msg"].removeprefix("Value error, ")
+        raise template.NotConfigured(f"{field}={value!r} (from {text.strip()}): {why}")
+
+
+def _reads_environment(text: str) -> bool:
+    try:
+        return any(name in ("env", "secret") for name, _ in template.references(text))
+    except template.RenderError:
+        return False
+
+
+_SECRET_ONLY = re.compile(r"^\s*\{\{\s*secret(?:\.\w+|\[[^\]{}]+\])\s*\}\}\s*$")
+
+
+def _secret_only(key: str) -> str:
+    return (
+        f'{key} must come from a secret: {key}: "{{{{ secret.NAME }}}}" with NAME listed under '
+        "secrets: (a literal would end up in reports and shell history)"
+    )

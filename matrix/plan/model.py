@@ -1,0 +1,80 @@
+"""The plan's values: one Task per (check × target × matrix cell), its needs, the selection
+filters, and the Plan the engine executes."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from fnmatch import fnmatch
+from typing import Any
+
+from matrix.probe import ProbeParams
+from matrix.results import Skip, SkipKind
+from matrix.spec.expect import Expectation
+from matrix.spec.models import Check, Phase, Spec
+from matrix.transport import transport
+from matrix.transport.base import TargetRef
+
+
+@dataclass(frozen=True)
+class Need:
+    """`strict` needs must pass; phase needs only block on critical failures."""
+
+    task_id: str
+    strict: bool
+
+
+@dataclass
+class Task:
+    """One (check × target × matrix cell): what the engine runs and reports on. A task the
+    engine will not probe has `skip` (filtered out, `when` false) or `error` (a missing env
+    var or secret: it cannot be configured on this machine)."""
+
+    id: str
+    check: Check
+    phase: Phase
+    target: TargetRef
+    cell: dict[str, Any]
+    context: dict[str, Any]
+    params: ProbeParams | None = None
+    expect: Expectation = field(default_factory=dict)
+    needs: list[Need] = field(default_factory=list)
+    skip: Skip | None = None
+    error: str | None = None
+
+
+@dataclass
+class Filters:
+    phases: Sequence[str] = ()
+    checks: Sequence[str] = ()
+    tags: Sequence[str] = ()
+    skip_tags: Sequence[str] = ()
+    limit: Sequence[str] = ()
+
+    def reason(self, check: Check, phase: Phase, target: TargetRef) -> Skip | None:
+        """Why a task is filtered out, or None when selected."""
+        remote = self.limit and transport(target.via).remote
+        if remote and not any(fnmatch(target.name, pattern) for pattern in self.limit):
+            return Skip(SkipKind.filtered, "--limit")
+        if self.phases and phase.id not in self.phases:
+            return Skip(SkipKind.filtered, "--phase")
+        if self.checks and not any(fnmatch(check.id, pattern) for pattern in self.checks):
+            return Skip(SkipKind.filtered, "--check")
+        if self.tags and not set(self.tags) & set(check.tags):
+            return Skip(SkipKind.filtered, "--tags")
+        if set(self.skip_tags) & set(check.tags):
+            return Skip(SkipKind.filtered, "--skip-tags")
+        return None
+
+
+@dataclass
+class Plan:
+    spec: Spec
+    spec_path: str
+    vars: dict[str, Any]
+    tasks: dict[str, Task]
+    order: list[str]
+    targets: dict[str, TargetRef]
+    warnings: list[str] = field(default_factory=list)
+    # the values of `secrets:` in the environment the plan was rendered with, for redaction
+    secret_values: dict[str, str] = field(default_factory=dict)

@@ -1,0 +1,118 @@
+"""Where probes run: the table of transports by a target group's `via:`, and the pool of
+open targets a run shares.
+
+A transport is one module with an `open(ref) -> Target` function plus one row here; the row
+also says what the planner and the engine need to know about it without importing it (it may
+pull in asyncssh), so `validate` stays fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from matrix.transport.base import Target, TargetRef, split_host
+
+
+@dataclass(frozen=True)
+class Gate:
+    """A check every task on a remote host needs first: the host is reached once, and a dead
+    host gives one error instead of one timeout per task. Its probe is `kind`, run on the host
+    under the group's connect timeout plus `slack` seconds."""
+
+    kind: str
+    id: str
+    title: str
+    category: str
+    failure: str
+    fix: str
+    slack: float = 5.0
+
+
+@dataclass(frozen=True)
+class Transport:
+    """One row of the table. `remote`: reached over a network, so `--limit` selects its hosts,
+    `max_sessions` bounds its tasks, and results name its address (`default_port` unless the
+    host or the group gives one)."""
+
+    via: str
+    opener: str  # "module:function" taking a TargetRef, imported on first use
+    remote: bool = False
+    default_port: int | None = None
+    gate: Gate | None = None
+
+
+TRANSPORTS: dict[str, Transport] = {
+    row.via: row
+    for row in (
+        Transport("local", "matrix.transport.local:open_target"),
+        Transport(
+            "ssh",
+            "matrix.transport.ssh:open_target",
+            remote=True,
+            default_port=22,
+            gate=Gate(
+                kind="ssh.connect",
+                id="ssh-connect",
+                title="SSH connection",
+                category="SSH Access",
+                failure="Cannot connect to the host",
+                fix=(
+                    "Check the address and port of {{ target.host }}, that sshd runs there, the "
+                    "user, the key (chmod 600) and known_hosts"
+                ),
+            ),
+        ),
+    )
+}
+
+
+def transport(via: str) -> Transport:
+    """The row for `via` (the planner has already rejected unknown ones)."""
+    return TRANSPORTS[via]
+
+
+def address(ref: TargetRef) -> tuple[str | None, int | None]:
+    """(host, port) a remote target is reached at; (None, None) for this machine."""
+    row = transport(ref.via)
+    if not row.remote:
+        return None, None
+    host, port = split_host(ref.host)
+    configured = ref.options.port if ref.options else None
+    return host, port or configured or row.default_port
+
+
+class TargetPool:
+    """One Target per concrete place, opened on first use and shared by its tasks."""
+
+    def __init__(self) -> None:
+        self._targets: dict[str, Target] = {}
+
+    def get(self, ref: TargetRef) -> Target:
+        if ref.name not in self._targets:
+            module, _, name = transport(ref.via).opener.partition(":")
+            self._targets[ref.name] = getattr(importlib.import_module(module), name)(ref)
+        return self._targets[ref.name]
+
+    async def aclose(self) -> None:
+        """Close every connection the run opened; nothing is left running anywhere."""
+        for target in self._targets.values():
+            await target.aclose()
+
+
+@asynccontextmanager
+async def target_pool() -> AsyncIterator[TargetPool]:
+    """The run's targets, closed at the end whatever happened (also on Ctrl-C)."""
+    from anyio import CancelScope
+
+    from matrix.transport.local import fast_child_watcher
+
+    pool = TargetPool()
+    with fast_child_watcher():
+        try:
+            yield pool
+        finally:
+            with CancelScope(shield=True):
+                await pool.aclose()

@@ -1,0 +1,90 @@
+"""What the reporters share: the listener contract they implement, their usage error, atomic
+writes, and the wording every human-facing format uses, so they say things one way."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+from matrix.listener import Listener
+from matrix.results import Result, Run, Status, Verdict
+
+Reporter = Listener  # one contract: what the engine calls is what a reporter implements
+
+ICONS = {Status.passed: "✅", Status.failed: "❌", Status.error: "💥", Status.skipped: "⏭ "}
+WARNING_ICON = "⚠️ "
+VERDICT_WORDS = {
+    Verdict.ready: "READY",
+    Verdict.caution: "PROCEED WITH CAUTION",
+    Verdict.blocked: "DEPLOYMENT BLOCKED",
+}
+
+
+class ReporterError(Exception):
+    """A reporter cannot be set up (bad destination, missing setting); a usage error."""
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Readers never see half a report, even if the run is killed while writing."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text(text, encoding="utf-8")
+    os.replace(partial, path)
+
+
+def icon(result: Result) -> str:
+    """A result's mark: a failed warning shows as a warning, whatever its status."""
+    if result.bad and result.severity != "critical":
+        return WARNING_ICON
+    return ICONS[result.status]
+
+
+def plural(count: int, word: str) -> str:
+    return f"{count} {word}{'' if count == 1 else 's'}"
+
+
+def where(result: Result) -> str:
+    """` [batch_size=16] @ gpu-01`: the matrix cell and the host, empty for a plain local task."""
+    cell = ",".join(f"{k}={v}" for k, v in result.cell.items())
+    text = f" [{cell}]" if cell else ""
+    return text + (f" @ {result.target}" if result.target != "local" else "")
+
+
+def further_reason(result: Result) -> str | None:
+    """The reason, when it adds to the diagnostic. A reason that is the probe's own account
+    (already quoted by the diagnostic) plus the unmet matcher says nothing new."""
+    reason, diagnostic = result.reason, result.diagnostic or ""
+    if not reason or reason in diagnostic:
+        return None
+    account, _, unmet = reason.rpartition(" (")
+    if account and account in diagnostic and unmet.endswith(")"):
+        return None
+    return reason
+
+
+def tally(run: Run) -> str | None:
+    """What the verdict banner counts: `1 critical issue, 2 warnings` when BLOCKED, `3
+    warnings` (phases over budget included) for CAUTION; None when READY."""
+    fixes = run.fixes()
+    critical = sum(r.severity == "critical" for r in fixes)
+    warnings = len(fixes) - critical
+    if run.verdict is Verdict.blocked:
+        also = f", {plural(warnings, 'warning')}" if warnings else ""
+        return plural(critical, "critical issue") + also
+    if run.verdict is Verdict.caution:
+        return plural(warnings + len(run.over_budget()), "warning")
+    return None
+
+
+def banner(run: Run, marks: Mapping[Verdict, str], incomplete: str) -> str:
+    """The verdict line: `🚨 DEPLOYMENT BLOCKED: 2 critical issues`, or `incomplete` when the
+    run was cut short before anything went wrong (no verdict can be given then)."""
+    head = f"{marks[run.verdict]} {VERDICT_WORDS[run.verdict]}"
+    counted = tally(run)
+    if counted:
+        return f"{head}: {counted}"
+    if run.interrupted or run.stopped_early:
+        return incomplete
+    counts = run.counts()
+    return f"{head}: {counts['pass']} passed, {counts['skip']} skipped"
