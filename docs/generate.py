@@ -295,7 +295,8 @@ def spec_reference() -> str:
         notice("matrix/spec/models.py"),
         "",
         "Every key a spec may hold, generated from the pydantic models in "
-        "[matrix/spec/models.py](../matrix/spec/models.py), which are also the source of `matrix schema`. "
+        "[matrix/spec/models.py](../matrix/spec/models.py), which are also the source of "
+        "`matrix schema`. "
         "The guide, with examples and the rules behind these keys (templates, `when`, "
         "`needs`, includes, secrets, matchers, the verdict and score), is "
         "[spec.md](spec.md); the params and facts of every probe kind are in "

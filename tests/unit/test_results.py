@@ -136,7 +136,11 @@ def test_blocked_interrupted_and_not_run_count_as_not_passed(skip):
 def test_a_phase_with_nothing_applicable_drops_out_of_the_total():
     phases = [PhaseInfo("gpu", "GPU", 50, {"g": 1}), PhaseInfo("cpu", "CPU", 50, {"c": 1})]
     run = make_run(
-        [result("g", SKIP, "critical", "gpu", skip=Skip(SkipKind.not_applicable, "false")), result("c", phase="cpu")], phases
+        [
+            result("g", SKIP, "critical", "gpu", skip=Skip(SkipKind.not_applicable, "false")),
+            result("c", phase="cpu"),
+        ],
+        phases,
     )
     assert run.score == pytest.approx(100.0)
     assert {s.id: s.weight for s in run.phase_scores()} == {"gpu": 0.0, "cpu": 50}
@@ -198,7 +202,9 @@ def test_fixes_are_bad_non_info_results_in_dependency_order():
 
 
 def test_counts_and_json_shape():
-    run = make_run([result("a"), result("b", FAIL), result("c", SKIP, skip=Skip(SkipKind.blocked, "b"))])
+    run = make_run(
+        [result("a"), result("b", FAIL), result("c", SKIP, skip=Skip(SkipKind.blocked, "b"))]
+    )
     data = run.to_dict()
     assert data["counts"] == {"pass": 1, "fail": 1, "error": 0, "skip": 1}
     assert data["verdict"] == "BLOCKED"
