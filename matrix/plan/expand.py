@@ -116,7 +116,7 @@ class Planner:
                     self.problem(("phases", p, "checks", c, "id"), duplicate)
                     continue
                 seen.add(check.id)
-                for task in self.tasks_for(p, phase, c, check):
+                for task in self._tasks_for(p, phase, c, check):
                     if task.id in tasks:
                         clash = f"two tasks would share the id '{task.id}'"
                         message = f"{clash}: make matrix values and host names distinct"
@@ -124,7 +124,7 @@ class Planner:
                     tasks[task.id] = task
         return tasks
 
-    def tasks_for(self, p: int, phase: Phase, c: int, check: Check) -> list[Task]:
+    def _tasks_for(self, p: int, phase: Phase, c: int, check: Check) -> list[Task]:
         loc = ("phases", p, "checks", c)
         kind = self.kinds.get(check.probe.kind)
         replaced = self.kinds.replaced.get(check.probe.kind)
