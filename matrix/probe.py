@@ -15,13 +15,13 @@ import json
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import cache
-from importlib import resources
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, model_validator
 
+from matrix import remote
 from matrix.errors import ProbeError
 
 if TYPE_CHECKING:
@@ -29,7 +29,6 @@ if TYPE_CHECKING:
 
 BUILTIN = "probes.builtin"  # its MODULES: the built-in probe families
 ENTRY_POINT_GROUP = "matrix.probes"
-MAIN_CALL = b"main(observe)\n"  # the last line of every remote program
 RunsOn = Literal["target", "controller"]
 __all__ = ["ProbeContext", "ProbeError", "ProbeParams", "ScriptProbe", "probe", "registry"]
 
@@ -209,10 +208,7 @@ class ProbeContext:
         show in the host's process list; `secret` params (a presigned URL) travel inside the
         source instead and reach the script merged into its params.
         """
-        source = remote_source(str(script), tuple(libraries))
-        if secret:
-            call = f"main(observe, {json.dumps(json.dumps(dict(secret)))})\n"
-            source = source.removesuffix(MAIN_CALL) + call.encode()
+        source = remote.program(script, tuple(libraries), secret)
         done = await self.run([self.target.python, "-", json.dumps(params)], input=source)
         try:
             reply = json.loads(done.stdout)
@@ -225,17 +221,3 @@ class ProbeContext:
         if "error" in reply:
             raise ProbeError(reply["error"])
         return reply["facts"]
-
-
-@cache
-def remote_source(script: str, libraries: tuple[str, ...] = ()) -> bytes:
-    """Prelude + libraries + script + entry call, as one self-contained program."""
-    remote = resources.files("probes") / "remote"
-
-    def read(name: str) -> str:
-        return (
-            Path(name) if name.endswith(".py") else Path(str(remote / f"{name}.py"))
-        ).read_text()
-
-    parts = [read(name) for name in ("_prelude", *libraries, script)]
-    return "\n".join(parts).encode() + b"\n" + MAIN_CALL

@@ -111,7 +111,8 @@ def spawn(argv, env, data):
 def fork_script(source, args, env):
     """`python - ARGS` with the script on stdin, as a fork of this interpreter: the same
     python, without its start-up (~20 ms a probe, the bulk of a fleet run's remote work).
-    Compiled once per distinct script here, so every fork inherits the code object."""
+    Compiled once per distinct program here, so every fork inherits the code object (each
+    fork still compiles a probe's prelude, libraries and script: see matrix/remote.py)."""
     code = _compiled.get(source)
     if code is None:
         code = _compiled[source] = compile(source, "<stdin>", "exec")

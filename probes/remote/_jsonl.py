@@ -1,8 +1,7 @@
 # The scanning core of `data.jsonl`: JSONL streams read one line at a time, counted, never kept.
 # Shared by probes/remote/data.py (files on the target, sent ahead of it) and probes/data.py
 # (s3:// objects the controller reads, imported as probes.remote._jsonl). Stdlib only, Python
-# >= 3.8, and no imports of its siblings: its text is concatenated into the target's script,
-# so its private names are distinctive (a sibling defining `_why` must not replace ours).
+# >= 3.8, and no imports of its siblings (not even _prelude): the controller could not resolve them.
 import json
 import sys
 import time

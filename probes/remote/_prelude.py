@@ -1,6 +1,7 @@
-# Prepended to every remote script: read params from argv, print one JSON reply.
-# Stdlib only; runs on any python3 >= 3.8 on the target. Scripts use the names defined here.
+# The module `_prelude` of every remote program (matrix/remote.py): read params from argv,
+# print one JSON reply. Stdlib only; runs on any python3 >= 3.8 on the target.
 import json
+import os
 import sys
 
 GB = 1024**3  # facts say "GB" for GiB, like df -h and free -g
@@ -14,6 +15,28 @@ class ObserveError(Exception):
     """Raised by a script when it cannot observe; reported as the probe's error."""
 
 
+def by_op(handlers):
+    """`observe` for a script that serves several kinds: params["op"] (the kind) picks the
+    handler, e.g. by_op({"port": observe_port, "http": observe_http})."""
+
+    def observe(params):
+        handler = handlers.get(params.get("op"))
+        if handler is None:
+            known = ", ".join(sorted(handlers))
+            raise ObserveError(f"unknown op {params.get('op')!r}: this script serves {known}")
+        return handler(params)
+
+    return observe
+
+
+def _where(exc):
+    """'files.py:63': where an unexpected exception was raised (the traceback's last frame)."""
+    tb = exc.__traceback__
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    return f"{os.path.basename(tb.tb_frame.f_code.co_filename)}:{tb.tb_lineno}"
+
+
 def main(observe, secret="{}"):
     """`secret` params are written into the program by the controller, never into argv."""
     params = json.loads(sys.argv[1]) if len(sys.argv) > 1 else {}
@@ -23,5 +46,5 @@ def main(observe, secret="{}"):
     except ObserveError as exc:
         reply = {"error": str(exc)}
     except Exception as exc:  # a broken probe must still answer
-        reply = {"error": f"{type(exc).__name__}: {exc}"}
+        reply = {"error": f"{type(exc).__name__}: {exc} (at {_where(exc)})"}
     sys.stdout.write(json.dumps(reply, default=str))

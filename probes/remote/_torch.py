@@ -1,4 +1,4 @@
-# Shared by the torch.* scripts (sent after _prelude.py, before the script): the torch import,
+# The module `_torch`, shared by the torch.* scripts (their library): the torch import,
 # devices, seeds, the built-in model, user entrypoints, training steps, RNG state, peak memory,
 # time bounds. torch is imported inside observe (need_torch), so a target without torch gets a
 # clear error instead of a traceback, and torch.memory can run without it.
@@ -9,8 +9,11 @@ import math
 import os
 import random
 import socket
+import sys
 import time
 import traceback
+
+from _prelude import ObserveError
 
 torch = None  # the torch module, once need_torch() imported it
 DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
@@ -58,8 +61,9 @@ def describe(exc):
     theirs = ["<", os.path.dirname(importlib.__file__)]
     if torch is not None:
         theirs.append(os.path.dirname(torch.__file__))
+    ours = (__file__, getattr(sys.modules["__main__"], "__file__", None))  # this and the script
     tb = traceback.extract_tb(exc.__traceback__)
-    frames = [f for f in tb if not f.filename.startswith(tuple(theirs))]
+    frames = [f for f in tb if not f.filename.startswith(tuple(theirs)) and f.filename not in ours]
     if frames:
         text += f" (at {os.path.basename(frames[-1].filename)}:{frames[-1].lineno})"
     return text

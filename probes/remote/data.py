@@ -1,10 +1,12 @@
-# `data.jsonl` and `data.files` on the target (params["op"]). Sent after _prelude.py and
-# _jsonl.py, whose names (Scan, gb, ObserveError) it uses; its own private names must not
-# repeat theirs.
+# `data.jsonl` and `data.files` on the target (params["op"]), with the scanning core of
+# _jsonl.py, which probes/data.py also uses for s3:// objects on the controller.
 import glob
 import gzip
 import os
 import zlib
+
+from _jsonl import Scan
+from _prelude import by_op, gb
 
 GZIP_MAGIC = b"\x1f\x8b"
 READ_BUFFER = 1 << 20
@@ -121,8 +123,4 @@ def observe_files(params):
     }
 
 
-OPS = {"data.jsonl": observe_jsonl, "data.files": observe_files}
-
-
-def observe(params):
-    return OPS[params["op"]](params)
+observe = by_op({"data.jsonl": observe_jsonl, "data.files": observe_files})

@@ -6,6 +6,8 @@ import re
 import shutil
 import stat
 
+from _prelude import ObserveError, by_op, gb
+
 CONTAINS_LIMIT = 16 << 20  # `contains` searches the first 16 MiB: enough for configs and logs
 
 
@@ -162,8 +164,4 @@ def observe_disk(params):
     return facts
 
 
-OPS = {"file": observe_file, "dir": observe_dir, "disk": observe_disk}
-
-
-def observe(params):
-    return OPS[params["op"]](params)
+observe = by_op({"file": observe_file, "dir": observe_dir, "disk": observe_disk})

@@ -2,6 +2,8 @@
 import math
 import os
 
+from _prelude import by_op, gb
+
 TRUE, FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
 
@@ -95,8 +97,4 @@ def observe_env(params):
     return facts
 
 
-OPS = {"memory": observe_memory, "env": observe_env}
-
-
-def observe(params):
-    return OPS[params["op"]](params)
+observe = by_op({"memory": observe_memory, "env": observe_env})

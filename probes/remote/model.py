@@ -7,6 +7,8 @@ import os
 import struct
 import zipfile
 
+from _prelude import ObserveError
+
 HEADER_LIMIT = 100_000_000  # the largest header safetensors itself accepts
 DTYPE_BITS = {
     "BOOL": 8,

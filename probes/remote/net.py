@@ -6,6 +6,8 @@ import time
 import urllib.error
 import urllib.request
 
+from _prelude import GB, ObserveError, by_op
+
 
 def _why(exc, timeout):
     """A short human cause for a failed connection: "connection refused", "timed out"."""
@@ -132,8 +134,4 @@ def observe_bandwidth(params):
     return facts
 
 
-OPS = {"port": observe_port, "http": observe_http, "net.bandwidth": observe_bandwidth}
-
-
-def observe(params):
-    return OPS[params["op"]](params)
+observe = by_op({"port": observe_port, "http": observe_http, "net.bandwidth": observe_bandwidth})

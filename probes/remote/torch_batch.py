@@ -2,6 +2,26 @@
 # not fit, then bisect. On CUDA trials run here and catch OutOfMemoryError; on CPU each runs in a
 # forked child, whose peak RSS growth is held against memory_limit_gb.
 import gc
+import json
+import os
+import socket
+
+from _prelude import GB, ObserveError, gb
+from _torch import (
+    OPTIMIZERS,
+    Deadline,
+    Trainer,
+    describe,
+    is_oom,
+    load_workload,
+    need_torch,
+    peak_bytes,
+    peak_start,
+    quiet,
+    ram_bytes,
+    resolve_device,
+    sync,
+)
 
 LR = 1e-3  # the learning rate does not change a step's memory
 
@@ -28,7 +48,7 @@ def _in_child(fn):
     pid = os.fork()
     if pid == 0:
         os.close(read)
-        torch.set_num_threads(1)
+        need_torch().set_num_threads(1)
         try:
             reply = {"value": fn()}
         except ObserveError as exc:
@@ -66,7 +86,7 @@ def _search(fits, cap):
 
 @quiet
 def observe(params):
-    need_torch()
+    torch = need_torch()
     device = resolve_device(params["device"])
     deadline = Deadline(params["max_seconds"])
     limit = params.get("memory_limit_gb")

@@ -1,7 +1,22 @@
 # torch.checkpoint: train, save to the training volume, reload into fresh objects, continue, and
 # compare with the run that was never interrupted.
+import os
 import shutil
 import tempfile
+import time
+
+from _prelude import ObserveError
+from _torch import (
+    Deadline,
+    Trainer,
+    load_workload,
+    need_torch,
+    quiet,
+    resolve_device,
+    rng_state,
+    set_rng_state,
+    went_nonfinite,
+)
 
 # cuBLAS reads this when CUDA starts: without it deterministic matmuls are not available
 os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
@@ -18,6 +33,7 @@ def _steps(trainer, count, deadline, stage):
 
 def _save(state, path):
     """torch.save, flushed to the device: seconds taken."""
+    torch = need_torch()
     began = time.perf_counter()
     with open(path, "wb") as handle:
         torch.save(state, handle)
@@ -28,6 +44,7 @@ def _save(state, path):
 
 def _load(path, device):
     """torch.load after dropping the file from the page cache (Linux): (state, seconds)."""
+    torch = need_torch()
     with open(path, "rb") as handle:
         if hasattr(os, "posix_fadvise"):
             os.posix_fadvise(handle.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
@@ -70,7 +87,7 @@ def _resume(params, device, path, deadline):
 
 def _round_trip(params, workdir):
     """(uninterrupted trainer, resumed trainer, checkpoint bytes, write and read seconds)."""
-    need_torch()
+    torch = need_torch()
     device = resolve_device(params["device"])
     if device.type == "cuda":
         torch.use_deterministic_algorithms(True, warn_only=True)

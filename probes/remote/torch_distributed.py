@@ -15,6 +15,8 @@ import sys
 import tempfile
 import time
 
+from _prelude import ObserveError
+
 RANK_SOURCE = r"""# matrix torch.distributed rank
 import datetime
 import json

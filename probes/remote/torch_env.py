@@ -1,4 +1,6 @@
 # torch.env: versions, the CUDA devices, and bf16/fp16 checked by really running them.
+from _prelude import gb
+from _torch import DTYPES, autocast, describe, need_torch, quiet, resolve_device, sync
 
 
 def _cudnn(number):
@@ -8,6 +10,7 @@ def _cudnn(number):
 
 
 def _nccl():
+    torch = need_torch()
     try:
         version = torch.cuda.nccl.version()
     except Exception:  # built without NCCL
@@ -16,6 +19,7 @@ def _nccl():
 
 
 def _gpu(index):
+    torch = need_torch()
     props = torch.cuda.get_device_properties(index)
     free, total = torch.cuda.mem_get_info(index)
     return {
@@ -30,6 +34,7 @@ def _gpu(index):
 def dtype_error(device, dtype):
     """None when a matmul and its backward ran under autocast in `dtype` with finite results
     (is_bf16_supported() alone can claim support that fails); else why not."""
+    torch = need_torch()
     wanted = getattr(torch, DTYPES[dtype])
     try:
         x = torch.randn(32, 32, device=device, requires_grad=True)
@@ -49,7 +54,7 @@ def dtype_error(device, dtype):
 
 @quiet
 def observe(params):
-    need_torch()
+    torch = need_torch()
     device = resolve_device(params["device"])
     cuda = torch.cuda.is_available()
     gpus = [_gpu(i) for i in range(torch.cuda.device_count())] if cuda else []

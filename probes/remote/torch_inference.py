@@ -1,8 +1,24 @@
 # torch.inference: forward-pass latency percentiles per batch size, and torch.export.export.
+import math
+import time
+
+from _torch import (
+    Deadline,
+    autocast,
+    call_args,
+    describe,
+    forward,
+    load_workload,
+    need_torch,
+    quiet,
+    resolve_device,
+    sync,
+)
 
 
 def _latencies(work, params, device, deadline, size):
     """Sorted milliseconds of `runs` forward passes on one batch, after `warmup` untimed."""
+    torch = need_torch()
     model, batch, warmup, runs = work.model.eval(), work.batch(), params["warmup"], params["runs"]
     times = []
     with torch.inference_mode(), autocast(device, params["dtype"]):
@@ -24,6 +40,7 @@ def _rank(times, percent):
 def export_error(work):
     """None when torch.export.export traced the model and the exported program ran; else which
     step failed and why."""
+    torch = need_torch()
     args, kwargs = call_args(work.batch())
     try:
         program = torch.export.export(work.model.eval(), args, kwargs)

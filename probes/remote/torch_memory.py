@@ -2,7 +2,14 @@
 # (safetensors headers and config.json: no weights are loaded), against what the device has.
 # torch is needed only to see a GPU: without it, device auto compares with the host's RAM.
 import glob
+import json
+import math
+import os
+import socket
 import struct
+
+from _prelude import GB, ObserveError, gb
+from _torch import need_torch, quiet, ram_bytes, resolve_device
 
 WEIGHT_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
 STATE_BYTES = {"adamw": 8, "adam": 8, "sgd_momentum": 4, "sgd": 0}  # fp32 states per parameter
@@ -74,7 +81,7 @@ def _device_memory(name):
     """(device, cuda, bytes it has, GPU or RAM): the GPU's total memory, else the host's RAM."""
     if name != "cpu":
         try:
-            need_torch()
+            torch = need_torch()
         except ObserveError:
             if name != "auto":
                 raise

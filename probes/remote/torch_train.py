@@ -1,5 +1,21 @@
 # torch.train and torch.lr (params["op"]): real optimizer steps on the target's device.
+import math
 import statistics
+import time
+
+from _prelude import gb
+from _torch import (
+    Deadline,
+    Trainer,
+    load_workload,
+    need_torch,
+    peak_bytes,
+    peak_start,
+    quiet,
+    resolve_device,
+    sync,
+    went_nonfinite,
+)
 
 
 def run(params, device, lr, deadline):

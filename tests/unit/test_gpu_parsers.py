@@ -1,27 +1,32 @@
 """The parsers of probes/remote/gpu.py on recorded nvidia-smi, dcgmi and kernel-log output.
 
-The functions are the remote script's own, loaded the way a target runs them (prelude + script),
-so nothing here duplicates parser code on the controller side.
+The functions are the remote script's own, loaded the way a target runs them (the program of
+matrix/remote.py without its entry call), so nothing here duplicates parser code on the
+controller side.
 """
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
+from unittest.mock import patch
 
 import pytest
 
-from matrix.probe import remote_source
+from matrix.remote import program
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "gpu"
 
 
 @pytest.fixture(scope="module")
 def gpu() -> dict[str, Any]:
-    """The namespace of the program a target runs, without its entry call."""
-    source = remote_source("gpu").decode().removesuffix("main(observe)\n")
+    """The namespace of the program a target runs, without its entry call (the last line)."""
+    source, entry = program("gpu").rstrip(b"\n").rsplit(b"\n", 1)
+    assert entry.endswith(b".main(observe)")
     namespace: dict[str, Any] = {"__name__": "remote_gpu"}
-    exec(compile(source, "probes/remote/gpu.py", "exec"), namespace)
+    with patch.dict(sys.modules):  # the program registers its prelude as a module
+        exec(compile(source, "<stdin>", "exec"), namespace)
     return namespace
 
 

@@ -1,10 +1,11 @@
 # Observe one resource limit of a fresh process on the target (params["op"]: acme.ulimit).
 #
-# This file is not imported by the plugin: matrix sends it, after its own prelude, to the
-# target's python over stdin. It must run unchanged on python >= 3.8 with the stdlib only,
-# and it may use the prelude's names (ObserveError, gb, GB), hence the noqa below.
-# ruff: noqa: F821
+# This file is not imported by the plugin: matrix sends it to the target's python over stdin,
+# with its prelude as the module `_prelude`. It must run unchanged on python >= 3.8 with the
+# stdlib only.
 import sys
+
+from _prelude import ObserveError
 
 
 def _limit(value, resource):

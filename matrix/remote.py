@@ -1,0 +1,73 @@
+"""The program a target's python runs for a remote script (`python - '<params json>'`).
+
+One self-contained stdin payload, so nothing is written to the host. A short bootstrap makes
+probes/remote/_prelude.py and each library a module in `sys.modules`, so every script imports
+what it uses and a traceback names the right file and line. Then the script runs as __main__,
+and the last line, the entry call, hands its `observe` to the prelude's `main`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+PRELUDE = "_prelude"
+# Runs on the target: Python >= 3.8, stdlib only. Its names are deleted before the script runs,
+# so the script sees a namespace as bare as `python script.py` gives it.
+BOOTSTRAP = """\
+# matrix remote program (matrix/remote.py): {script}
+import sys
+
+
+def _module(name, filename, source):
+    module = sys.modules[name] = type(sys)(name)
+    module.__file__ = filename
+    exec(compile(source, filename, "exec"), module.__dict__)
+
+
+"""
+
+
+def program(
+    script: str | Path,
+    libraries: tuple[str, ...] = (),
+    secret: Mapping[str, Any] | None = None,
+) -> bytes:
+    """The program that runs `script` after the prelude and `libraries` on a target.
+
+    `script` and each library is a built-in name in probes/remote/ ("gpu", "_torch") or a path
+    to a plugin's .py file; a library is imported by its file stem. `secret` params travel in
+    the entry call, inside the program rather than its argv (the host's process list shows
+    argv), and reach `observe` merged into its params.
+    """
+    body = _body(str(script), tuple(str(name) for name in libraries))
+    args = f"observe, {json.dumps(dict(secret))!r}" if secret else "observe"
+    return body + f"__import__({PRELUDE!r}).main({args})\n".encode()
+
+
+@cache
+def _body(script: str, libraries: tuple[str, ...]) -> bytes:
+    """Everything but the entry call: the same bytes each time, so the SSH agent, which compiles
+    each distinct program once, gets a hit for every task of this script."""
+    parts = [BOOTSTRAP.format(script=_filename(script))]
+    for name in (PRELUDE, *libraries):
+        module = Path(name).stem
+        parts.append(f"_module({module!r}, {_filename(name)!r}, {_read(name)!r})\n")
+    parts.append(f"del sys, _module\n__file__ = {_filename(script)!r}\n")
+    parts.append(f'exec(compile({_read(script)!r}, __file__, "exec"))\n')
+    return "".join(parts).encode()
+
+
+def _filename(name: str) -> str:
+    """What tracebacks call the file: probes/remote/gpu.py, or the plugin's path as given."""
+    return name if name.endswith(".py") else f"probes/remote/{name}.py"
+
+
+def _read(name: str) -> str:
+    if name.endswith(".py"):
+        return Path(name).read_text(encoding="utf-8")
+    return (resources.files("probes") / "remote" / f"{name}.py").read_text(encoding="utf-8")
