@@ -1,7 +1,8 @@
 """`matrix COMMAND …`: parse the arguments and hand them to the command's module.
 
-A subcommand is one module in matrix/commands/ plus one line in COMMANDS. Start-up stays
-light: each command imports the engine, anyio and probe libraries only when it runs.
+A subcommand is one module in matrix/commands/ (with `arguments(parser)` and `main(args)`)
+plus one line in COMMANDS. Start-up stays light: only the chosen command's module is
+imported, and it imports the engine, anyio and probe libraries only when it runs.
 """
 
 from __future__ import annotations
@@ -16,35 +17,40 @@ from matrix.commands import EXIT_INTERRUPTED, EXIT_INVALID
 from matrix.spec.problems import SpecInvalid
 from reporters import ReporterError
 
-COMMANDS = {  # subcommand → its module in matrix/commands/
-    "run": "run",
-    "validate": "validate",
-    "list": "list",
-    "schema": "schema",
-    "init": "init",
-    "snapshot": "snapshot",
-    "explain": "explain",
+COMMANDS = {  # subcommand (its module in matrix/commands/) → what `matrix --help` says of it
+    "run": "probe everything and print the verdict",
+    "validate": "check a spec and report every problem",
+    "list": "phases, checks and targets of a spec, or probe kinds",
+    "schema": "print the JSON Schema of specs (for YAML editors)",
+    "init": "write a commented starter spec",
+    "snapshot": "observe a known-good machine; write a spec expecting what it saw",
+    "explain": "what a check probes, expects and advises",
 }
 
 
 def _command(name: str) -> ModuleType:
-    return importlib.import_module(f"matrix.commands.{COMMANDS[name]}")
+    return importlib.import_module(f"matrix.commands.{name}")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
+    """The parser for `argv`: every subcommand is listed, but only the one named in `argv`
+    gets its arguments (and so has its module imported)."""
+    chosen = next((arg for arg in argv if not arg.startswith("-")), None)
     parser = argparse.ArgumentParser(
         prog="matrix",
         description="Probe every failure mode of a pipeline before you deploy it.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name in COMMANDS:
-        module = _command(name)
-        module.arguments(commands.add_parser(name, help=module.HELP))
+    for name, help_text in COMMANDS.items():
+        sub = commands.add_parser(name, help=help_text)
+        if name == chosen:
+            _command(name).arguments(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(argv).parse_args(argv)
     try:
         return _command(args.command).main(args)
     except ReporterError as exc:

@@ -11,12 +11,27 @@ import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from reporters.base import Reporter, ReporterError
+if TYPE_CHECKING:
+    from reporters.base import Reporter
 
 ENTRY_POINT_GROUP = "matrix.reporters"
 __all__ = ["Option", "Reporter", "ReporterEntry", "ReporterError", "registry"]
+
+
+class ReporterError(Exception):
+    """A reporter cannot be set up (bad destination, missing setting); a usage error."""
+
+
+def __getattr__(name: str) -> Any:
+    """`from reporters import Reporter` (what plugins write) without importing the results
+    model on every start: `matrix --help` needs only the entries below."""
+    if name == "Reporter":
+        from reporters.base import Reporter
+
+        return Reporter
+    raise AttributeError(f"module 'reporters' has no attribute {name!r}")
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,5 @@
-"""What the reporters share: the listener contract they implement, their usage error, atomic
-writes, and the wording every human-facing format uses, so they say things one way."""
+"""What the reporters share: the listener contract they implement, atomic writes, and the
+wording every human-facing format uses, so they say things one way."""
 
 from __future__ import annotations
 
@@ -19,10 +19,6 @@ VERDICT_WORDS = {
     Verdict.caution: "PROCEED WITH CAUTION",
     Verdict.blocked: "DEPLOYMENT BLOCKED",
 }
-
-
-class ReporterError(Exception):
-    """A reporter cannot be set up (bad destination, missing setting); a usage error."""
 
 
 def write_atomically(path: Path, text: str) -> None:

@@ -52,9 +52,9 @@ from pathlib import Path
 from typing import Any
 
 from matrix.results import PhaseScore, Result, Run, SkipKind, Status, Verdict, span
+from reporters import ReporterError
 from reporters.base import (
     Reporter,
-    ReporterError,
     banner,
     further_reason,
     icon,

@@ -30,7 +30,8 @@ from typing import TYPE_CHECKING, Any
 from matrix import __version__
 from matrix.redact import Redactor
 from matrix.results import Attempt, PhaseInfo, PhaseScore, Result, Run, Status, Verdict
-from reporters.base import Reporter, ReporterError, plural, write_atomically
+from reporters import ReporterError
+from reporters.base import Reporter, plural, write_atomically
 
 if TYPE_CHECKING:
     from matrix.plan.model import Plan, Task

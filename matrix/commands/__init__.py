@@ -1,6 +1,6 @@
-"""One module per subcommand. Each has `HELP`, `arguments(parser)` and `main(args) -> int`,
-and keeps its heavy imports inside `main`, so building the parser stays fast. What several
-commands share (spec options, loading and planning a spec) is here."""
+"""One module per subcommand, each with `arguments(parser)` and `main(args) -> int`; only the
+chosen one is imported, and it keeps its heavy imports inside `main`. What several commands
+share (spec options, loading and planning a spec) is here."""
 
 from __future__ import annotations
 

@@ -7,8 +7,6 @@ import sys
 
 from matrix.commands import EXIT_INVALID, plan, spec_options
 
-HELP = "what a check probes, expects and advises"
-
 
 def arguments(parser: argparse.ArgumentParser) -> None:
     spec_options(parser)

@@ -18,7 +18,6 @@ from matrix.commands import EXIT_INVALID, split
 if TYPE_CHECKING:
     from matrix.spec.problems import Position, Problem
 
-HELP = "write a commented starter spec"
 
 STARTER = """\
 # {name}.yaml — a failure matrix: one check per way the system can fail, each with the probe

@@ -7,8 +7,6 @@ from pathlib import Path
 
 from matrix.commands import plan, var_options
 
-HELP = "phases, checks and targets of a spec, or probe kinds"
-
 
 def arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("spec", type=Path, nargs="?", help="spec YAML file")

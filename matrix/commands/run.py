@@ -12,8 +12,6 @@ import sys
 
 from matrix.commands import EXIT_INVALID, plan, spec_options, split
 
-HELP = "probe everything and print the verdict"
-
 
 def arguments(parser: argparse.ArgumentParser) -> None:
     from reporters import registry

@@ -8,7 +8,6 @@ import copy
 import json
 from typing import Any
 
-HELP = "print the JSON Schema of specs (for YAML editors)"
 TEMPLATE = {"type": "string", "pattern": r"\{\{|\{%", "description": "a Jinja2 template"}
 
 

@@ -21,7 +21,6 @@ from typing import Any
 
 from matrix.commands import EXIT_INVALID, split
 
-HELP = "observe a known-good machine; write a spec expecting what it saw"
 DEFAULT_PROBES = ("python", "disk", "memory")
 _RELEASE = re.compile(r"^(\d+(?:\.\d+)+)")
 

@@ -6,8 +6,6 @@ import argparse
 
 from matrix.commands import plan, spec_options
 
-HELP = "check a spec and report every problem"
-
 
 def arguments(parser: argparse.ArgumentParser) -> None:
     spec_options(parser)
