@@ -25,7 +25,7 @@ from matrix.redact import Redactor
 from matrix.results import Attempt, Result, Run, Skip, SkipKind, Status, phase_infos, span
 from matrix.spec import template
 from matrix.spec.expect import evaluate
-from matrix.transport import TargetPool, address, target_pool, transport
+from matrix.transport import TargetPool, address, transport
 from matrix.transport.base import LOCAL
 
 
@@ -50,7 +50,7 @@ class _Execution:
         self.done = {task_id: anyio.Event() for task_id in plan.tasks}
         concurrency = options.concurrency or default_concurrency()
         self.limit = anyio.CapacityLimiter(concurrency)
-        self.pool = TargetPool()  # replaced by the run's own pool, which closes its targets
+        self.pool = TargetPool()
         self.host_limits = {
             name: anyio.CapacityLimiter(ref.options.max_sessions)
             for name, ref in plan.targets.items()
@@ -67,7 +67,7 @@ class _Execution:
         for listener in self.listeners:
             listener.start(self.plan)
         with self.scope:
-            async with target_pool() as self.pool, anyio.create_task_group() as tg:
+            async with self.pool, anyio.create_task_group() as tg:
                 if self.options.handle_signals:
                     tg.start_soon(self._watch_signals)
                 async with anyio.create_task_group() as work:

@@ -9,8 +9,7 @@ pull in asyncssh), so `validate` stays fast.
 from __future__ import annotations
 
 import importlib
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import ExitStack
 from dataclasses import dataclass
 
 from matrix.transport.base import Target, TargetRef, split_host
@@ -85,10 +84,12 @@ def address(ref: TargetRef) -> tuple[str | None, int | None]:
 
 
 class TargetPool:
-    """One Target per concrete place, opened on first use and shared by its tasks."""
+    """One Target per concrete place, opened on first use and shared by its tasks. Used as
+    `async with`, it closes every target at the end whatever happened (also on Ctrl-C)."""
 
     def __init__(self) -> None:
         self._targets: dict[str, Target] = {}
+        self._stack = ExitStack()
 
     def get(self, ref: TargetRef) -> Target:
         if ref.name not in self._targets:
@@ -96,23 +97,15 @@ class TargetPool:
             self._targets[ref.name] = getattr(importlib.import_module(module), name)(ref)
         return self._targets[ref.name]
 
-    async def aclose(self) -> None:
-        """Close every connection the run opened; nothing is left running anywhere."""
-        for target in self._targets.values():
-            await target.aclose()
+    async def __aenter__(self) -> TargetPool:
+        from matrix.transport.local import fast_child_watcher
 
+        self._stack.enter_context(fast_child_watcher())
+        return self
 
-@asynccontextmanager
-async def target_pool() -> AsyncIterator[TargetPool]:
-    """The run's targets, closed at the end whatever happened (also on Ctrl-C)."""
-    from anyio import CancelScope
+    async def __aexit__(self, *exc: object) -> None:
+        from anyio import CancelScope
 
-    from matrix.transport.local import fast_child_watcher
-
-    pool = TargetPool()
-    with fast_child_watcher():
-        try:
-            yield pool
-        finally:
-            with CancelScope(shield=True):
-                await pool.aclose()
+        with self._stack, CancelScope(shield=True):
+            for target in self._targets.values():
+                await target.aclose()
