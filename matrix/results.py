@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field
 from enum import Enum
 from typing import Any
 
-RUN_SCHEMA_VERSION = 1
+RUN_SCHEMA_VERSION = 2  # 2: verdict INCOMPLETE, results' skip
 
 
 class Status(str, Enum):
@@ -64,6 +64,7 @@ class Verdict(str, Enum):
     ready = "READY"
     caution = "CAUTION"
     blocked = "BLOCKED"
+    incomplete = "INCOMPLETE"  # cut short (Ctrl-C, --fail-fast) before a failure was seen
 
 
 @dataclass
@@ -177,11 +178,24 @@ class Run:
 
     @property
     def verdict(self) -> Verdict:
-        """From the results; a phase over its time budget makes READY a CAUTION."""
+        """From the results. A critical failure blocks whatever else happened; a run cut short
+        has no passing verdict (INCOMPLETE); a phase over its time budget makes READY a
+        CAUTION."""
         found = verdict(self.results)
+        if found is Verdict.blocked:
+            return found
+        if not self.complete:
+            return Verdict.incomplete
         if found is Verdict.ready and self.over_budget():
             return Verdict.caution
         return found
+
+    @property
+    def complete(self) -> bool:
+        """Every task came to an end: nothing was cut off by Ctrl-C or --fail-fast."""
+        return not (self.interrupted or self.stopped_early) and not any(
+            map(_unfinished, self.results)
+        )
 
     def over_budget(self) -> list[PhaseScore]:
         return [p for p in self.phase_scores() if p.over_budget]
@@ -212,7 +226,7 @@ class Run:
     def exit_code(self, *, strict: bool = False) -> int:
         if self.interrupted:
             return 130
-        if self.verdict is Verdict.blocked:
+        if self.verdict in (Verdict.blocked, Verdict.incomplete):
             return 1
         return 1 if strict and self.verdict is Verdict.caution else 0
 

@@ -76,11 +76,11 @@ def tally(run: Run) -> str | None:
 def banner(run: Run, marks: Mapping[Verdict, str], incomplete: str) -> str:
     """The verdict line: `🚨 DEPLOYMENT BLOCKED: 2 critical issues`, or `incomplete` when the
     run was cut short before anything went wrong (no verdict can be given then)."""
+    if run.verdict is Verdict.incomplete:
+        return incomplete
     head = f"{marks[run.verdict]} {VERDICT_WORDS[run.verdict]}"
     counted = tally(run)
     if counted:
         return f"{head}: {counted}"
-    if run.interrupted or run.stopped_early:
-        return incomplete
     counts = run.counts()
     return f"{head}: {counts['pass']} passed, {counts['skip']} skipped"

@@ -116,6 +116,8 @@ def _case(result: Result, classname: str, name: str) -> TestCase:
         case.add_failure_info(message or "failed", _body(result), result.severity)
     elif result.status is Status.error:
         case.add_error_info(message or "error", _body(result), result.error_type or "probe-error")
+    elif _cut_off(result):  # a task the run never reached is no pass: CI must not go green
+        case.add_error_info(clean(result.why or "not run"), clean(result.why or ""), "incomplete")
     elif result.status is Status.skipped:
         case.add_skipped_info(clean(result.why or "skipped"))
     if result.bad and result.fix:
@@ -129,11 +131,15 @@ def _timestamp(results: Iterable[Result], fallback: float) -> str:
     return datetime.fromtimestamp(min(starts, default=fallback)).isoformat(timespec="seconds")
 
 
+def _cut_off(result: Result) -> bool:
+    return result.skip is not None and result.skip.unfinished
+
+
 def _counts(results: Sequence[Result]) -> dict[str, str]:
     return {
         "tests": str(len(results)),
         "failures": str(sum(r.status is Status.failed for r in results)),
-        "errors": str(sum(r.status is Status.error for r in results)),
+        "errors": str(sum(r.status is Status.error or _cut_off(r) for r in results)),
     }
 
 
@@ -183,7 +189,9 @@ def render(run: Run, hostname: str | None = None) -> str:
             {
                 "name": clean(suite_name),
                 **_counts(results),
-                "skipped": str(sum(r.status is Status.skipped for r in results)),
+                "skipped": str(
+                    sum(r.status is Status.skipped and not _cut_off(r) for r in results)
+                ),
                 "time": _format(sum(millis)),
                 "timestamp": _timestamp(results, run.started_at),
                 "hostname": hostname,

@@ -136,7 +136,7 @@ def notices(run: Run) -> list[str]:
             f"⏹ **--fail-fast**: stopped at the first critical failure "
             f"({finished} of {total} tasks finished)."
         )
-    if found and run.verdict is Verdict.ready:
+    if found and run.verdict is Verdict.incomplete:
         found.append("No failures among the finished tasks, but the run is incomplete: no verdict.")
     return found
 

@@ -192,6 +192,9 @@ class OtelReporter(Reporter):
         if run.verdict is Verdict.blocked:
             blockers = sum(r.bad and r.severity == "critical" for r in run.results)
             root.set_status(StatusCode.ERROR, f"BLOCKED: {plural(blockers, 'critical issue')}")
+        elif run.verdict is Verdict.incomplete:
+            done = f"{run.finished()} of {len(run.results)} tasks finished"
+            root.set_status(StatusCode.ERROR, f"INCOMPLETE: {done}; no verdict")
         scores = {score.id: score for score in run.phase_scores()}
         for info in run.phases:
             mine = [r for r in run.results if r.phase_id == info.id]

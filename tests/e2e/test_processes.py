@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import queue
 import signal
 import subprocess
 import threading
 import time
+import xml.etree.ElementTree as ET
 
 import pytest
 
@@ -132,7 +134,8 @@ def test_interrupt_writes_partial_reports_and_kills_children(
                 probe: {{kind: command, shell: "{needle}"}}
         """
     )
-    proc = cli.popen("run", "spec.yaml", "--json", "out.json")
+    reports = ["--json", "out.json", "--junit", "out.xml", "--otel", "out.otlp.json"]
+    proc = cli.popen("run", "spec.yaml", *reports, "--markdown", "out.md")
     lines = Lines(proc)
     try:
         assert lines.wait_for("quick", timeout=20), lines.rest()
@@ -158,5 +161,20 @@ def test_interrupt_writes_partial_reports_and_kills_children(
     assert data["by_id"]["quick"]["status"] == "pass"
     assert data["by_id"]["sleeper"]["status"] == "skip"
     assert data["by_id"]["sleeper"]["reason"].startswith("interrupted")
+    assert data["by_id"]["sleeper"]["skip"] == {"kind": "interrupted", "detail": ""}
+    # nothing failed before the stop, and yet no format may call the cut-short run a pass
+    assert data["verdict"] == "INCOMPLETE"
+    assert "READY" not in stdout and "no verdict" in stdout
+    assert "INCOMPLETE: no verdict" in (tmp_path / "out.md").read_text()
+    junit = ET.parse(tmp_path / "out.xml").getroot()
+    assert junit.get("errors") == "1"
+    verdicts = {p.get("value") for p in junit.iter("property") if p.get("name") == "matrix.verdict"}
+    assert verdicts == {"INCOMPLETE"}
+    (cut,) = [c for c in junit.iter("testcase") if c.find("error") is not None]
+    assert cut.find("error").get("type") == "incomplete"
+    spans = json.loads((tmp_path / "out.otlp.json").read_text())["resourceSpans"][0]
+    (root,) = [s for s in spans["scopeSpans"][0]["spans"] if "parentSpanId" not in s]
+    assert root["status"]["code"] == 2  # ERROR
+    assert root["status"]["message"].startswith("INCOMPLETE: 1 of 2 tasks finished")
     assert wait_until_gone(live_processes, needle) == []
     assert not list(tmp_path.glob(".*.partial"))

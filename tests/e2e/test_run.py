@@ -540,7 +540,7 @@ def test_json_report_has_the_documented_fields(cli, write_spec, tmp_path, report
     text = (tmp_path / "out.json").read_text()
     assert "tok-9f8e7d6c" not in text
     data = report(tmp_path / "out.json")
-    assert data["schema_version"] == 1
+    assert data["schema_version"] == 2
     assert data["spec"]["name"] == "report-shape"
     assert data["spec"]["path"] == "spec.yaml"
     assert data["vars"] == {"token": "***", "plain": 1}

@@ -208,7 +208,7 @@ def test_counts_and_json_shape():
     data = run.to_dict()
     assert data["counts"] == {"pass": 1, "fail": 1, "error": 0, "skip": 1}
     assert data["verdict"] == "BLOCKED"
-    assert data["schema_version"] == 1
+    assert data["schema_version"] == 2
     assert data["results"][1]["status"] == "fail"
     assert data["results"][2]["reason"] == "blocked by b"
     assert data["results"][2]["skip"] == {"kind": "blocked", "detail": "b"}
@@ -263,3 +263,26 @@ def replace_result(found: Result, **changes) -> Result:
     from dataclasses import replace
 
     return replace(found, **changes)
+
+
+@pytest.mark.parametrize(
+    ("extra", "cut", "expected", "code"),
+    [
+        ({"interrupted": True}, Skip(SkipKind.interrupted), Verdict.incomplete, 130),
+        ({"stopped_early": "stopped"}, Skip(SkipKind.stopped, "a"), Verdict.incomplete, 1),
+        ({}, Skip(SkipKind.not_run), Verdict.incomplete, 1),
+    ],
+)
+def test_a_run_cut_short_before_any_failure_has_no_passing_verdict(extra, cut, expected, code):
+    run = make_run([result("a"), result("b", SKIP, skip=cut)], **extra)
+    assert (run.verdict, run.exit_code(), run.to_dict()["verdict"]) == (
+        expected,
+        code,
+        "INCOMPLETE",
+    )
+
+
+def test_a_run_cut_short_after_a_critical_failure_is_blocked():
+    cut = Skip(SkipKind.interrupted)
+    run = make_run([result("a", FAIL), result("b", SKIP, skip=cut)], interrupted=True)
+    assert (run.verdict, run.exit_code()) == (Verdict.blocked, 130)
