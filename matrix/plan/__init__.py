@@ -13,8 +13,9 @@ from matrix.plan import graph
 from matrix.plan.expand import Planner
 from matrix.plan.model import Filters, Need, Plan, Task
 from matrix.spec.load import Loaded
-from matrix.spec.problems import SpecInvalid
+from matrix.spec.problems import Position, Problem, SpecInvalid
 from matrix.spec.yaml import display_name
+from matrix.transport import transport
 
 __all__ = ["Filters", "Need", "Plan", "Task", "build_plan"]
 
@@ -32,11 +33,18 @@ def build_plan(
     graph.link(loaded.spec, tasks)
     if planner.problems:
         raise SpecInvalid(planner.problems)
+    remote = {t.target.name for t in tasks.values() if transport(t.target.via).remote}
+    unmatched = filters.unmatched(loaded.spec, remote)
+    if unmatched:
+        raise SpecInvalid(unmatched)
     filtered = {
         task.id: reason
         for task in tasks.values()
         if (reason := filters.reason(task.check, task.phase, task.target))
     }
+    if tasks and len(filtered) == len(tasks):
+        message = "these filters together select no task: nothing would be checked"
+        raise SpecInvalid([Problem(Position("command line", 1, 1), filters.describe(), message)])
     graph.select(tasks, filtered)
     tasks = planner.gate_tasks(tasks)
     return Plan(

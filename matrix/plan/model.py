@@ -3,7 +3,7 @@ filters, and the Plan the engine executes."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from fnmatch import fnmatch
 from typing import Any
@@ -12,6 +12,7 @@ from matrix.probe import ProbeParams
 from matrix.results import Skip, SkipKind
 from matrix.spec.expect import Expectation
 from matrix.spec.models import Check, Phase, Spec
+from matrix.spec.problems import Position, Problem, did_you_mean
 from matrix.transport import transport
 from matrix.transport.base import TargetRef
 
@@ -65,6 +66,47 @@ class Filters:
         if set(self.skip_tags) & set(check.tags):
             return Skip(SkipKind.filtered, "--skip-tags")
         return None
+
+    def unmatched(self, spec: Spec, hosts: Collection[str]) -> list[Problem]:
+        """Usage errors: each filter value that matches nothing in the spec (a typo would
+        otherwise select nothing, and nothing selected passes). `hosts`: the remote hosts."""
+        checks = [check for phase in spec.phases for check in phase.checks]
+        tags = sorted({tag for check in checks for tag in check.tags})
+        rows = (
+            ("--phase", self.phases, [phase.id for phase in spec.phases], "phase", _equal),
+            ("--check", self.checks, [check.id for check in checks], "check", _glob),
+            ("--tags", self.tags, tags, "tag", _equal),
+            ("--skip-tags", self.skip_tags, tags, "tag", _equal),
+            ("--limit", self.limit, sorted(hosts), "remote host", _glob),
+        )
+        problems = []
+        for flag, values, known, noun, matches in rows:
+            for i, value in enumerate(values, 1):
+                if not any(matches(value, name) for name in known):
+                    found = f"; the spec has: {', '.join(known[:12])}" if known else ""
+                    hint = did_you_mean(value, known) or found
+                    message = f"matches no {noun}{hint}" if known else f"the spec has no {noun}s"
+                    problems.append(Problem(Position(flag, i, 1), value, message))
+        return problems
+
+    def describe(self) -> str:
+        """The filters as typed: `--phase a --tags gpu`."""
+        given = (
+            ("--phase", self.phases),
+            ("--check", self.checks),
+            ("--tags", self.tags),
+            ("--skip-tags", self.skip_tags),
+            ("--limit", self.limit),
+        )
+        return " ".join(f"{flag} {value}" for flag, values in given for value in values)
+
+
+def _equal(value: str, name: str) -> bool:
+    return value == name
+
+
+def _glob(pattern: str, name: str) -> bool:
+    return fnmatch(name, pattern)
 
 
 @dataclass

@@ -661,3 +661,58 @@ def test_a_phase_over_its_budget_is_a_caution_in_every_report(cli, write_spec, t
     assert cli("run", spec, "--strict", "--quiet").returncode == 1
     roomy = write_spec(BUDGETED.replace("200ms", "1m"), name="roomy.yaml")
     assert cli("run", roomy, "--strict", "--quiet").returncode == 0
+
+
+FILTERED = """
+version: 1
+name: t
+phases:
+  - id: basics
+    checks:
+      - {id: disk-space, tags: [storage], probe: {kind: command, argv: ["true"]}}
+  - id: toolchain
+    checks:
+      - {id: python-version, probe: {kind: command, argv: ["true"]}}
+"""
+
+
+@pytest.mark.parametrize(
+    ("filters", "said"),
+    [
+        (
+            ["--check", "disk-spce"],
+            "--check:1:1: disk-spce: matches no check (did you mean 'disk-space'?)",
+        ),
+        (
+            ["--phase", "nope"],
+            "--phase:1:1: nope: matches no phase; the spec has: basics, toolchain",
+        ),
+        (["--tags", "storag"], "--tags:1:1: storag: matches no tag (did you mean 'storage'?)"),
+        (
+            ["--skip-tags", "storag"],
+            "--skip-tags:1:1: storag: matches no tag (did you mean 'storage'?)",
+        ),
+        (["--limit", "gpu-*"], "--limit:1:1: gpu-*: the spec has no remote hosts"),
+        (
+            ["--check", "disk-space", "--phase", "toolchain"],
+            "--phase toolchain --check disk-space: these filters together select no task",
+        ),
+    ],
+)
+def test_a_selection_that_matches_nothing_is_a_usage_error_not_a_pass(
+    cli, write_spec, filters, said
+):
+    write_spec(FILTERED)
+    done = cli("run", "spec.yaml", "--strict", "--json", "out.json", *filters)
+    assert done.returncode == 2, done.stdout
+    assert said in done.stderr
+    assert "READY" not in done.stdout
+    assert not (cli.cwd / "out.json").exists()  # nothing was run
+
+
+def test_a_glob_that_matches_runs_only_what_it_selects(cli, write_spec, report, tmp_path):
+    write_spec(FILTERED)
+    done = cli("run", "spec.yaml", "--check", "disk-*", "--json", "out.json")
+    assert done.returncode == 0, done.stderr
+    statuses = {k: r["status"] for k, r in report(tmp_path / "out.json")["by_id"].items()}
+    assert statuses == {"disk-space": "pass", "python-version": "skip"}
