@@ -111,6 +111,9 @@ class Planner:
             if phase.id in seen:
                 self.problem(("phases", p, "id"), duplicate)
             seen.add(phase.id)
+            if not phase.checks and not self.loaded.problems:  # else its checks may be set aside
+                message = "no checks: the phase would check nothing; add checks or remove it"
+                self.problem(("phases", p), message)
             for c, check in enumerate(phase.checks):
                 if check.id in seen:
                     self.problem(("phases", p, "checks", c, "id"), duplicate)
@@ -178,6 +181,13 @@ class Planner:
                 return []
             if not isinstance(axes[axis], list):
                 message = f"expected a list of values, got {axes[axis]!r}"
+                self.problem((*loc, "matrix", axis), message)
+                return []
+            if not axes[axis]:
+                message = (
+                    "no values: the check would make no tasks and silently drop out of the "
+                    "verdict; give the axis at least one value or remove it"
+                )
                 self.problem((*loc, "matrix", axis), message)
                 return []
         return [dict(zip(axes, combo)) for combo in itertools.product(*axes.values())]

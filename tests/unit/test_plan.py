@@ -601,3 +601,27 @@ def test_every_via_a_spec_accepts_has_a_transport_and_the_reverse():
     from matrix.transport import TRANSPORTS
 
     assert set(get_args(TargetSpec.model_fields["via"].annotation)) == set(TRANSPORTS)
+
+
+def test_a_check_or_phase_that_expands_to_no_tasks_is_a_located_spec_error(plan_spec):
+    """A row that makes no tasks would silently drop out of the verdict."""
+    with pytest.raises(SpecInvalid) as raised:
+        plan_spec(
+            """
+            version: 1
+            name: t
+            vars: {sizes: []}
+            phases:
+              - id: p
+                checks:
+                  - {id: a, matrix: {batch_size: []}, probe: {kind: command, argv: ["true"]}}
+                  - {id: b, matrix: {n: "{{ vars.sizes }}"}, probe: {kind: command, argv: ["true"]}}
+              - id: empty
+            """
+        )
+    found = {(p.where.line, p.key, p.message.split(":")[0]) for p in raised.value.problems}
+    assert found == {
+        (7, "phases[p].checks[a].matrix.batch_size", "no values"),
+        (8, "phases[p].checks[b].matrix.n", "no values"),
+        (9, "phases[empty]", "no checks"),
+    }
