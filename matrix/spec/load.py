@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from matrix.spec.locate import locate, validation_problems
 from matrix.spec.models import Spec
-from matrix.spec.problems import Position, Problem, SpecInvalid
+from matrix.spec.problems import Position, Problem, SpecInvalid, did_you_mean
 from matrix.spec.yaml import YList, YMap, display_name, parse_yaml, read_yaml
 
 # ── includes ────────────────────────────────────────────────────────────────
@@ -117,28 +117,42 @@ def _read_tree(
 _INT = re.compile(r"^[-+]?\d+$")
 
 
-def parse_var(text: str) -> tuple[str, Any]:
-    """`k=v` from the command line: ints and true/false are typed, the rest stays a string."""
+def parse_var(text: str, index: int = 1) -> tuple[str, Any]:
+    """`k=v` from the command line: ints and true/false are typed, `[…]` and `{…}` are YAML
+    lists and maps (`packages=[torch>=2.5, peft]`), the rest stays a string — so a version
+    such as `2.10` is never read as the number 2.1."""
     key, sep, value = text.partition("=")
+    at = Position("--var", index, 1)
     if not sep or not key.strip():
-        raise SpecInvalid([Problem(Position("--var", 1, 1), text, "expected key=value")])
+        raise SpecInvalid([Problem(at, text, "expected key=value")])
     if _INT.match(value):
         return key.strip(), int(value)
     if value.lower() in ("true", "false"):
         return key.strip(), value.lower() == "true"
+    if value.strip().startswith(("[", "{")):
+        return key.strip(), parse_yaml(value, f"--var {key.strip()}")
     return key.strip(), value
 
 
 def _override(
-    data: YMap, section: str, files: Sequence[Path], entries: Sequence[tuple[str, Any, Position]]
+    data: YMap,
+    section: str,
+    files: Sequence[Path],
+    entries: Sequence[tuple[str, Any, Position]],
+    *,
+    declared_only: bool = False,
 ) -> None:
     """Command-line overrides of a top-level mapping (`vars`, `targets`): files first, each
-    replacing whole entries, then single `--flag` entries; positions point at their source."""
+    replacing whole entries, then single `--flag` entries; positions point at their source.
+    `declared_only`: a name the spec does not declare is a problem (a typo would otherwise be
+    ignored, and the spec would run with its default)."""
     current = data.get(section)
     merged = YMap(current.at if isinstance(current, YMap) else data.at)
     if isinstance(current, YMap):
         for key in current:
             merged.copy_from(current, key)
+    declared = list(merged)
+    unknown: list[Problem] = []
     for path in files:
         extra = read_yaml(path)
         if not isinstance(extra, YMap):
@@ -146,10 +160,24 @@ def _override(
             raise SpecInvalid([Problem(where, "", f"a {section} file must be a mapping")])
         for key in extra:
             merged.copy_from(extra, key)
+            unknown += _undeclared(key, extra.keys_at[key], declared) if declared_only else []
     for key, value, at in entries:
         merged.put(key, value, at, at)
+        unknown += _undeclared(key, at, declared) if declared_only else []
+    if unknown:
+        raise SpecInvalid(unknown)
     if merged or section in data:
         data.put(section, merged, data.keys_at.get(section, data.at), merged.at)
+
+
+def _undeclared(name: Any, at: Position, declared: Sequence[Any]) -> list[Problem]:
+    if name in declared:
+        return []
+    hint = did_you_mean(str(name), map(str, declared)) or (
+        f"; its vars: {', '.join(map(str, declared))}" if declared else "; it declares none"
+    )
+    message = f"the spec has no var '{name}'{hint}; add it under vars: to pass it"
+    return [Problem(at, str(name), message)]
 
 
 def parse_target(text: str, index: int, current: Any) -> tuple[str, Any, Position]:
@@ -252,9 +280,9 @@ def load(
     path = Path(path).resolve()
     data = _read_tree(path, path.parent, allow_include_outside, (path,), text)
     var_entries = [
-        (*parse_var(text), Position("--var", i, 1)) for i, text in enumerate(var_args, 1)
+        (*parse_var(text, i), Position("--var", i, 1)) for i, text in enumerate(var_args, 1)
     ]
-    _override(data, "vars", [Path(p) for p in vars_files], var_entries)
+    _override(data, "vars", [Path(p) for p in vars_files], var_entries, declared_only=True)
     _override(data, "targets", [Path(p) for p in inventories], [])
     targets = data.get("targets") or {}
     target_entries = [

@@ -36,6 +36,9 @@ phases:
         ("ratio=1.5", ("ratio", "1.5")),
         ("cmd=a=b", ("cmd", "a=b")),
         (" k =", ("k", "")),
+        ("min_torch=2.10", ("min_torch", "2.10")),  # a version, never the number 2.1
+        ("packages=[torch>=2.5, peft]", ("packages", ["torch>=2.5", "peft"])),
+        ("limits={gpu: 8, ram: 64}", ("limits", {"gpu": 8, "ram": 64})),
     ],
 )
 def test_parse_var_types_ints_and_booleans(text, expected):
@@ -49,11 +52,25 @@ def test_parse_var_needs_key_and_value(text):
 
 
 def test_var_args_override_spec_vars(write_spec):
-    spec = load(write_spec(SPEC), var_args=["min_free_gb=250", "use_gpu=true", "new=x"]).spec
+    spec = load(write_spec(SPEC), var_args=["min_free_gb=250", "use_gpu=true"]).spec
     assert spec.vars["min_free_gb"] == 250
     assert spec.vars["use_gpu"] is True
-    assert spec.vars["new"] == "x"
     assert spec.vars["region"] == "us-east-1"
+
+
+def test_a_var_the_spec_does_not_declare_is_an_error_not_ignored(write_spec):
+    """A typo would otherwise leave the default in force and the run would pass on it."""
+    path = write_spec(SPEC)
+    extra = write_spec("regoin: eu-west-1\n", "prod.yaml")
+    with pytest.raises(SpecInvalid) as raised:
+        load(path, vars_files=[extra], var_args=["min_fre_gb=100000"])
+    said = sorted(str(p).removeprefix(f"{extra.parent}/") for p in raised.value.problems)
+    assert said == [
+        "--var:1:1: min_fre_gb: the spec has no var 'min_fre_gb' (did you mean 'min_free_gb'?);"
+        " add it under vars: to pass it",
+        "prod.yaml:1:1: regoin: the spec has no var 'regoin' (did you mean 'region'?);"
+        " add it under vars: to pass it",
+    ]
 
 
 def test_vars_file_overrides_and_var_args_win_over_it(write_spec):
