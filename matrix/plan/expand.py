@@ -22,7 +22,8 @@ from matrix.spec.expect import Expectation, ExpectError, compile_expect
 from matrix.spec.load import Loaded
 from matrix.spec.locate import template_problems, validation_problems
 from matrix.spec.models import Check, Phase, ProbeRef, TargetSpec
-from matrix.spec.problems import Problem, did_you_mean
+from matrix.spec.problems import Position, Problem, did_you_mean
+from matrix.spec.yaml import YMap
 from matrix.transport import TRANSPORTS, Gate, transport
 from matrix.transport.base import LOCAL, LOCAL_NAMES, TargetRef, expand_hosts
 
@@ -265,8 +266,30 @@ class Planner:
             prefix = self.loaded.where((*loc, "probe"))[1]
             for problem in validation_problems(exc, source, kind, only_keys=unused):
                 name = f"{prefix}.{problem.key}" if problem.key else prefix
-                self.problems.append(Problem(problem.where, name, problem.message))
+                param = raw.get(problem.key.split(".")[0].split("[")[0])
+                message = problem.message + self._overrides_in(param)
+                self.problems.append(Problem(problem.where, name, message))
             return None
+
+    def _overrides_in(self, value: Any) -> str:
+        """` (vars.port is --var port=abc)`: a bad value that came from the command line or a
+        vars file says so, since the spec line it is reported at looks right."""
+        if not isinstance(value, str) or not template.is_template(value):
+            return ""
+        declared = self.loaded.source.get("vars")
+        try:
+            names = {attr for root, attr in template.references(value) if root == "vars"}
+        except template.RenderError:
+            return ""
+        spec_file = self.loaded.where(())[0].file
+        given = [
+            f"vars.{name} = {self.vars.get(name)!r} from {_origin(name, declared.values_at[name])}"
+            for name in sorted(n for n in names if n)
+            if isinstance(declared, YMap)
+            and name in declared.values_at
+            and declared.values_at[name].file != spec_file
+        ]
+        return f" ({'; '.join(given)})" if given else ""
 
     def _expect(self, loc: tuple, check: Check, kind: ProbeClass, context: dict) -> Expectation:
         declared = check.expect is not None
@@ -339,6 +362,11 @@ def _from_environment(exc: ValidationError, raw: dict[str, Any], rendered: Any) 
         value = rendered.get(field) if isinstance(rendered, dict) else None
         why = error["msg"].removeprefix("Value error, ")
         raise template.NotConfigured(f"{field}={value!r} (from {text.strip()}): {why}")
+
+
+def _origin(name: str, at: Position) -> str:
+    """`--var port`, or the vars file and line a value came from."""
+    return f"--var {name}" if at.file == "--var" else f"{at.file}:{at.line}"
 
 
 def _reads_environment(text: str) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from matrix.plan import build_plan
 from matrix.results import Status
 from matrix.spec.load import load, parse_var
 from matrix.spec.problems import SpecInvalid
@@ -202,3 +203,29 @@ def test_undefined_var_in_target_hosts_is_a_problem(spec_problems):
 def test_undefined_var_in_target_hosts_is_reported_once(spec_problems):
     problems = spec_problems(TARGET_TYPO)
     assert len(problems) == 1, "\n".join(map(str, problems))
+
+
+def test_a_bad_value_from_the_command_line_says_where_it_came_from(write_spec):
+    """The spec line it is reported at looks right: the message names the --var or file."""
+    path = write_spec(
+        """
+        version: 1
+        name: t
+        vars: {port: 8080}
+        phases:
+          - id: p
+            checks:
+              - {id: a, probe: {kind: port, port: "{{ vars.port }}"}}
+        """
+    )
+    extra = write_spec("port: xyz\n", "prod.yaml")
+    for options, origin in (
+        ({"var_args": ["port=abc"]}, "vars.port = 'abc' from --var port"),
+        ({"vars_files": [extra]}, "vars.port = 'xyz' from"),
+    ):
+        with pytest.raises(SpecInvalid) as raised:
+            build_plan(load(path, **options))
+        (problem,) = raised.value.problems
+        assert (problem.where.line, problem.key) == (7, "phases[p].checks[a].probe.port")
+        assert f"({origin}" in problem.message
+    build_plan(load(path))  # the spec's own default is fine
