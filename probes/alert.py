@@ -4,6 +4,7 @@ on-call needs. Runs on the controller, where the pipeline's templates are checke
 from __future__ import annotations
 
 import json
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -46,8 +47,9 @@ class AlertContent(ProbeParams):
     empty."""
     required: list[str] = Field(default_factory=list)
     """Fields the alert must carry. One without a sample value in `context` gets the marker
-    `sample-NAME`; it counts as present when its sample value shows in the alert, or when the
-    alert is JSON with a non-blank key of that name."""
+    `sample-NAME`. A field counts as present when the alert is JSON with a key of that name,
+    or when the template renders it: the alert changes when the field's value does (a sample
+    value that merely appears in the text does not count)."""
     max_chars: int = Field(4000, ge=0)
     """Characters of the rendered alert kept in `rendered`."""
 
@@ -73,12 +75,10 @@ class AlertContent(ProbeParams):
         missing, empty = [], []
         for name in self.required:
             values = list(_values_of(document, name)) if is_json else []
-            sample = context[name]
-            if values or _blank(sample):  # a blank sample cannot be found in the text
-                if all(_blank(v) for v in values or [sample]):
-                    empty.append(name)
-            elif not any(leaf in rendered for leaf in _leaves(sample)):
+            if not values and not self._renders(name, context, rendered):
                 missing.append(name)
+            elif all(_blank(v) for v in values or [context[name]]):
+                empty.append(name)
         problems = []
         if missing:
             problems.append(f"Alert missing {', '.join(missing)}")
@@ -97,6 +97,13 @@ class AlertContent(ProbeParams):
         if problems:
             facts["problem"] = "; ".join(problems)
         return facts
+
+    def _renders(self, name: str, context: dict[str, Any], rendered: str) -> bool:
+        """Whether the alert shows the field: rendered with another value in its place, the
+        alert changes. (A sample value that happens to appear in the text proves nothing: a
+        template without `{{ status }}` still says "failed".)"""
+        marker = f"matrix-field-{name}-{secrets.token_hex(4)}"
+        return self._render({**context, name: marker}) != rendered
 
     def _render(self, context: dict[str, Any]) -> str:
         """Render in a sandbox where unknown names are empty, the way a lenient alert
@@ -184,18 +191,6 @@ def _values_of(document: Any, key: str) -> Any:
     elif isinstance(document, list):
         for item in document:
             yield from _values_of(item, key)
-
-
-def _leaves(sample: Any) -> Any:
-    """The texts a sample value can show up as: itself, or each non-blank leaf of a map/list
-    (`host: {name: gpu1}` is present when `gpu1` is)."""
-    if isinstance(sample, dict):
-        sample = list(sample.values())
-    if isinstance(sample, list):
-        for item in sample:
-            yield from _leaves(item)
-    elif not _blank(sample):
-        yield str(sample)
 
 
 def _blank(value: Any) -> bool:

@@ -432,6 +432,27 @@ def test_alert_content_inline_templates(run_notify) -> None:
     assert broken["problem"].startswith("Alert is not valid JSON (Expecting value")
 
 
+def test_a_field_counts_only_when_the_template_renders_it(run_notify) -> None:
+    """The sample value "failed" is in the text, but the template never renders `status`."""
+    spec = alert_spec(
+        {
+            "constant": "{kind: alert.content, required: [run_id, status], "
+            "template: '{% raw %}Run {{ run_id }}: training failed{% endraw %}', "
+            "context: {status: failed}}",
+            "rendered": "{kind: alert.content, required: [run_id, status], "
+            "template: '{% raw %}Run {{ run_id }}: training {{ status }}{% endraw %}', "
+            "context: {status: failed}}",
+        }
+    )
+
+    results = run_notify(spec, {})
+
+    assert results["constant"].facts["missing"] == ["status"]
+    assert results["constant"].facts["problem"] == "Alert missing status"
+    assert results["rendered"].status.value == "pass"
+    assert results["rendered"].facts["rendered"] == "Run sample-run_id: training failed"
+
+
 def test_alert_content_missing_run_id(run_notify) -> None:
     spec = alert_spec(
         {
