@@ -128,7 +128,6 @@ def stand_in(
         "speedtest_url": "s3://policy-database/speedtest.bin",
         "dataset_gb": 1,
         "min_mbps": 1,
-        "min_ram_gb": 1,
         "batch_size": 2,
         "seq_len": 32,
         "dtype": "fp32",

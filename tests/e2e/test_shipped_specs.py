@@ -79,3 +79,19 @@ def test_training_readiness_blocks_a_broken_setup_with_its_diagnostics(cli, tmp_
     assert results["torch"]["diagnostic"].startswith("PyTorch 2.")
     assert results["torch"]["diagnostic"].endswith("need torch>=99")
     assert results["checkpoint-resume"]["status"] in ("error", "fail", "skip")
+
+
+@pytest.mark.parametrize(("learning_rate", "unmet"), [("0.0002", []), ("0.01", ["lr"])])
+def test_pipeline_learning_rate_row_fails_above_max_learning_rate(learning_rate, unmet) -> None:
+    """A rate over `max_learning_rate` fails the row even when the short run did not diverge
+    yet: the var is wired, not decoration."""
+    from matrix.plan import build_plan
+    from matrix.spec.expect import evaluate
+    from matrix.spec.load import load
+
+    spec = REPO / "specs" / "pipeline.yaml"
+    task = build_plan(load(spec, var_args=[f"learning_rate={learning_rate}"])).tasks[
+        "learning-rate"
+    ]
+    problems = evaluate(task.expect, {"diverged": False, "lr": float(learning_rate)})
+    assert [p.split(" ")[0] for p in problems] == unmet
