@@ -108,6 +108,8 @@ class Planner:
         tasks: dict[str, Task] = {}
         seen: set[str] = set()
         duplicate = "duplicate id (ids must be unique across the spec)"
+        if not self.spec.phases and not self.loaded.problems:
+            self.problem(("phases",), "no phases: the spec would check nothing; add a phase")
         for p, phase in enumerate(self.spec.phases):
             if phase.id in seen:
                 self.problem(("phases", p, "id"), duplicate)

@@ -625,3 +625,11 @@ def test_a_check_or_phase_that_expands_to_no_tasks_is_a_located_spec_error(plan_
         (8, "phases[p].checks[b].matrix.n", "no values"),
         (9, "phases[empty]", "no checks"),
     }
+
+
+def test_a_spec_with_no_phases_is_an_error_not_an_empty_ready(plan_spec):
+    with pytest.raises(SpecInvalid) as raised:
+        plan_spec("version: 1\nname: t\nphases: []\n")
+    (problem,) = raised.value.problems
+    assert (problem.where.line, problem.key) == (3, "phases")
+    assert problem.message.startswith("no phases: the spec would check nothing")

@@ -189,7 +189,8 @@ vars: {gpu_host: a}
 targets:
   gpu:
     hosts: ["{{ vars.gpu_hots }}"]
-phases: []
+phases:
+  - {id: p, checks: [{id: a, probe: {kind: command, argv: ["true"]}}]}
 """
 
 
