@@ -246,8 +246,8 @@ class _Execution:
         bad = status in (Status.failed, Status.error)
         why = error or (_own_account(facts) if bad else None) or ""
         context = {**task.context, "facts": facts, "error": why, "reason": cause or ""}
-        fallback = (check.failure if bad else None) or check.category or check.id
-        title = _text(check.title, context) or fallback
+        failure = check.failure if bad else None  # a failed line leads with what went wrong
+        title = failure or _text(check.title, context) or check.category or check.id
         host, port = address(task.target)
         return Result(
             task_id=task.id,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from decimal import ROUND_HALF_UP, Decimal
 from enum import Enum
 from typing import Any
 
@@ -146,6 +147,12 @@ class PhaseScore:
     total: int
     duration: float
     budget: float | None = None
+    critical: int = 0
+    """Critical tasks that failed or errored here: any one blocks the run."""
+    warnings: int = 0
+    """Warning tasks that failed or errored here."""
+    blocked: int = 0
+    """Tasks that did not run because something they need went wrong (counted as not passed)."""
 
     @property
     def over_budget(self) -> bool:
@@ -208,10 +215,11 @@ class Run:
         return total_score(self.phase_scores())
 
     def fixes(self) -> list[Result]:
-        """Failing critical and warning results in dependency order."""
+        """Failing results, what blocks first: criticals, then warnings, each in dependency
+        order (a fix for an earlier task may clear a later one)."""
         rank = {task_id: i for i, task_id in enumerate(self.order)}
         bad = [r for r in self.results if r.bad and r.severity != "info"]
-        return sorted(bad, key=lambda r: rank.get(r.task_id, len(rank)))
+        return sorted(bad, key=lambda r: (r.severity != "critical", rank.get(r.task_id, len(rank))))
 
     def finished(self) -> int:
         """Tasks that came to an end (not cut off by Ctrl-C or --fail-fast)."""
@@ -303,6 +311,9 @@ def phase_score(info: PhaseInfo, results: Sequence[Result]) -> PhaseScore:
         total=len(counted),
         duration=_wall_time(mine),
         budget=info.budget,
+        critical=sum(r.bad and r.severity == "critical" for r in counted),
+        warnings=sum(r.bad and r.severity == "warning" for r in counted),
+        blocked=sum(r.skip is not None and r.skip.kind is SkipKind.blocked for r in counted),
     )
 
 
@@ -325,6 +336,12 @@ def phase_infos(phases: Sequence[Any]) -> list[PhaseInfo]:
         PhaseInfo(p.id, p.title or p.id, p.weight, {c.id: c.weight for c in p.checks}, p.budget)
         for p in phases
     ]
+
+
+def whole(score: float) -> int:
+    """A score as people read it: half rounds up (12.5 → 13, 37.5 → 38), the same for phase
+    lines and the total; Python's round() would go half-to-even and print 12 and 38."""
+    return int(Decimal(repr(round(score, 9))).quantize(Decimal(1), rounding=ROUND_HALF_UP))
 
 
 def span(seconds: float, digits: int = 1) -> str:

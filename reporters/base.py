@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from matrix.listener import Listener
-from matrix.results import Result, Run, Status, Verdict
+from matrix.results import PhaseScore, Result, Run, Status, Verdict
 
 Reporter = Listener  # one contract: what the engine calls is what a reporter implements
 
@@ -34,6 +34,34 @@ def icon(result: Result) -> str:
     if result.bad and result.severity != "critical":
         return WARNING_ICON
     return ICONS[result.status]
+
+
+def phase_mark(phase: PhaseScore) -> str:
+    """A phase's mark follows its worst outcome, not its score: ❌ if a critical task failed
+    there (it blocks the run), ⚠️ for a failed warning, ⏭ when tasks were blocked by a failure
+    elsewhere, ✅ when everything that applied passed."""
+    if phase.critical:
+        return ICONS[Status.failed]
+    if phase.warnings:
+        return WARNING_ICON
+    if phase.passed < phase.total:
+        return ICONS[Status.skipped]
+    return ICONS[Status.passed]
+
+
+def phase_trouble(phase: PhaseScore) -> str:
+    """` - 1 critical issue, 3 warnings`: the seed's suffix to a phase score, empty when
+    nothing went wrong there."""
+    wrong = [
+        plural(count, word)
+        for count, word in (
+            (phase.critical, "critical issue"),
+            (phase.warnings, "warning"),
+            (phase.blocked, "blocked task"),
+        )
+        if count
+    ]
+    return f" - {', '.join(wrong)}" if wrong else ""
 
 
 def plural(count: int, word: str) -> str:

@@ -13,8 +13,18 @@ import sys
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, TextIO
 
-from matrix.results import Result, Run, SkipKind, Status, Verdict, span
-from reporters.base import WARNING_ICON, Reporter, banner, further_reason, icon, plural, where
+from matrix.results import Result, Run, SkipKind, Status, Verdict, span, whole
+from reporters.base import (
+    WARNING_ICON,
+    Reporter,
+    banner,
+    further_reason,
+    icon,
+    phase_mark,
+    phase_trouble,
+    plural,
+    where,
+)
 
 if TYPE_CHECKING:
     from matrix.plan.model import Plan, Task
@@ -69,19 +79,15 @@ def summary_lines(run: Run) -> Iterator[str]:
         if result.fix:
             yield f"      Fix: {result.fix}"
     yield ""
-    yield f"Readiness score: {run.score:.0f}/100"
+    yield f"Readiness score: {whole(run.score)}/100"
     for phase in run.phase_scores():
         if not phase.total:
             continue
-        mark = (
-            "✅"
-            if phase.passed == phase.total
-            else ("❌" if phase.score < phase.weight / 2 else "⚠️ ")
-        )
         over = f" ⏱ over its {span(phase.budget)} budget" if phase.over_budget else ""
         yield (
-            f"   {mark} {phase.title:<34} ({phase.score:.0f}/{phase.weight:g})"
-            f"  {phase.passed}/{phase.total} passed  {span(phase.duration)}{over}"
+            f"   {phase_mark(phase)} {phase.title:<34} ({whole(phase.score)}/{phase.weight:g})"
+            f"  {phase.passed}/{phase.total} passed  {span(phase.duration)}"
+            f"{phase_trouble(phase)}{over}"
         )
     yield (
         f"   {counts['pass']} passed · {counts['fail']} failed · {counts['error']} errors · "

@@ -33,7 +33,9 @@ from its own folder. Templates see:
 Filters: `cell` (Markdown-safe text for table cells and list items: `|` escaped, `&`, `<`,
 `>` as entities, newlines as `<br>`), `html` (text inside HTML tags such as `<summary>`),
 `icon` (a Result's status icon), `where` (" [cell] @ target" of a Result), `diagnosis` (a
-Result's reason, diagnostic, cause and fix as one safe cell), `seconds` (`x|seconds(2)`).
+Result's reason, diagnostic, cause and fix as one safe cell), `seconds` (`x|seconds(2)`),
+`mark` (a PhaseScore's mark from its worst outcome), `trouble` (" - 1 critical issue, 2
+warnings" of a PhaseScore), `whole` (a score rounded half up, as every format shows it).
 
 Budget: GitHub drops a step summary whole past 1 MiB and PR comments fail past 65,536
 characters, so the report is kept to `max_chars` UTF-8 bytes. Over it, passing rows are
@@ -51,13 +53,15 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from matrix.results import PhaseScore, Result, Run, SkipKind, Status, Verdict, span
+from matrix.results import PhaseScore, Result, Run, SkipKind, Status, Verdict, span, whole
 from reporters import ReporterError
 from reporters.base import (
     Reporter,
     banner,
     further_reason,
     icon,
+    phase_mark,
+    phase_trouble,
     where,
     write_atomically,
 )
@@ -390,7 +394,15 @@ def _load_template(path: str | None) -> Any:
         keep_trailing_newline=True,
     )
     env.filters.update(
-        cell=cell, html=html, diagnosis=diagnosis, seconds=span, where=where, icon=_icon
+        cell=cell,
+        html=html,
+        diagnosis=diagnosis,
+        seconds=span,
+        where=where,
+        icon=_icon,
+        mark=_mark,
+        trouble=phase_trouble,
+        whole=whole,
     )
     try:
         return env.from_string(source)
@@ -400,3 +412,7 @@ def _load_template(path: str | None) -> Any:
 
 def _icon(result: Result) -> str:
     return icon(result).strip()
+
+
+def _mark(phase: PhaseScore) -> str:
+    return phase_mark(phase).strip()

@@ -118,9 +118,10 @@ class Check(Model):
     """Unique id across the spec, used by `needs`, filters and reports."""
     title: str | None = None
     """Short human name, rendered for every result with facts:
-    `"Python {{ facts.version | default('3.10+') }}"`. Without one, or if it cannot render (a
-    fact that was not observed), a failing or erroring result is titled by its `failure`, a
-    passing one by its `category`, and either falls back to the `id`."""
+    `"Python {{ facts.version | default('3.10+') }}"`. A failing or erroring result is titled
+    by the check's `failure` when it has one (a failed line never keeps a positive title such
+    as "Learning rate converges"). Without a title, or if it cannot render (a fact that was
+    not observed), a result is titled by its `category`, then its `id`."""
     category: str | None = None
     """Test category, e.g. `AWS Credentials`; not templated."""
     failure: str | None = None

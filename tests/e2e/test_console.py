@@ -102,3 +102,55 @@ def test_a_reader_that_stops_early_costs_no_traceback_and_no_report(tmp_path):
     )
     assert done.stderr == ""
     assert out.exists() and '"verdict": "READY"' in out.read_text()
+
+
+WHAT_MATTERS = """
+version: 1
+name: t
+phases:
+  - id: setup
+    title: Setup
+    weight: 3000
+    checks:
+      - {id: a, probe: {kind: command, argv: ["true"]}}
+      - {id: b, probe: {kind: command, argv: ["true"]}}
+      - {id: c, probe: {kind: command, argv: ["true"]}}
+      - id: lr
+        title: Learning rate converges
+        failure: Learning rate diverges
+        probe: {kind: command, argv: ["false"]}
+        fix: Lower the learning rate
+  - id: hygiene
+    title: Hygiene
+    weight: 1
+    checks:
+      - id: early-warning
+        severity: warning
+        probe: {kind: command, argv: ["false"]}
+      - {id: clean, probe: {kind: command, argv: ["true"]}}
+  - id: later
+    title: Later
+    checks:
+      - {id: after, needs: [lr], probe: {kind: command, argv: ["true"]}}
+"""
+
+
+def test_the_summary_says_what_matters_first(cli, write_spec):
+    """A phase holding the blocking failure is ❌ however high its score; criticals lead the
+    fix list even after an earlier warning; a failed row leads with its `failure`; a half
+    point rounds up (0.5 of 1 shows as 1/1)."""
+    write_spec(WHAT_MATTERS)
+    out = cli("run", "spec.yaml", "--markdown", "report.md", env={"NO_COLOR": ""}).stdout
+    assert "❌ Learning rate diverges" in out and "Learning rate converges" not in out
+    fixes = out[out.index("DEPLOYMENT BLOCKED") :]
+    assert fixes.index("1. Learning rate diverges") < fixes.index("2. early-warning")
+    lines = {line.split()[1]: line for line in fixes.splitlines() if "passed  " in line}
+    assert lines["Setup"].lstrip().startswith("❌")
+    assert "(2250/3000)" in lines["Setup"] and lines["Setup"].endswith(" - 1 critical issue")
+    assert lines["Hygiene"].lstrip().startswith("⚠️") and "(1/1)" in lines["Hygiene"]
+    assert lines["Hygiene"].endswith(" - 1 warning")
+    assert lines["Later"].lstrip().startswith("⏭") and lines["Later"].endswith("1 blocked task")
+    markdown = (cli.cwd / "report.md").read_text()
+    assert "| ❌ Setup | 3/4 | 2250/3000 - 1 critical issue |" in markdown
+    assert "| ⚠️ Hygiene | 1/2 | 1/1 - 1 warning |" in markdown
+    assert markdown.index("**Learning rate diverges**") < markdown.index("**early-warning**")

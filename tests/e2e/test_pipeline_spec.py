@@ -95,7 +95,7 @@ def test_aws_data_and_monitoring_rows_against_moto(
     )
     assert status["data-sources"] == "fail"
     assert results["data-sources"]["diagnostic"] == "Source utility/ has 0 files"
-    assert results["data-sources"]["title"] == "Policy sources have files (3/4)"
+    assert results["data-sources"]["title"] == "Policy folders empty/missing"  # its failure
     assert status["data-content"] == "fail"
     assert results["data-content"]["diagnostic"] == (
         "Records missing 'text' field: 1 of 26 sampled"

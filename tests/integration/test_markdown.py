@@ -6,6 +6,7 @@ broken table or injected HTML shows up the way GitHub would show it.
 
 from __future__ import annotations
 
+import math
 import queue
 import re
 import signal
@@ -138,22 +139,24 @@ def test_blocked_report_has_banner_tables_fixes_details_and_the_json_numbers(
     for phase in data["phases"]:
         row = phase_rows[phase["title"]]
         assert row[1] == f"{phase['passed']}/{phase['total']}"
-        assert row[2] == f"{phase['score']:.0f}/{phase['weight']:g}"
+        assert row[2].startswith(f"{math.floor(phase['score'] + 0.5)}/{phase['weight']:g}")
         assert row[3] == f"{phase['duration']:.1f}s"
-    assert phase_rows["Training"][1:3] == ["1/3", "23/70"]
-    assert phase_rows["Infrastructure"][1:3] == ["1/2", "15/30"]
+    assert phase_rows["Training"][1:3] == ["1/3", "23/70 - 1 critical issue, 1 blocked task"]
+    assert phase_rows["Infrastructure"][1:3] == ["1/2", "15/30 - 1 warning"]
+    assert phase_rows["Training"][0].startswith("❌")  # it holds the critical failure
+    assert phase_rows["Infrastructure"][0].startswith("⚠️")
 
-    # What to fix: the phase that training needs comes first, though the spec lists it last.
+    # What to fix: criticals first, then warnings, each in dependency order.
     items = fix_list(text)
     assert len(items) == 2
-    assert items[0].startswith("⚠️ **Clock skew** (warning)")
-    assert items[1].startswith("❌ **GPU driver missing**")
+    assert items[0].startswith("❌ **GPU driver missing**")
+    assert items[1].startswith("⚠️ **Clock skew** (warning)")
     section = text.split("### What to fix", 1)[1].split("### Full results", 1)[0]
-    assert section.index("Clock is 9s off") < section.index("Restart chronyd")
-    assert section.index("Restart chronyd") < section.index("No driver: driver: none")
     assert section.index("No driver: driver: none") < section.index(
         "**Fix:** Install the NVIDIA driver"
     )
+    assert section.index("Install the NVIDIA driver") < section.index("Clock is 9s off")
+    assert section.index("Clock is 9s off") < section.index("Restart chronyd")
 
     # Full results: one collapsible block per phase, a row per task that was not filtered.
     blocks = re.findall(r"<details><summary><b>(.+?)</b> — (\S+) passed", text)
@@ -457,8 +460,8 @@ def test_custom_template_gets_the_same_context(cli, write_spec, tmp_path, report
     assert (tmp_path / "out.md").read_text(encoding="utf-8") == (
         f"# training \\| pipeline: BLOCKED {data['score']:.1f}\n"
         "🔴 DEPLOYMENT BLOCKED: 1 critical issue, 1 warning\n"
-        "- Clock skew: Restart chronyd\n"
         "- GPU driver missing: Install the NVIDIA driver\n"
+        "- Clock skew: Restart chronyd\n"
         "training=4 infra=2 \n"
         "Training 1/3;Infrastructure 1/2;\n"
         "2/6 complete=True warnings=0 note=None budget=1000000\n"

@@ -4,7 +4,17 @@ from __future__ import annotations
 
 import pytest
 
-from matrix.results import PhaseInfo, Result, Run, Skip, SkipKind, Status, Verdict, verdict
+from matrix.results import (
+    PhaseInfo,
+    Result,
+    Run,
+    Skip,
+    SkipKind,
+    Status,
+    Verdict,
+    verdict,
+    whole,
+)
 
 PASS, FAIL, ERROR, SKIP = Status.passed, Status.failed, Status.error, Status.skipped
 
@@ -189,16 +199,49 @@ def test_interrupted_run_exits_130_whatever_the_verdict():
     assert make_run([result("a", FAIL)], interrupted=True).exit_code(strict=True) == 130
 
 
-def test_fixes_are_bad_non_info_results_in_dependency_order():
+def test_fixes_put_criticals_first_then_warnings_each_in_dependency_order():
     results = [
         result("late", FAIL),
         result("early", ERROR, "warning"),
         result("noise", FAIL, "info"),
         result("fine"),
+        result("first", FAIL),
+        result("last", FAIL, "warning"),
     ]
     run = make_run(results)
-    run.order = ["early", "fine", "late", "noise"]
-    assert [r.task_id for r in run.fixes()] == ["early", "late"]
+    run.order = ["early", "first", "fine", "late", "noise", "last"]
+    assert [r.task_id for r in run.fixes()] == ["first", "late", "early", "last"]
+
+
+@pytest.mark.parametrize(
+    ("score", "shown"),
+    [(12.5, 13), (37.5, 38), (0.5, 1), (2.5, 3), (12.49, 12), (99.5, 100), (0.0, 0)],
+)
+def test_scores_round_half_up(score, shown):
+    assert whole(score) == shown
+
+
+def test_a_phase_score_of_one_half_shows_as_one_like_the_total_rounds():
+    info = PhaseInfo("p", "p", 1.0, {"a": 1500.0, "b": 1500.0})
+    run = make_run([result("a"), result("b", FAIL)], [info])
+    (phase,) = run.phase_scores()
+    assert (phase.score, whole(phase.score), whole(run.score)) == (0.5, 1, 50)
+
+
+def test_a_phase_counts_what_went_wrong_by_severity_and_blocked_tasks():
+    blocked = Skip(SkipKind.blocked, "blocked by a")
+    run = make_run(
+        [
+            result("a", FAIL),
+            result("b", FAIL, "warning"),
+            result("c", ERROR, "warning"),
+            result("d", SKIP, skip=blocked),
+            result("e", FAIL, "info"),
+            result("f"),
+        ]
+    )
+    (phase,) = run.phase_scores()
+    assert (phase.critical, phase.warnings, phase.blocked) == (1, 2, 1)
 
 
 def test_counts_and_json_shape():
