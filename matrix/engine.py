@@ -209,7 +209,7 @@ class _Execution:
         try:
             ref = LOCAL if task.params.runs_on == "controller" else task.target
             target = self.pool.get(ref)
-            ctx = ProbeContext(target=target, task_id=task.id, env=env)
+            ctx = ProbeContext(target=target, task_id=task.id, env=env, timeout=timeout)
             with anyio.fail_after(timeout):
                 facts = await task.params.observe(ctx)
         except TimeoutError:

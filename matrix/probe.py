@@ -95,8 +95,12 @@ class ScriptProbe(ProbeParams):
     libraries: ClassVar[tuple[str, ...]] = ()
 
     async def observe(self, ctx: ProbeContext) -> dict[str, Any]:
-        params = {"op": self.kind, **self.model_dump()}
-        return await ctx.python(self.script, params, libraries=self.libraries)
+        return await ctx.python(self.script, self.script_params(ctx), libraries=self.libraries)
+
+    def script_params(self, ctx: ProbeContext) -> dict[str, Any]:
+        """What the script gets: the params, and `op` (the kind). A kind that derives a param
+        from the task (a time bound from its timeout) adds it here."""
+        return {"op": self.kind, **self.model_dump()}
 
 
 ProbeClass = type[ProbeParams]
@@ -188,6 +192,9 @@ class ProbeContext:
     target: Target
     task_id: str
     env: dict[str, str] = field(default_factory=dict)
+    timeout: float | None = None
+    """Seconds this try has before it is killed: a probe that can stop early with a partial
+    answer (a search) bounds itself by it."""
 
     async def run(self, argv: list[str], *, input: bytes | None = None) -> Completed:
         """Run argv on the target (never through a shell unless argv says so)."""

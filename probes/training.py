@@ -9,16 +9,28 @@ small built-in transformer or the user's `entrypoint` (contract in docs/torch-pr
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, PositiveInt, field_validator, model_validator
 
-from matrix.probe import ScriptProbe, probe
+from matrix.probe import ProbeContext, ScriptProbe, probe
 
 Dtype = Literal["fp32", "bf16", "fp16"]
 Optimizer = Literal["adamw", "adam", "sgd", "sgd_momentum"]
 BUILTIN_SIZES = ("d_model", "layers", "heads", "seq_len", "vocab", "dropout")
 _SUFFIXES = {"k": 1e3, "m": 1e6, "b": 1e9, "t": 1e12}
+MODEL_FACT = {
+    "model": "which model ran: entrypoint pkg.module:build, or the built-in transformer and "
+    "its size"
+}
+BOUND_SHARE = 0.8  # of the check's timeout, for the script's own bound: the rest starts python
+_ENTRYPOINT = re.compile(r"[\w.]+:\w+")
+
+
+def _entrypoint(entrypoint: str | None) -> str | None:
+    if entrypoint is not None and not _ENTRYPOINT.fullmatch(entrypoint):
+        raise ValueError(f'entrypoint must look like "package.module:build", not {entrypoint!r}')
+    return entrypoint
 
 
 class _Torch(ScriptProbe):
@@ -40,13 +52,14 @@ class _Torch(ScriptProbe):
 class _Workload(_Torch):
     seed: int = 0
     """Seeds python, numpy and torch (all devices) so runs repeat."""
-    max_seconds: float = Field(45.0, gt=0)
-    """The script's own time bound: past it the probe stops with an error saying how far it
-    got. Keep it under the check's timeout (60s by default)."""
+    max_seconds: float | None = Field(None, gt=0)
+    """The script's own time bound: past it the probe stops, saying how far it got (the
+    batch-size search answers with the best bound found). Default: 80% of the check's
+    timeout, leaving the rest for starting python and importing torch."""
     entrypoint: str | None = None
     """Your model instead of the built-in one: "package.module:build" importable on the
     target; build(batch_size, device) returns (model, make_batch) (docs/torch-probes.md)."""
-    path: str | None = None
+    pythonpath: str | None = None
     """Directory put first on sys.path on the target before importing `entrypoint`."""
     dtype: Dtype = "fp32"
     """fp32, or bf16/fp16 under torch.autocast (fp16 with GradScaler when training)."""
@@ -63,14 +76,7 @@ class _Workload(_Torch):
     dropout: float = Field(0.1, ge=0, lt=1)
     """Built-in model: dropout probability (makes training depend on the RNG)."""
 
-    @field_validator("entrypoint")
-    @classmethod
-    def _entrypoint(cls, entrypoint: str | None) -> str | None:
-        if entrypoint is not None and not re.fullmatch(r"[\w.]+:\w+", entrypoint):
-            raise ValueError(
-                f'entrypoint must look like "package.module:build", not {entrypoint!r}'
-            )
-        return entrypoint
+    _entrypoint = field_validator("entrypoint")(_entrypoint)
 
     @model_validator(mode="after")
     def _one_model(self) -> _Workload:
@@ -78,11 +84,18 @@ class _Workload(_Torch):
         if self.entrypoint and given:
             raise ValueError(
                 f"{', '.join(given)} size the built-in model; with an entrypoint your build() "
-                "makes the model, so drop them"
+                "makes the model, so drop them (in a shared spec, render them to none when "
+                'there is an entrypoint: "{{ none if vars.entrypoint else vars.d_model }}")'
             )
         if self.d_model % self.heads:
             raise ValueError(f"heads ({self.heads}) must divide d_model ({self.d_model})")
         return self
+
+    def script_params(self, ctx: ProbeContext) -> dict[str, Any]:
+        params = super().script_params(ctx)
+        if self.max_seconds is None:
+            params["max_seconds"] = BOUND_SHARE * (ctx.timeout or 60.0)
+        return params
 
 
 class _Optimized(_Workload):
@@ -130,7 +143,8 @@ class TorchEnv(_Torch):
 @probe(
     "torch.train",
     default_expect={"finite": True, "loss_decreased": True},
-    facts={
+    facts=MODEL_FACT
+    | {
         "losses": "loss per step (null where it was NaN/Inf); training stops at the first",
         "finite": "no NaN/Inf in any loss or gradient",
         "first_nonfinite": '"loss", or the first parameter whose gradient was NaN/Inf; null',
@@ -155,7 +169,8 @@ class TorchTrain(_Training):
 @probe(
     "torch.lr",
     default_expect={"diverged": False},
-    facts={
+    facts=MODEL_FACT
+    | {
         "lr": "the learning rate tried",
         "losses": "loss per step at `lr` (null where NaN/Inf)",
         "loss_ratio": "last loss / first loss; null when the loss went NaN/Inf",
@@ -189,7 +204,8 @@ class TorchLr(_Training):
 @probe(
     "torch.checkpoint",
     default_expect={"resumed_exactly": True, "left_behind": False},
-    facts={
+    facts=MODEL_FACT
+    | {
         "resumed_exactly": "resuming from the checkpoint reproduced the uninterrupted run "
         "(bitwise when tolerance is 0)",
         "max_abs_diff": "largest difference between the resumed and uninterrupted weights",
@@ -222,27 +238,54 @@ class TorchCheckpoint(_Training):
 @probe(
     "torch.batch_size",
     default_expect={"configured_fits": True},
-    facts={
-        "max_batch_size": "largest batch a training step fits in memory (0: not even 1)",
-        "configured_batch_size": "the batch_size param",
-        "configured_fits": "a training step at batch_size fits",
-        "memory_gb_at_configured": "peak memory of that step in GB; null when it did not fit",
-        "memory_limit_gb": "the limit trials were held to; null on CUDA without one",
-        "trials": "[{batch_size, fits, peak_gb}] in the order tried",
+    facts=MODEL_FACT
+    | {
+        "configured_batch_size": "the batch_size param, always tried first",
+        "configured_fits": "a training step at batch_size fits, with the headroom kept",
+        "memory_gb_at_configured": "peak memory of that step in GB; null when it ran out",
+        "max_batch_size": "largest batch found to fit, a multiple of multiple_of (0: not even "
+        "1); a lower bound when the search was cut short",
+        "search_complete": "the search ended: max_batch_size is the largest that fits (up to "
+        "the cap); false when max_seconds ran out first",
+        "upper_bound": "smallest batch size found not to fit; null when none was tried",
+        "memory_limit_gb": "the memory trials were held to, headroom not yet taken off: the "
+        "effective limit on CPU (cgroup or RAM), the device on CUDA",
+        "limit_source": "where memory_limit_gb came from: memory_limit_gb, a cgroup file, "
+        "physical RAM or the CUDA device",
+        "trials": "[{batch_size, fits, peak_gb, seconds}] in the order tried",
         "device": "cpu or cuda:N",
-        "problem": 'e.g. "Batch size 64 causes OOM (max that fits: 24)"; null when it fits',
+        "problem": 'e.g. "Batch size 64 needs 30.1GB, over 28.5GB (95% of the 30GB limit): '
+        'the largest that fits is 48"; null when it fits',
     },
 )
 class TorchBatchSize(_Optimized):
-    """The largest batch whose training step fits: doubling until OOM, then bisecting."""
+    """Does the configured batch fit, and what is the largest that does? The configured size
+    is tried first, then the search doubles and bisects, bounded by the check's timeout."""
 
     script = "torch_batch"
+    libraries = ("_torch", "_memory")
     max_batch_size: int = Field(1024, ge=1)
     """Upper bound of the search."""
+    multiple_of: int = Field(1, ge=1)
+    """Granularity of the search: only multiples of it are tried (the configured size
+    excepted), so runs agree on the answer; 8 or 64 suit GPUs."""
+    headroom: float = Field(0.05, ge=0, lt=1)
+    """Share of the memory limit a batch must leave free to count as fitting (Lightning keeps
+    5%): fragmentation and a longer sequence later in training need it."""
     memory_limit_gb: float | None = Field(None, gt=0)
-    """A trial whose peak memory exceeds this counts as OOM. On CPU each trial runs in a
-    forked child whose peak RSS growth is measured (Linux); default there: the host's RAM. On
-    CUDA the default is the device itself (a real OutOfMemoryError)."""
+    """The memory a step may use. Default on CPU: the effective memory of the process (its
+    cgroup limit in a container or Slurm job, else RAM), each trial in a forked child whose
+    peak RSS growth is measured (Linux). Default on CUDA: the device's total memory, and a
+    real OutOfMemoryError."""
+
+    @model_validator(mode="after")
+    def _within_cap(self) -> TorchBatchSize:
+        if self.multiple_of > self.max_batch_size:
+            raise ValueError(
+                f"multiple_of ({self.multiple_of}) is over max_batch_size "
+                f"({self.max_batch_size}): no batch size could be tried"
+            )
+        return self
 
 
 @probe(
@@ -250,29 +293,45 @@ class TorchBatchSize(_Optimized):
     default_expect={"fits": True},
     facts={
         "need_gb": "weights + gradients + optimizer states + activations, in GB",
-        "have_gb": "total memory of the GPU, or the host's RAM on CPU",
+        "have_gb": "total memory of the GPU; on CPU the effective memory of the process: its "
+        "cgroup limit (container, Slurm job) when that is smaller than RAM",
         "fits": "need_gb <= have_gb",
         "memory": "GPU or RAM: what have_gb is",
+        "limit_source": "where have_gb came from: the CUDA device, a cgroup file (v1 "
+        "memory.limit_in_bytes, v2 memory.max) or physical RAM",
         "params": "parameter count used",
-        "params_source": "given, safetensors (headers of the files in `path`) or config.json "
-        "(estimated from its sizes)",
+        "params_source": "given, entrypoint (your model built on the meta device), "
+        "safetensors (headers of the files in `path`) or config.json (estimated from its sizes)",
         "breakdown": "GB each: weights, gradients, optimizer (master weights included), "
-        "activations (null when the model's sizes are unknown)",
+        "activations (measured on the meta device for an entrypoint, estimated from sizes "
+        "otherwise; null when unknown)",
+        "activations_unknown": "why activations are not counted (e.g. your loss does not run "
+        "on the meta device); null when they are",
         "device": "cpu or cuda:N",
         "cuda": "a CUDA device was used for have_gb",
         "problem": 'e.g. "Need 61GB GPU memory, have 24GB"; null when it fits',
     },
 )
 class TorchMemory(_Torch):
-    """Estimated training memory against what the device has; loads no weights and needs
-    torch on the target only to see a GPU."""
+    """Estimated training memory against what the device has (the effective memory on CPU:
+    a cgroup limit counts); loads no weights, and needs torch on the target only to see a GPU
+    or to build your `entrypoint` on the meta device."""
 
     script = "torch_memory"
+    libraries = ("_torch", "_memory")
     params: float | str | None = None
-    """Parameter count: 7e9, 7000000000 or "7B" (K, M, B, T); default from `path`."""
+    """Parameter count: 7e9, 7000000000 or "7B" (K, M, B, T); default from `entrypoint` or
+    `path`."""
+    entrypoint: str | None = None
+    """Your model, as for the other torch kinds: built on the meta device (no memory), its
+    parameters counted and its activations measured from one loss computation."""
+    pythonpath: str | None = None
+    """Directory put first on sys.path on the target before importing `entrypoint`."""
     path: str | None = None
     """Model directory on the target: *.safetensors headers give the count, config.json the
     sizes for activations."""
+
+    _entrypoint = field_validator("entrypoint")(_entrypoint)
     optimizer: Optimizer = "adamw"
     """adam/adamw keep 2 fp32 states per parameter, sgd_momentum 1, sgd none."""
     dtype: Dtype = "fp32"
@@ -304,14 +363,17 @@ class TorchMemory(_Torch):
 
     @model_validator(mode="after")
     def _some_model(self) -> TorchMemory:
-        if self.params is None and self.path is None:
-            raise ValueError("give `params` (e.g. 7B) or `path` (a model directory)")
+        if self.params is None and self.path is None and self.entrypoint is None:
+            raise ValueError(
+                "give `params` (e.g. 7B), `path` (a model directory) or `entrypoint` (your build())"
+            )
         return self
 
 
 @probe(
     "torch.inference",
-    facts={
+    facts=MODEL_FACT
+    | {
         "latency_ms": "{batch size: {p50, p95, p99, mean}} e.g. latency_ms.8.p99",
         "p50_ms": "median latency at the first of batch_sizes",
         "p95_ms": "95th percentile there",

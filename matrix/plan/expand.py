@@ -260,6 +260,7 @@ class Planner:
         rendered = self._rendered(loc, "probe", raw, context, shell_keys=frozenset({"shell"}))
         if rendered is _UNRENDERED:
             return None
+        rendered = _without_omitted(raw, rendered)
         try:
             return kind.model_validate(rendered)
         except ValidationError as exc:
@@ -351,6 +352,17 @@ class Planner:
         return self._task(
             ("phases", p), first.phase, check, first.target, {}, self.kinds[gate.kind]
         )
+
+
+def _without_omitted(raw: dict[str, Any], rendered: dict[str, Any]) -> dict[str, Any]:
+    """A param whose template renders to none is left out, so the probe's default applies:
+    `d_model: "{{ none if vars.entrypoint else vars.d_model }}"` sizes the built-in model only
+    when there is no entrypoint. A literal `null` is kept (the param's type decides)."""
+    return {
+        name: value
+        for name, value in rendered.items()
+        if value is not None or not template.is_template(raw.get(name))
+    }
 
 
 def _from_environment(exc: ValidationError, raw: dict[str, Any], rendered: Any) -> None:

@@ -184,10 +184,38 @@ def _tiny_lm(p):
 
 
 class Workload:
-    """A model, `batch()` giving one batch on the device, and `loss(model, batch)`."""
+    """A model, `batch()` giving one batch on the device, `loss(model, batch)`, and
+    `inputs(batch)`: what the model is called with for inference and export. `name` says
+    whose code it is in errors: the entrypoint, or the built-in model."""
 
-    def __init__(self, model, batch, loss):
-        self.model, self.batch, self.loss = model, batch, loss
+    def __init__(self, model, batch, loss, name, inputs=None):
+        self.model, self.batch, self.loss, self.name = model, batch, loss, name
+        self.inputs = inputs or (lambda batch: batch)
+
+    def infer(self, batch):
+        """The model called on the inputs of `batch`, as inference and export call it; an error
+        says how it was called and from whose code."""
+        args, kwargs = call_args(self.inputs(batch))
+        try:
+            return self.model(*args, **kwargs)
+        except Exception as exc:
+            if is_oom(exc):
+                raise
+            raise ObserveError(
+                f"{self.name}: {called_as(args, kwargs)} raised {describe(exc)}; give `inputs` "
+                "in build()'s result to say what the model takes from a batch "
+                "(docs/torch-probes.md)"
+            ) from None
+
+
+def called_as(args, kwargs):
+    """'the model called as model(tensor[8, 16], tensor[8])': what a batch turned into."""
+
+    def one(value):
+        return f"tensor{list(value.shape)}" if torch.is_tensor(value) else type(value).__name__
+
+    shown = [one(a) for a in args] + [f"{k}={one(v)}" for k, v in kwargs.items()]
+    return f"the model called as model({', '.join(shown)})"
 
 
 def _builtin(p, batch_size, device):
@@ -200,7 +228,26 @@ def _builtin(p, batch_size, device):
         logits = model(tokens)[:, :-1].flatten(0, 1).float()
         return torch.nn.functional.cross_entropy(logits, tokens[:, 1:].flatten())
 
-    return Workload(_tiny_lm(p).to(device), batch, loss)
+    return Workload(_tiny_lm(p).to(device), batch, loss, model_name(p))
+
+
+def model_name(p):
+    """Which model a check ran, for its facts and errors: `entrypoint pkg.module:build`, or the
+    built-in transformer with its size."""
+    if p.get("entrypoint"):
+        return f"entrypoint {p['entrypoint']}"
+    return (
+        f"built-in transformer (d_model {p['d_model']}, {p['layers']} layers, "
+        f"seq_len {p['seq_len']})"
+    )
+
+
+def supervised_inputs(batch):
+    """A model with a loss of its own and an `(x, y)` batch takes `x`: the supervised
+    convention (`x, y = batch`) of most training loops."""
+    if isinstance(batch, (tuple, list)) and len(batch) == 2:
+        return batch[0]
+    return batch
 
 
 def call_args(batch):
@@ -244,7 +291,7 @@ def _blame(fn, what):
 
 
 def _user(p, batch_size, device):
-    spec, where = p["entrypoint"], p.get("path")
+    spec, where = p["entrypoint"], p.get("pythonpath")
     name, _, attr = spec.partition(":")
     if where:
         if not os.path.isdir(where):
@@ -260,19 +307,26 @@ def _user(p, batch_size, device):
         raise ObserveError(f"entrypoint {spec}: {module.__file__} defines no function {attr}")
     built = _blame(build, f"entrypoint {spec}")(batch_size, device)
     if isinstance(built, tuple) and len(built) == 2:
-        model, batch, loss = built[0], built[1], None
+        model, batch, loss, inputs = built[0], built[1], None, None
     else:
         get = built.get if isinstance(built, dict) else functools.partial(getattr, built)
-        model, batch, loss = get("model", None), get("batch", None), get("loss", None)
+        model, batch = get("model", None), get("batch", None)
+        loss, inputs = get("loss", None), get("inputs", None)
     usable = isinstance(model, torch.nn.Module) and callable(batch)
-    if not (usable and (loss is None or callable(loss))):
+    if not (usable and all(f is None or callable(f) for f in (loss, inputs))):
         raise ObserveError(
             f"entrypoint {spec} returned {type(built).__name__}: build(batch_size, device) must "
             "return (model, make_batch) or {'model': nn.Module, 'batch': callable, 'loss': "
-            "optional callable} (see docs/torch-probes.md)"
+            "optional callable, 'inputs': optional callable} (see docs/torch-probes.md)"
         )
-    loss = _blame(loss or default_loss, f"the loss of {spec}")
-    return Workload(model.to(device), _blame(batch, f"the batch() of {spec}"), loss)
+    inputs = inputs or (supervised_inputs if loss else None)
+    return Workload(
+        model.to(device),
+        _blame(batch, f"the batch() of {spec}"),
+        _blame(loss or default_loss, f"the loss of {spec}"),
+        model_name(p),
+        inputs and _blame(inputs, f"the inputs() of {spec}"),
+    )
 
 
 def load_workload(p, batch_size, device):
@@ -281,6 +335,32 @@ def load_workload(p, batch_size, device):
     work = _user(p, batch_size, device) if p.get("entrypoint") else _builtin(p, batch_size, device)
     work.model.train()
     return work
+
+
+def measure_on_meta(p, batch_size):
+    """(parameters, activation bytes, why activations are unknown) of the user's model, built
+    on the meta device: shapes without memory, so a 70B model costs nothing. Activations are
+    the tensors autograd saves for backward in one loss computation (fp32; parameters left
+    out); None, with the reason, when the user's code cannot run on meta."""
+    torch = need_torch()
+    meta = torch.device("meta")
+    with meta:
+        work = _user(p, batch_size, meta)
+    params = {id(t): t.numel() for t in work.model.parameters()}
+    saved = {}
+
+    def pack(tensor):
+        if id(tensor) not in params and id(getattr(tensor, "_base", None)) not in params:
+            saved[id(tensor)] = tensor
+        return tensor
+
+    try:
+        with meta, torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+            work.loss(work.model, work.batch())
+    except Exception as exc:
+        return sum(params.values()), None, f"its loss does not run on the meta device: {exc}"
+    activations = sum(t.numel() * t.element_size() for t in saved.values())
+    return sum(params.values()), activations, None
 
 
 def autocast(device, dtype):
@@ -383,10 +463,6 @@ def peak_bytes(device, baseline):
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device)
     return None if baseline is None else _proc_status("VmHWM") - baseline
-
-
-def ram_bytes():
-    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
 class Deadline:

@@ -1,24 +1,30 @@
-# torch.batch_size: the largest batch whose training step fits in memory: double until it does
-# not fit, then bisect. On CUDA trials run here and catch OutOfMemoryError; on CPU each runs in a
-# forked child, whose peak RSS growth is held against memory_limit_gb.
+# torch.batch_size: does the configured batch fit, and what is the largest that does? The
+# configured size is tried first, so its answer comes at the cost of one trial. Then sizes double
+# until one does not fit and the search bisects, trying only multiples of `multiple_of`. On CUDA
+# trials run here and catch OutOfMemoryError; on CPU each runs in a forked child whose peak RSS
+# growth is held against the effective memory (a cgroup limit counts). A trial fits when it
+# leaves `headroom` of the limit free. The search stops before a trial would run past
+# max_seconds and answers with the best bound found.
 import gc
 import json
+import math
 import os
 import socket
+import time
 
+from _memory import effective_memory
 from _prelude import GB, ObserveError, gb
 from _torch import (
     OPTIMIZERS,
-    Deadline,
     Trainer,
     describe,
     is_oom,
     load_workload,
+    model_name,
     need_torch,
     peak_bytes,
     peak_start,
     quiet,
-    ram_bytes,
     resolve_device,
     sync,
 )
@@ -70,68 +76,131 @@ def _in_child(fn):
     return reply["value"]
 
 
-def _search(fits, cap):
-    """Largest size in 1..cap that fits, assuming a bigger batch never needs less memory."""
-    low, high, size = 0, None, 1  # low fits (0: none yet); high does not
-    while high is None and low < cap:
-        if fits(size):
-            low, size = size, min(size * 2, cap)
-        else:
-            high = size
-    while high is not None and high - low > 1:
+class Grid:
+    """The sizes the search may try: every size below `step`, multiples of it above, up to
+    `cap`. Trying only these makes runs agree at that granularity."""
+
+    def __init__(self, step, cap):
+        self.step, self.cap = step, cap // step * step
+
+    def down(self, size):
+        return size if size < self.step else size // self.step * self.step
+
+    def up(self, size):
+        return size if size < self.step else math.ceil(size / self.step) * self.step
+
+    def between(self, low, high):
+        """A size strictly between low and high near their middle, or None."""
         middle = (low + high) // 2
-        low, high = (middle, high) if fits(middle) else (low, middle)
-    return low
+        for size in (self.down(middle), self.up(middle)):
+            if low < size < high:
+                return size
+        return None
+
+
+def _search(fits, configured, grid, affordable):
+    """(largest size known to fit, smallest known not to, complete) under the assumption that
+    a bigger batch never needs less memory. `affordable(size)` says whether there is time to
+    try it; when there is not, the search ends with the bounds it has."""
+    low, high = (configured, None) if fits(configured) else (0, configured)
+    while high is None and low < grid.cap:
+        size = min(max(grid.up(low * 2), 1), grid.cap)
+        if not affordable(size):
+            return low, high, False
+        low, high = (size, None) if fits(size) else (low, size)
+    while high is not None:
+        size = grid.between(low, high)
+        if size is None:
+            break
+        if not affordable(size):
+            return low, high, False
+        low, high = (size, high) if fits(size) else (low, size)
+    return low, high, True
+
+
+def _limit(params, device):
+    """(bytes a step may use before headroom, where that figure came from)."""
+    if params.get("memory_limit_gb"):
+        return params["memory_limit_gb"] * GB, "memory_limit_gb"
+    if device.type == "cuda":
+        total = need_torch().cuda.get_device_properties(device).total_memory
+        return total, f"CUDA device {device}"
+    found = effective_memory()
+    return found["available"], found["source"]
+
+
+def _problem(configured, trial, usable, limit, source, largest, complete):
+    """Why the configured batch does not fit, and what does."""
+    if trial["peak_gb"] is None:
+        why = f"Batch size {configured} runs out of memory"
+    else:
+        why = (
+            f"Batch size {configured} needs {trial['peak_gb']:g}GB, over {gb(usable):g}GB "
+            f"(what the headroom leaves of {gb(limit):g}GB from {source})"
+        )
+    if largest == 0:
+        return f"{why}: not even batch size 1 fits"
+    found = "the largest that fits is" if complete else "the search ran out of time; at least"
+    return f"{why}: {found} {largest}"
 
 
 @quiet
 def observe(params):
     torch = need_torch()
     device = resolve_device(params["device"])
-    deadline = Deadline(params["max_seconds"])
-    limit = params.get("memory_limit_gb")
+    end = time.monotonic() + params["max_seconds"]
     if device.type == "cpu":
         if peak_start(device) is None:
             raise ObserveError(
                 f"on CPU the search measures peak RSS through /proc/self/clear_refs, which "
                 f"{socket.gethostname()} lacks (Linux only): run it with device: cuda"
             )
-        limit = limit or ram_bytes() / GB
         # an optimizer's first use imports torch._dynamo: do it once here, not in every child
         OPTIMIZERS[params["optimizer"]]([torch.zeros(1, requires_grad=True)], LR)
-    trials = {}  # batch size: {batch_size, fits, peak_gb}, in the order tried
+    limit, source = _limit(params, device)
+    usable = limit * (1 - params["headroom"])
+    trials = {}  # batch size: {batch_size, fits, peak_gb, seconds}, in the order tried
 
     def fits(size):
-        if size not in trials:
-            deadline.check(f"{len(trials)} trials done, batch sizes {sorted(trials)}")
-            if device.type == "cuda":
-                peak = _step_peak(params, device, size)
-                gc.collect()  # what the trial left, then the cached blocks
-                torch.cuda.empty_cache()
-            else:
-                peak = _in_child(lambda: _step_peak(params, device, size))
-            ok = peak is not None and (limit is None or peak <= limit * GB)
-            trials[size] = {
-                "batch_size": size,
-                "fits": ok,
-                "peak_gb": None if peak is None else gb(peak),
-            }
+        began = time.monotonic()
+        if device.type == "cuda":
+            peak = _step_peak(params, device, size)
+            gc.collect()  # what the trial left, then the cached blocks
+            torch.cuda.empty_cache()
+        else:
+            peak = _in_child(lambda: _step_peak(params, device, size))
+        trials[size] = {
+            "batch_size": size,
+            "fits": peak is not None and peak <= usable,
+            "peak_gb": None if peak is None else gb(peak),
+            "seconds": round(time.monotonic() - began, 2),
+        }
         return trials[size]["fits"]
 
-    largest = _search(fits, params["max_batch_size"])
+    def affordable(size):
+        """Time for this trial before max_seconds, judged by the last one scaled by size."""
+        last = trials[next(reversed(list(trials)))]
+        guess = last["seconds"] * max(1.0, size / last["batch_size"])
+        return time.monotonic() + guess <= end
+
     configured = params["batch_size"]
-    configured_fits = fits(configured)
-    peak = trials[configured]["peak_gb"]
+    grid = Grid(params["multiple_of"], params["max_batch_size"])
+    low, high, complete = _search(fits, configured, grid, affordable)
+    configured_fits = trials[configured]["fits"]
+    largest = max(grid.down(low), configured) if configured_fits else grid.down(low)
     problem = None
     if not configured_fits:
-        over = "" if peak is None else f": it needs {peak:g}GB, over the {limit:g}GB limit"
-        problem = f"Batch size {configured} causes OOM{over} (max that fits: {largest})"
+        problem = _problem(configured, trials[configured], usable, limit, source, largest, complete)
     return {
-        "max_batch_size": largest,
+        "model": model_name(params),
         "configured_batch_size": configured,
         "configured_fits": configured_fits,
-        "memory_gb_at_configured": peak if configured_fits else None,
-        "memory_limit_gb": None if limit is None else round(limit, 2),
+        "memory_gb_at_configured": trials[configured]["peak_gb"] if configured_fits else None,
+        "max_batch_size": largest,
+        "search_complete": complete,
+        "upper_bound": high,
+        "memory_limit_gb": gb(limit),
+        "limit_source": source,
         "trials": list(trials.values()),
         "device": str(device),
         "problem": problem,

@@ -10,6 +10,7 @@ from _torch import (
     Deadline,
     Trainer,
     load_workload,
+    model_name,
     need_torch,
     quiet,
     resolve_device,
@@ -126,6 +127,7 @@ def observe(params):
         )
     mb = size / 2**20
     return {
+        "model": model_name(params),
         "resumed_exactly": exact,
         "max_abs_diff": diff,
         "checkpoint_mb": round(mb, 3),

@@ -7,8 +7,8 @@ from _torch import (
     autocast,
     call_args,
     describe,
-    forward,
     load_workload,
+    model_name,
     need_torch,
     quiet,
     resolve_device,
@@ -19,13 +19,14 @@ from _torch import (
 def _latencies(work, params, device, deadline, size):
     """Sorted milliseconds of `runs` forward passes on one batch, after `warmup` untimed."""
     torch = need_torch()
-    model, batch, warmup, runs = work.model.eval(), work.batch(), params["warmup"], params["runs"]
+    work.model.eval()
+    batch, warmup, runs = work.batch(), params["warmup"], params["runs"]
     times = []
     with torch.inference_mode(), autocast(device, params["dtype"]):
         for run in range(warmup + runs):
             deadline.check(f"{len(times)} of {runs} timed runs at batch size {size} done")
             began = time.perf_counter()
-            forward(model, batch)
+            work.infer(batch)
             sync(device)
             if run >= warmup:
                 times.append((time.perf_counter() - began) * 1000)
@@ -41,7 +42,7 @@ def export_error(work):
     """None when torch.export.export traced the model and the exported program ran; else which
     step failed and why."""
     torch = need_torch()
-    args, kwargs = call_args(work.batch())
+    args, kwargs = call_args(work.inputs(work.batch()))
     try:
         program = torch.export.export(work.model.eval(), args, kwargs)
     except Exception as exc:
@@ -71,6 +72,7 @@ def observe(params):
     error = export_error(first) if params["export"] else None
     head = latency[str(params["batch_sizes"][0])]
     return {
+        "model": model_name(params),
         "latency_ms": latency,
         "p50_ms": head["p50"],
         "p95_ms": head["p95"],

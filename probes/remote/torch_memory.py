@@ -1,6 +1,8 @@
-# torch.memory: memory a training run needs, from a parameter count or a model directory
-# (safetensors headers and config.json: no weights are loaded), against what the device has.
-# torch is needed only to see a GPU: without it, device auto compares with the host's RAM.
+# torch.memory: memory a training run needs, from a parameter count, your entrypoint built on the
+# meta device, or a model directory (safetensors headers and config.json: no weights are
+# loaded), against what the device has: the GPU, or the process's effective memory (a cgroup
+# limit counts). torch is needed only to see a GPU or to build the entrypoint: without it,
+# device auto compares with the effective memory.
 import glob
 import json
 import math
@@ -8,8 +10,9 @@ import os
 import socket
 import struct
 
+from _memory import effective_memory
 from _prelude import GB, ObserveError, gb
-from _torch import need_torch, quiet, ram_bytes, resolve_device
+from _torch import measure_on_meta, need_torch, quiet, resolve_device
 
 WEIGHT_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
 STATE_BYTES = {"adamw": 8, "adam": 8, "sgd_momentum": 4, "sgd": 0}  # fp32 states per parameter
@@ -78,7 +81,8 @@ def _model(params):
 
 
 def _device_memory(name):
-    """(device, cuda, bytes it has, GPU or RAM): the GPU's total memory, else the host's RAM."""
+    """(device, cuda, bytes it has, GPU or RAM, where that came from): the GPU's total memory,
+    else the effective memory of this process (its cgroup limit, else RAM)."""
     if name != "cpu":
         try:
             torch = need_torch()
@@ -89,8 +93,9 @@ def _device_memory(name):
             device = resolve_device(name)
             if device.type == "cuda":
                 total = torch.cuda.get_device_properties(device).total_memory
-                return str(device), True, total, "GPU"
-    return "cpu", False, ram_bytes(), "RAM"
+                return str(device), True, total, "GPU", f"CUDA device {device}"
+    found = effective_memory()
+    return "cpu", False, found["total"], "RAM", found["source"]
 
 
 def _text(size):
@@ -108,19 +113,31 @@ def activation_bytes(sizes, batch, seq_len, weight_bytes):
     return blocks + 4 * tokens * (sizes["vocab"] or 0)
 
 
+def _counted(params, weight):
+    """(parameter count, where it came from, activation bytes or None, why they are None)."""
+    if params.get("entrypoint") and not params.get("params"):
+        count, measured, unknown = measure_on_meta(params, params["batch_size"])
+        scaled = None if measured is None else measured * weight // 4  # measured in fp32
+        return count, "entrypoint", scaled, unknown
+    count, source, sizes = _model(params)
+    found = activation_bytes(sizes, params["batch_size"], params["seq_len"], weight)
+    unknown = None if found is not None else "the model's sizes are unknown: give d_model, layers"
+    return count, source, found, unknown
+
+
 @quiet
 def observe(params):
-    count, source, sizes = _model(params)
     dtype, weight = params["dtype"], WEIGHT_BYTES[params["dtype"]]
+    count, source, activations, unknown = _counted(params, weight)
     master = 4 if dtype != "fp32" and params["master_weights"] else 0
     parts = {
         "weights": count * weight,
         "gradients": count * weight,
         "optimizer": count * (STATE_BYTES[params["optimizer"]] + master),
-        "activations": activation_bytes(sizes, params["batch_size"], params["seq_len"], weight),
+        "activations": activations,
     }
     need = sum(size for size in parts.values() if size)
-    device, cuda, have, memory = _device_memory(params["device"])
+    device, cuda, have, memory, limit_source = _device_memory(params["device"])
     fits = need <= have
     what = "GPU memory" if cuda else "RAM"
     problem = None if fits else f"Need {_text(need / GB)}GB {what}, have {_text(have / GB)}GB"
@@ -129,9 +146,11 @@ def observe(params):
         "have_gb": gb(have),
         "fits": fits,
         "memory": memory,
+        "limit_source": limit_source,
         "params": count,
         "params_source": source,
         "breakdown": {f"{k}_gb": None if v is None else gb(v) for k, v in parts.items()},
+        "activations_unknown": unknown,
         "device": device,
         "cuda": cuda,
         "problem": problem,

@@ -8,6 +8,7 @@ from _torch import (
     Deadline,
     Trainer,
     load_workload,
+    model_name,
     need_torch,
     peak_bytes,
     peak_start,
@@ -113,4 +114,4 @@ def observe(params):
     device = resolve_device(params["device"])
     deadline = Deadline(params["max_seconds"])
     handler = observe_train if params["op"] == "torch.train" else observe_lr
-    return handler(params, device, deadline)
+    return {**handler(params, device, deadline), "model": model_name(params)}

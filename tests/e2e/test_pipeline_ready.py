@@ -163,19 +163,14 @@ def stand_in(
     return team_vars, inventory, env
 
 
-def run_pipeline(cli, team_vars: Path, inventory: Path, env: dict, out: Path) -> dict[str, Any]:
+def run_pipeline(
+    cli, team_vars: Path, inventory: Path, env: dict, out: Path, *options: str
+) -> dict[str, Any]:
     done = cli(
-        "run",
-        SPEC,
-        "--vars",
-        team_vars,
-        "--inventory",
-        inventory,
-        "--json",
-        out,
+        "run", SPEC, "--vars", team_vars, "--inventory", inventory, "--json", out, *options,
         env=env,
         timeout=600,
-    )
+    )  # fmt: skip
     report = json.loads(out.read_text())
     report["exit_code"], report["stdout"] = done.returncode, done.stdout
     report["by_id"] = {r["task_id"]: r for r in report["results"]}
@@ -222,3 +217,25 @@ def test_a_broken_setup_is_blocked_with_each_faults_diagnostic(
     assert statuses[f"learning-rate@{host}"] == "skip"  # training needs a sound environment
     assert report["by_id"][f"learning-rate@{host}"]["reason"] == f"blocked by model-files@{host}"
     assert statuses["pipeline-orchestration"] == "skip"  # so does the 30-minute end-to-end run
+
+
+def test_one_var_points_every_torch_row_at_the_users_model(
+    aws, gpu_host, model_dir, webhook, cli, tmp_path
+) -> None:
+    """train_entrypoint: the memory, batch-size, learning-rate and checkpoint rows all run the
+    example MLP (batches (x, y), its own loss) on the GPU host, not the built-in model."""
+    team_vars, inventory, env = stand_in(aws, gpu_host, model_dir, webhook, tmp_path, broken=False)
+    report = run_pipeline(
+        cli, team_vars, inventory, env, tmp_path / "out.json",
+        "--tags", "torch",
+        "--var", "train_entrypoint=torch_model.regressor:build",
+        "--var", f"train_src={REPO / 'examples'}",
+    )  # fmt: skip
+    host = gpu_host.hosts[0]
+    bad = {t: r["reason"] for t, r in report["by_id"].items() if r["status"] in ("fail", "error")}
+    assert bad == {} and report["verdict"] == "READY", report["stdout"]
+    model = "entrypoint torch_model.regressor:build"
+    for row in ("batch-size", "learning-rate", "checkpoint-saving"):
+        assert report["by_id"][f"{row}@{host}"]["facts"]["model"] == model, row
+    memory = report["by_id"][f"memory-requirements@{host}"]["facts"]
+    assert (memory["params_source"], memory["params"]) == ("entrypoint", 16 * 64 + 64 + 64 + 1)

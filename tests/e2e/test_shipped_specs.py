@@ -54,6 +54,34 @@ def test_training_readiness_is_ready_on_this_cpu(cli, tmp_path: Path) -> None:
     assert report["verdict"] == "READY" and done.returncode == 0, done.stdout
 
 
+TORCH_ROWS = {
+    "training-step", "learning-rate", "batch-size", "checkpoint-resume", "latency", "export",
+}  # fmt: skip
+
+
+def test_training_readiness_runs_the_users_model_in_every_torch_row(cli, tmp_path) -> None:
+    """One var points the spec at a model that is not the built-in one (an MLP whose batches
+    are (x, y), with its own loss): every torch row runs it, and says so."""
+    out = tmp_path / "out.json"
+    done = cli(
+        "run", REPO / "specs" / "training-readiness.yaml",
+        "--var", "entrypoint=torch_model.regressor:build",
+        "--var", f"model_src={REPO / 'examples'}",
+        "--var", f"checkpoint_dir={tmp_path}",
+        "--json", out,
+        timeout=300,
+    )  # fmt: skip
+    report = json.loads(out.read_text())
+    results = {r["task_id"]: r for r in report["results"]}
+    bad = {t: r["reason"] for t, r in results.items() if r["status"] in ("fail", "error")}
+    assert bad == {} and report["verdict"] == "READY" and done.returncode == 0, done.stdout
+    ran = {t: r["facts"].get("model") for t, r in results.items() if t in TORCH_ROWS}
+    assert ran == dict.fromkeys(TORCH_ROWS, "entrypoint torch_model.regressor:build")
+    memory = results["memory-estimate"]["facts"]
+    assert (memory["params_source"], memory["params"]) == ("entrypoint", 16 * 64 + 64 + 64 + 1)
+    assert results["memory-estimate"]["title"] == "torch_model.regressor:build fits in memory"
+
+
 def test_training_readiness_blocks_a_broken_setup_with_its_diagnostics(cli, tmp_path) -> None:
     spec = REPO / "specs" / "training-readiness.yaml"
     out = tmp_path / "out.json"

@@ -30,7 +30,9 @@ pytestmark = pytest.mark.skipif(
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = {"d_model": 32, "layers": 2, "heads": 4, "seq_len": 16, "vocab": 64, "device": "cpu"}
-EXAMPLE = {"entrypoint": "torch_model.regressor:build", "path": str(REPO / "examples")}
+EXAMPLE = {"entrypoint": "torch_model.regressor:build", "pythonpath": str(REPO / "examples")}
+EXAMPLE_MODEL = "entrypoint torch_model.regressor:build"
+EXAMPLE_PARAMS = 16 * 64 + 64 + 64 + 1  # examples/torch_model/regressor.py
 
 
 # torch probes are exclusive per target (one at a time); dealt over two local targets, two run
@@ -51,7 +53,7 @@ def run_torch(tmp_path: Path, checks: list[dict]) -> dict[str, Result]:
 
 
 def write_modules(root: Path, modules: dict[str, str]) -> str:
-    """User entrypoint modules as files under root; returns root for `path`."""
+    """User entrypoint modules as files under root; returns root for `pythonpath`."""
     for name, source in modules.items():
         (root / f"{name}.py").write_text(textwrap.dedent(source).lstrip())
     return str(root)
@@ -157,16 +159,64 @@ def test_batch_size_search_finds_the_limit_under_a_memory_cap(tmp_path: Path) ->
     largest = capped["max_batch_size"]
     assert 4 <= largest < 128 and capped["configured_fits"] is False
     assert capped["memory_gb_at_configured"] is None and capped["memory_limit_gb"] == 0.1
+    assert capped["limit_source"] == "memory_limit_gb" and capped["search_complete"]
+    assert capped["trials"][0]["batch_size"] == 128  # the configured size comes first
     tried = {t["batch_size"]: t for t in capped["trials"]}
+    usable = 0.1 * 0.95  # the default headroom keeps 5% free
     assert tried[largest]["fits"] and not tried[128]["fits"]
-    assert tried[128]["peak_gb"] > 0.1 >= tried[largest]["peak_gb"]
+    assert tried[128]["peak_gb"] > usable >= tried[largest]["peak_gb"]
     assert not any(t["fits"] for size, t in tried.items() if size > largest)
-    assert capped["problem"].startswith("Batch size 128 causes OOM: it needs ")
-    assert capped["problem"].endswith(f"over the 0.1GB limit (max that fits: {largest})")
+    assert capped["upper_bound"] == min(size for size, t in tried.items() if not t["fits"])
+    assert re.fullmatch(
+        rf"Batch size 128 needs [\d.]+GB, over 0\.1GB \(what the headroom leaves of 0\.1GB from "
+        rf"memory_limit_gb\): the largest that fits is {largest}",
+        capped["problem"].replace(f"over {round(usable, 2):g}GB", "over 0.1GB"),
+    )
     bounded = results["bounded"].facts
     assert bounded["max_batch_size"] == 12 and bounded["configured_fits"]
-    assert [t["batch_size"] for t in bounded["trials"]] == [1, 2, 4, 8, 12]
+    assert [t["batch_size"] for t in bounded["trials"]] == [8, 12]
     assert bounded["memory_gb_at_configured"] >= 0 and bounded["problem"] is None
+    assert bounded["model"] == "built-in transformer (d_model 32, 2 layers, seq_len 16)"
+
+
+def test_batch_size_answers_at_its_granularity_the_same_every_run(tmp_path: Path) -> None:
+    """multiple_of: only multiples of it are tried (the configured size aside), and repeated
+    runs agree on the answer."""
+    wide = {**TINY, "seq_len": 64, "vocab": 1024}
+    same = {"batch_size": 6, "max_batch_size": 256, "memory_limit_gb": 0.1, "multiple_of": 8}
+    results = run_torch(
+        tmp_path, [check(f"run-{i}", "torch.batch_size", **wide, **same) for i in range(3)]
+    )
+
+    answers = {r.facts["max_batch_size"] for r in results.values()}
+    assert len(answers) == 1 and answers.pop() % 8 == 0
+    for result in results.values():
+        sizes = [t["batch_size"] for t in result.facts["trials"]]
+        assert sizes[0] == 6 and all(size % 8 == 0 for size in sizes[1:])
+
+
+def test_batch_size_search_stops_in_time_with_the_best_bound(tmp_path: Path) -> None:
+    """A cap far beyond what fits in a few seconds: the search stops before max_seconds and
+    answers with what it found, instead of running into the check's timeout."""
+    results = run_torch(
+        tmp_path,
+        [
+            check(
+                "bounded-time",
+                "torch.batch_size",
+                **TINY,
+                batch_size=4,
+                max_batch_size=10**7,
+                max_seconds=4,
+            )
+        ],
+    )
+
+    facts = results["bounded-time"].facts
+    assert status(results) == {"bounded-time": "pass"}, results["bounded-time"].reason
+    assert facts["search_complete"] is False and facts["upper_bound"] is None
+    assert facts["max_batch_size"] >= 8 and facts["configured_fits"]
+    assert sum(t["seconds"] for t in facts["trials"]) < 4
 
 
 def test_user_entrypoints_and_clear_errors_from_broken_ones(tmp_path: Path) -> None:
@@ -223,7 +273,7 @@ def test_user_entrypoints_and_clear_errors_from_broken_ones(tmp_path: Path) -> N
                 """,
         },
     )
-    user = {"path": path, "device": "cpu"}
+    user = {"pythonpath": path, "device": "cpu"}
     results = run_torch(
         tmp_path,
         [
@@ -246,7 +296,7 @@ def test_user_entrypoints_and_clear_errors_from_broken_ones(tmp_path: Path) -> N
         "logits": "error",
         "nan-grad": "fail",
     }
-    assert results["example"].facts["params"] == 16 * 64 + 64 + 64 + 1
+    assert results["example"].facts["params"] == EXAMPLE_PARAMS
     assert results["hf"].facts["loss_decreased"]
     nan = results["nan-grad"].facts  # the loss is a finite 0; the gradient is not
     assert (nan["finite"], nan["first_nonfinite"], nan["nonfinite_step"]) == (False, "scale", 1)
@@ -266,6 +316,108 @@ def test_user_entrypoints_and_clear_errors_from_broken_ones(tmp_path: Path) -> N
     )
     assert errors["logits"].startswith(
         "the loss of logits:build: the model returned (8, 3), not a scalar loss"
+    )
+
+
+def test_an_x_y_model_with_its_own_loss_runs_through_every_torch_kind(tmp_path: Path) -> None:
+    """examples/torch_model/regressor.py: batches are (x, y), the loss is its own, the model
+    takes x. Every kind runs that model (its `model` fact says so), inference and export call
+    it as model(x), and torch.memory counts it on the meta device."""
+    cpu = {**EXAMPLE, "device": "cpu"}
+    results = run_torch(
+        tmp_path,
+        [
+            check("train", "torch.train", **cpu, lr=0.01, batch_size=32),
+            check("lr", "torch.lr", **cpu, lr=0.01, range=[0.001, 0.1], points=2),
+            check("checkpoint", "torch.checkpoint", **cpu, dir=str(tmp_path)),
+            check("batch", "torch.batch_size", **cpu, batch_size=16, max_batch_size=64),
+            check("memory", "torch.memory", **cpu, batch_size=32),
+            check("inference", "torch.inference", **cpu, batch_sizes=[1, 8], runs=5),
+        ],
+    )
+
+    assert set(status(results).values()) == {"pass"}, {k: r.reason for k, r in results.items()}
+    for kind in ("train", "lr", "checkpoint", "batch", "inference"):
+        assert results[kind].facts["model"] == EXAMPLE_MODEL, kind
+    assert results["train"].facts["params"] == EXAMPLE_PARAMS
+    inference = results["inference"].facts
+    assert (inference["export_ok"], inference["export_error"]) == (True, None)
+    memory = results["memory"].facts
+    assert (memory["params"], memory["params_source"]) == (EXAMPLE_PARAMS, "entrypoint")
+    assert memory["breakdown"]["weights_gb"] == round(EXAMPLE_PARAMS * 4 / 2**30, 2)
+    assert memory["activations_unknown"] is None  # measured from one loss on the meta device
+
+
+def test_errors_in_the_users_model_name_the_entrypoint_and_the_users_line(tmp_path: Path) -> None:
+    path = write_modules(
+        tmp_path,
+        {
+            "two_args": """
+                import torch
+
+                class Model(torch.nn.Module):
+                    def __init__(self):
+                        super().__init__()
+                        self.linear = torch.nn.Linear(4, 1)
+
+                    def forward(self, x, mask):  # not what an (x, y) batch gives it
+                        return self.linear(x * mask)
+
+                def build(batch_size, device):
+                    def batch():
+                        return torch.randn(batch_size, 4), torch.randn(batch_size)
+
+                    def loss(model, batch):
+                        x, y = batch
+                        return (model(x, torch.ones_like(x)).squeeze(-1) - y).pow(2).mean()
+
+                    return {"model": Model(), "batch": batch, "loss": loss}
+                """,
+            "given_inputs": """
+                import torch
+                import two_args
+
+                def build(batch_size, device):
+                    built = two_args.build(batch_size, device)
+                    built["inputs"] = lambda batch: (batch[0], torch.ones_like(batch[0]))
+                    return built
+                """,
+            "broken_forward": """
+                import torch
+
+                class Model(torch.nn.Module):
+                    def __init__(self):
+                        super().__init__()
+                        self.linear = torch.nn.Linear(4, 1)
+
+                    def forward(self, x):
+                        return self.linear(x.view(-1, 5))  # a shape bug in the user's code
+
+                def build(batch_size, device):
+                    return Model(), lambda: torch.randn(batch_size, 4)
+                """,
+        },
+    )
+    user = {"pythonpath": path, "device": "cpu", "export": False}
+    results = run_torch(
+        tmp_path,
+        [
+            check("two-args", "torch.inference", **user, entrypoint="two_args:build"),
+            check("with-inputs", "torch.inference", **user, entrypoint="given_inputs:build"),
+            check("broken", "torch.inference", **user, entrypoint="broken_forward:build"),
+        ],
+    )
+
+    assert status(results) == {"two-args": "error", "with-inputs": "pass", "broken": "error"}
+    assert results["two-args"].reason == (
+        "entrypoint two_args:build: the model called as model(tensor[1, 4]) raised TypeError: "
+        "Model.forward() missing 1 required positional argument: 'mask'; give `inputs` in "
+        "build()'s result to say what the model takes from a batch (docs/torch-probes.md)"
+    )
+    assert re.fullmatch(
+        r"entrypoint broken_forward:build: the model called as model\(tensor\[1, 4\]\) raised "
+        r"RuntimeError: .+ \(at broken_forward\.py:9\); give `inputs` .+",
+        results["broken"].reason,
     )
 
 
@@ -396,7 +548,11 @@ def test_inference_latency_percentiles_and_export(tmp_path: Path) -> None:
         [
             check("builtin", "torch.inference", **TINY, batch_sizes=[1, 4], runs=10),
             check(
-                "branchy", "torch.inference", path=path, entrypoint="branchy:build", device="cpu"
+                "branchy",
+                "torch.inference",
+                pythonpath=path,
+                entrypoint="branchy:build",
+                device="cpu",
             ),
         ],
     )
@@ -433,7 +589,7 @@ def test_scripts_bound_their_own_time(tmp_path: Path) -> None:
         ({"kind": "torch.train", "entrypoint": "model.py"}, 'like "package.module:build"'),
         ({"kind": "torch.train", "d_model": 30}, "heads (4) must divide d_model (30)"),
         ({"kind": "torch.lr", "range": [1, 0.1]}, "0 < lowest < highest"),
-        ({"kind": "torch.memory"}, "give `params` (e.g. 7B) or `path`"),
+        ({"kind": "torch.memory"}, "give `params` (e.g. 7B), `path` (a model directory) or"),
         ({"kind": "torch.memory", "params": "lots"}, "params must be a count like 7e9"),
         (
             {"kind": "torch.inference", "entrypoint": "m:build", "d_model": 32},

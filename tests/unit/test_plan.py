@@ -633,3 +633,38 @@ def test_a_spec_with_no_phases_is_an_error_not_an_empty_ready(plan_spec):
     (problem,) = raised.value.problems
     assert (problem.where.line, problem.key) == (3, "phases")
     assert problem.message.startswith("no phases: the spec would check nothing")
+
+
+OMITTED = """
+version: 1
+name: t
+vars: {entrypoint: "", d_model: 128}
+phases:
+  - id: p
+    checks:
+      - id: train
+        probe:
+          kind: torch.train
+          entrypoint: "{{ vars.entrypoint or none }}"
+          d_model: "{{ none if vars.entrypoint else vars.d_model }}"
+"""
+
+
+@pytest.mark.parametrize(
+    ("entrypoint", "given"),
+    [("", {"d_model": 128, "entrypoint": None}), ("pkg.model:build", {"d_model": 64})],
+)
+def test_a_param_that_renders_to_none_is_left_out(plan_spec, entrypoint, given):
+    """One spec serves both models: the built-in size is given only without an entrypoint,
+    and with one it falls back to its default instead of being an error."""
+    spec = OMITTED.replace('entrypoint: ""', f'entrypoint: "{entrypoint}"')
+    params = plan_spec(spec).tasks["train"].params
+    assert {name: getattr(params, name) for name in given} == given
+    assert ("d_model" in params.model_fields_set) is (not entrypoint)
+
+
+def test_a_literal_null_is_kept_for_the_params_type_to_judge(spec_problems):
+    [problem] = spec_problems(
+        OMITTED.replace('"{{ none if vars.entrypoint else vars.d_model }}"', "null")
+    )
+    assert "d_model" in problem.key and "valid integer" in problem.message
