@@ -1,4 +1,5 @@
-"""`memory`, `env`: the target host's RAM and environment, read by probes/remote/host.py.
+"""`memory`, `env`: the memory a job on the target gets (a cgroup limit counts) and its
+environment, read by probes/remote/host.py with probes/remote/_memory.py.
 
 Environment variables are read on the target, where the pipeline will run, not in matrix's own
 process; a `path` variable is checked for existence there too.
@@ -15,20 +16,33 @@ from matrix.probe import ScriptProbe, probe
 
 class _Host(ScriptProbe):
     script = "host"
+    libraries = ("_memory",)
 
 
 @probe(
     "memory",
     facts={
-        "total_gb": "physical memory in GB (1024³ bytes)",
-        "available_gb": "GB that can be allocated without swapping (MemAvailable)",
-        "used_percent": "share not available, 0-100",
+        "total_gb": "effective memory in GB (1024³ bytes): the smallest of physical RAM and the "
+        "cgroup (v1/v2) limit of the process; in a container or Slurm job that is the job's limit",
+        "available_gb": "GB the job can still allocate without swapping or an OOM kill: under a "
+        "cgroup limit, the limit less the cgroup's usage (not counting reclaimable page cache), "
+        "never more than the host's MemAvailable; else MemAvailable",
+        "used_percent": "share of total_gb not available, 0-100",
+        "physical_gb": "physical RAM of the host in GB (MemTotal), whatever the limit",
+        "limit_source": "where total_gb came from: the cgroup file, e.g. "
+        '"cgroup v2 /sys/fs/cgroup/slurm/uid_0/job_12/memory.max" or '
+        '"cgroup v1 /sys/fs/cgroup/memory/docker/<id>/memory.limit_in_bytes", or "physical"',
         "swap_total_gb": "swap size in GB (Linux only)",
         "swap_free_gb": "unused swap in GB (Linux only)",
     },
 )
 class Memory(_Host):
-    """RAM and swap of the target; passes when observed, so set `expect`."""
+    """The memory a job on the target will really get, and swap; passes when observed, so set
+    `expect`.
+
+    Inside a container or a Slurm job the process's cgroup limit (v1 or v2) is what it gets,
+    not the host's RAM: a job that allocates past it is OOM-killed. `limit_source` says which
+    limit counted, `physical_gb` what the host has."""
 
 
 @probe(

@@ -2,44 +2,26 @@
 import math
 import os
 
+from _memory import effective_memory, meminfo
 from _prelude import by_op, gb
 
 TRUE, FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
 
-def _meminfo():
-    """/proc/meminfo in bytes; empty off Linux."""
-    info = {}
-    try:
-        with open("/proc/meminfo") as handle:
-            for line in handle:
-                name, _, rest = line.partition(":")
-                info[name] = int(rest.split()[0]) * 1024
-    except (OSError, ValueError, IndexError):
-        return {}
-    return info
-
-
 def observe_memory(params):
-    info = _meminfo()
-    if "MemTotal" in info:
-        total = info["MemTotal"]
-        available = info.get("MemAvailable")  # kernels before 3.14 lack it
-        if available is None:
-            available = sum(info.get(k, 0) for k in ("MemFree", "Buffers", "Cached"))
-        swap = {"swap_total_gb": gb(info.get("SwapTotal", 0))}
-        swap["swap_free_gb"] = gb(info.get("SwapFree", 0))
-    else:  # macOS, BSD: no swap figures, and available only where sysconf has it
-        page = os.sysconf("SC_PAGE_SIZE")
-        total = os.sysconf("SC_PHYS_PAGES") * page
-        names = getattr(os, "sysconf_names", {})
-        available = os.sysconf("SC_AVPHYS_PAGES") * page if "SC_AVPHYS_PAGES" in names else None
-        swap = {}
-    facts = {"total_gb": gb(total)}
+    """The job's view: total and available are the effective figures (a cgroup limit counts)."""
+    found = effective_memory()
+    total, available = found["total"], found["available"]
+    facts = {"total_gb": gb(total), "physical_gb": gb(found["physical"])}
     if available is not None:
         facts["available_gb"] = gb(available)
-        facts["used_percent"] = round(100.0 * (total - available) / total, 1)
-    facts.update(swap)
+        used = 100.0 * (total - available) / total if total else 0.0
+        facts["used_percent"] = round(min(max(used, 0.0), 100.0), 1)
+    facts["limit_source"] = found["source"]
+    info = meminfo()
+    if "MemTotal" in info:  # off Linux there are no swap figures
+        facts["swap_total_gb"] = gb(info.get("SwapTotal", 0))
+        facts["swap_free_gb"] = gb(info.get("SwapFree", 0))
     return facts
 
 

@@ -140,7 +140,10 @@ def observe(params):
     device, cuda, have, memory, limit_source = _device_memory(params["device"])
     fits = need <= have
     what = "GPU memory" if cuda else "RAM"
-    problem = None if fits else f"Need {_text(need / GB)}GB {what}, have {_text(have / GB)}GB"
+    limited = "" if cuda or limit_source == "physical" else f" (the limit of {limit_source})"
+    problem = None
+    if not fits:
+        problem = f"Need {_text(need / GB)}GB {what}, have {_text(have / GB)}GB{limited}"
     return {
         "need_gb": gb(need),
         "have_gb": gb(have),
