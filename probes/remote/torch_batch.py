@@ -5,6 +5,7 @@
 # growth is held against the effective memory (a cgroup limit counts). A trial fits when it
 # leaves `headroom` of the limit free. The search stops before a trial would run past
 # max_seconds and answers with the best bound found.
+import ctypes
 import gc
 import json
 import math
@@ -30,6 +31,7 @@ from _torch import (
 )
 
 LR = 1e-3  # the learning rate does not change a step's memory
+M_MMAP_THRESHOLD = -3  # mallopt's parameter number (malloc.h)
 
 
 def _step_peak(params, device, batch_size):
@@ -55,6 +57,7 @@ def _in_child(fn):
     if pid == 0:
         os.close(read)
         need_torch().set_num_threads(1)
+        _fixed_mmap_threshold()
         try:
             reply = {"value": fn()}
         except ObserveError as exc:
@@ -74,6 +77,18 @@ def _in_child(fn):
     if "error" in reply:
         raise ObserveError(reply["error"])
     return reply["value"]
+
+
+def _fixed_mmap_threshold():
+    """glibc moves its mmap threshold up as large blocks are freed, so whether a tensor lands
+    on the heap (and stays resident after free) depends on what ran before: peak RSS then
+    varies by megabytes from run to run. A fixed threshold maps every large block and unmaps it
+    on free, so the same step measures the same. A no-op off glibc."""
+    try:
+        libc = ctypes.CDLL(None)
+        libc.mallopt(M_MMAP_THRESHOLD, 64 * 1024)
+    except (OSError, AttributeError):
+        pass
 
 
 class Grid:
