@@ -13,6 +13,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -58,7 +59,12 @@ def cgroups() -> Iterator[Callable[[int], Path]]:
     for path in made:
         for pid in (path / "cgroup.procs").read_text().split():  # strays go back to the root
             (V1_MEMORY / "cgroup.procs").write_text(pid)
-        path.rmdir()
+        for _ in range(50):  # a process moved out may still be exiting: EBUSY for a moment
+            try:
+                path.rmdir()
+                break
+            except OSError:
+                time.sleep(0.1)
 
 
 def spec(tmp_path: Path, checks: list[dict]) -> Path:
@@ -126,6 +132,28 @@ def test_torch_rows_are_held_to_the_cgroup_limit(
     assert outside["batch"]["facts"]["limit_source"] == "physical"
 
 
+def test_effective_memory_inside_a_real_cgroup_is_its_limit(
+    cgroups: Callable[[int], Path], tmp_path: Path
+) -> None:
+    """probes/remote/_memory.py alone, in a python moved into the cgroup first."""
+    cgroup = cgroups(SMALL)
+    code = (
+        f"import json, sys; sys.path.insert(0, {str(REPO / 'probes' / 'remote')!r}); "
+        "from _memory import effective_memory; print(json.dumps(effective_memory()))"
+    )
+    enter = 'echo $$ > "$0/cgroup.procs" && exec "$@"'
+    argv = ["sh", "-c", enter, str(cgroup), sys.executable, "-c", code]
+    done = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    found = json.loads(done.stdout)
+
+    limit = int((cgroup / "memory.limit_in_bytes").read_text())  # SMALL rounded to a page
+    assert SMALL - 4096 < limit <= SMALL
+    assert found["total"] == limit and found["physical"] > limit
+    assert found["source"] == f"cgroup v1 {cgroup}/memory.limit_in_bytes"
+    assert limit - 200 * 1024**2 < found["available"] < limit  # a bare python uses a few MB
+
+
 # ── cgroup layouts this machine does not have, built in tmp_path ──────────────────────────
 
 
@@ -136,13 +164,17 @@ def _memory_module():
     return module
 
 
-def host(tmp_path: Path, cgroup: str, mountinfo: list[str], files: dict[str, str]) -> dict:
+def host(
+    tmp_path: Path,
+    cgroup: str,
+    mountinfo: list[str],
+    files: dict[str, str],
+    meminfo: str = f"MemTotal: {16 * GIB // 1024} kB\nMemAvailable: {12 * GIB // 1024} kB\n",
+) -> dict:
     """A /proc and a /sys/fs/cgroup tree with these contents; effective_memory() read there."""
     proc = tmp_path / "proc"
     (proc / "self").mkdir(parents=True)
-    (proc / "meminfo").write_text(
-        f"MemTotal: {16 * GIB // 1024} kB\nMemAvailable: {12 * GIB // 1024} kB\n"
-    )
+    (proc / "meminfo").write_text(meminfo)
     (proc / "self" / "cgroup").write_text(cgroup)
     (proc / "self" / "mountinfo").write_text("\n".join(mountinfo) + "\n")
     for name, text in files.items():
@@ -212,3 +244,90 @@ def test_no_cgroup_limit_is_physical_memory(tmp_path: Path) -> None:
     found = host(tmp_path, "0::/\n", [V2_MOUNT], {"/sys/fs/cgroup/memory.max": "max\n"})
     assert found == {"total": 16 * GIB, "available": 12 * GIB, "physical": 16 * GIB,
                      "source": "physical"}  # fmt: skip
+
+
+def test_v2_a_limit_is_capped_by_what_the_host_has_available(tmp_path: Path) -> None:
+    """A job's own `max` is no limit, its parent's 8 GiB is; with 2 GiB available on the host,
+    that is all the job can still allocate."""
+    found = host(
+        tmp_path,
+        "0::/jobs/job_7/step_0\n",
+        [V2_MOUNT],
+        {
+            "/sys/fs/cgroup/jobs/job_7/step_0/memory.max": "max\n",
+            "/sys/fs/cgroup/jobs/job_7/memory.max": f"{8 * GIB}\n",
+            "/sys/fs/cgroup/jobs/job_7/memory.current": "0\n",
+        },
+        meminfo=f"MemTotal: {16 * GIB // 1024} kB\nMemAvailable: {2 * GIB // 1024} kB\n",
+    )
+    assert (found["total"], found["available"]) == (8 * GIB, 2 * GIB)
+    assert found["source"] == f"cgroup v2 {tmp_path}/sys/fs/cgroup/jobs/job_7/memory.max"
+
+
+def test_v2_a_namespace_relative_path_goes_under_the_mount_point(tmp_path: Path) -> None:
+    """In a cgroup namespace the process's path (/job) is relative to the namespace, not under
+    the mount's root (/kubepods/pod1/ctr): it is joined onto the mount point, and the
+    container's own limit at the mount point still counts."""
+    found = host(
+        tmp_path,
+        "0::/job\n",
+        ["30 23 0:26 /kubepods/pod1/ctr /sys/fs/cgroup ro - cgroup2 cgroup2 rw"],
+        {
+            "/sys/fs/cgroup/job/memory.max": f"{4 * GIB}\n",
+            "/sys/fs/cgroup/memory.max": f"{2 * GIB}\n",
+            "/sys/fs/cgroup/memory.current": f"{GIB // 2}\n",
+        },
+    )
+    assert (found["total"], found["available"]) == (2 * GIB, 3 * GIB // 2)
+    assert found["source"] == f"cgroup v2 {tmp_path}/sys/fs/cgroup/memory.max"
+
+
+def test_v1_limits_a_container_cannot_see_and_the_tree_without_memory_stat(
+    tmp_path: Path,
+) -> None:
+    """A container whose v1 mount's root is its own cgroup (/docker/abc, a prefix of its path):
+    a limit set above it shows only in hierarchical_memory_limit. Without memory.stat, the
+    smallest memory.limit_in_bytes up the tree counts; controllers may be comma-joined."""
+    container = host(
+        tmp_path / "container",
+        "4:memory:/docker/abc\n",
+        ["35 31 0:32 /docker/abc /sys/fs/cgroup/memory ro - cgroup cgroup rw,memory"],
+        {
+            "/sys/fs/cgroup/memory/memory.limit_in_bytes": "9223372036854771712\n",
+            "/sys/fs/cgroup/memory/memory.usage_in_bytes": f"{2 * GIB}\n",
+            "/sys/fs/cgroup/memory/memory.stat": f"hierarchical_memory_limit {3 * GIB}\n"
+            f"total_inactive_file {GIB}\n",
+        },
+    )
+    stat = f"{tmp_path}/container/sys/fs/cgroup/memory/memory.stat"
+    assert (container["total"], container["available"]) == (3 * GIB, 2 * GIB)
+    assert container["source"] == f"cgroup v1 {stat} hierarchical_memory_limit"
+
+    tree = host(
+        tmp_path / "tree",
+        "4:memory,hugetlb:/batch/x\n0::/\n",
+        ["35 31 0:32 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory,hugetlb"],
+        {
+            "/sys/fs/cgroup/memory/batch/memory.limit_in_bytes": f"{5 * GIB}\n",
+            "/sys/fs/cgroup/memory/batch/x/memory.limit_in_bytes": f"{9 * GIB}\n",
+        },
+    )
+    limit = f"{tmp_path}/tree/sys/fs/cgroup/memory/batch/memory.limit_in_bytes"
+    assert (tree["total"], tree["source"]) == (5 * GIB, f"cgroup v1 {limit}")
+
+
+def test_missing_or_broken_files_fall_back_to_physical_and_never_raise(tmp_path: Path) -> None:
+    nothing = host(tmp_path / "nothing", "", [], {})
+    assert (nothing["total"], nothing["source"]) == (16 * GIB, "physical")
+
+    broken = host(
+        tmp_path / "broken",
+        "junk\n4:memory\n0::/job\n",
+        ["- -", "1 2 3", "30 23 0:26 / /sys/fs/cgroup rw - cgroup2", V2_MOUNT],
+        {"/sys/fs/cgroup/job/memory.max": "lots\n", "/sys/fs/cgroup/job/memory.stat": "\0\0"},
+    )
+    assert broken == {"total": 16 * GIB, "available": 12 * GIB, "physical": 16 * GIB,
+                      "source": "physical"}  # fmt: skip
+
+    off_linux = _memory_module().effective_memory(str(tmp_path / "no-proc"))  # sysconf's figures
+    assert off_linux["source"] == "physical" and off_linux["total"] == off_linux["physical"] > 0
