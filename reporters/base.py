@@ -4,6 +4,8 @@ wording every human-facing format uses, so they say things one way."""
 from __future__ import annotations
 
 import os
+import stat
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -21,12 +23,34 @@ VERDICT_WORDS = {
 }
 
 
-def write_atomically(path: Path, text: str) -> None:
-    """Readers never see half a report, even if the run is killed while writing."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.partial")
-    partial.write_text(text, encoding="utf-8")
-    os.replace(partial, path)
+def write_report(path: Path, text: str) -> None:
+    """Write a report where `path` points, destroying nothing there. `-` is stdout. A device
+    or a FIFO (/dev/stdout, a named pipe a reader waits on) is written in place. A regular file
+    or a new path, through symlinks, is replaced atomically: a temporary file beside the target
+    renamed over it, so readers never see half a report; it is removed if writing fails."""
+    if str(path) == "-":
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return
+    try:
+        mode: int | None = os.stat(path).st_mode  # follows symlinks
+    except FileNotFoundError:
+        mode = None
+    if mode is not None and stat.S_ISDIR(mode):
+        raise IsADirectoryError(f"{path} is a directory: give a file name")
+    if mode is not None and not stat.S_ISREG(mode):
+        with open(path, "w", encoding="utf-8") as stream:
+            stream.write(text)
+        return
+    target = Path(os.path.realpath(path))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
+    try:
+        partial.write_text(text, encoding="utf-8")
+        os.replace(partial, target)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
 
 
 def icon(result: Result) -> str:

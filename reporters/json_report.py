@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from matrix.results import Run
-from reporters.base import Reporter, write_atomically
+from reporters.base import Reporter, write_report
 
 
 class JsonReporter(Reporter):
@@ -14,4 +14,4 @@ class JsonReporter(Reporter):
         self.path = Path(destination)
 
     def finish(self, run: Run) -> None:
-        write_atomically(self.path, json.dumps(run.to_dict(), indent=2, default=str) + "\n")
+        write_report(self.path, json.dumps(run.to_dict(), indent=2, default=str) + "\n")

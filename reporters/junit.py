@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from junit_xml import TestCase, TestSuite
 
 from matrix.results import PhaseScore, Result, Run, Status
-from reporters.base import Reporter, write_atomically
+from reporters.base import Reporter, write_report
 
 if TYPE_CHECKING:
     pass
@@ -219,4 +219,4 @@ class JunitReporter(Reporter):
         self.path = Path(destination)
 
     def finish(self, run: Run) -> None:
-        write_atomically(self.path, render(run))
+        write_report(self.path, render(run))

@@ -63,7 +63,7 @@ from reporters.base import (
     phase_mark,
     phase_trouble,
     where,
-    write_atomically,
+    write_report,
 )
 
 GITHUB_SUMMARY_LIMIT = 1024 * 1024  # bytes; GitHub drops a bigger step summary whole
@@ -208,7 +208,7 @@ class MarkdownReporter(Reporter):
 
     def finish(self, run: Run) -> None:
         if self.path is not None:
-            write_atomically(self.path, self.render(run, self.max_chars))
+            write_report(self.path, self.render(run, self.max_chars))
         if self.summary is not None:
             before = self.summary.stat().st_size if self.summary.exists() else 0
             budget = min(self.max_chars, GITHUB_SUMMARY_LIMIT - before - 2)

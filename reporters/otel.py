@@ -31,7 +31,7 @@ from matrix import __version__
 from matrix.redact import Redactor
 from matrix.results import Attempt, PhaseInfo, PhaseScore, Result, Run, Status, Verdict
 from reporters import ReporterError
-from reporters.base import Reporter, plural, write_atomically
+from reporters.base import Reporter, plural, write_report
 
 if TYPE_CHECKING:
     from matrix.plan.model import Plan, Task
@@ -156,7 +156,7 @@ class OtelReporter(Reporter):
             self.provider.force_flush()
             spans = self.collected.spans
             if self.exporter is None:
-                write_atomically(Path(self.destination), otlp_json(spans))
+                write_report(Path(self.destination), otlp_json(spans))
             else:
                 self._send(spans)
         finally:

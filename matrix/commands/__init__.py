@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from matrix.plan import Filters, Plan
 
 EXIT_INVALID = 2
+EXIT_UNWRITTEN = 3  # the run happened, but a report could not be written
 EXIT_INTERRUPTED = 130
 
 

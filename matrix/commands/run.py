@@ -10,7 +10,7 @@ import argparse
 import os
 import sys
 
-from matrix.commands import EXIT_INVALID, plan, spec_options, split
+from matrix.commands import EXIT_INTERRUPTED, EXIT_UNWRITTEN, plan, spec_options, split
 
 
 def arguments(parser: argparse.ArgumentParser) -> None:
@@ -78,14 +78,18 @@ def main(args: argparse.Namespace) -> int:
     from reporters import registry
     from reporters.console import ConsoleReporter
 
-    listeners: list[Listener] = [] if args.quiet else [ConsoleReporter()]
+    reports: list[Listener] = []
+    to_stdout = False  # a report on stdout (`-`) moves the console to stderr
     for entry in registry().values():
         destination = getattr(args, entry.name.replace("-", "_"), None)
         options = {option.dest: getattr(args, option.dest) for option in entry.options}
         if destination is None and entry.auto is not None:
             destination = entry.auto(os.environ, options)
         if destination is not None:
-            listeners.append(entry.create(destination, **options))
+            to_stdout = to_stdout or str(destination) == "-"
+            reports.append(entry.create(destination, **options))
+    console = ConsoleReporter(sys.stderr if to_stdout else None)
+    listeners: list[Listener] = reports if args.quiet else [console, *reports]
     options = Options(concurrency=args.concurrency, fail_fast=args.fail_fast)
     run = anyio.run(execute, planned, options, listeners)
     unwritten = 0
@@ -98,4 +102,5 @@ def main(args: argparse.Namespace) -> int:
                 f"matrix: {type(listener).__name__} could not write its report: {exc}",
                 file=sys.stderr,
             )
-    return EXIT_INVALID if unwritten else run.exit_code(strict=args.strict)
+    code = run.exit_code(strict=args.strict)
+    return EXIT_UNWRITTEN if unwritten and code != EXIT_INTERRUPTED else code
