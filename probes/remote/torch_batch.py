@@ -194,7 +194,7 @@ def observe(params):
 
     def affordable(size):
         """Time for this trial before max_seconds, judged by the last one scaled by size."""
-        last = trials[next(reversed(list(trials)))]
+        last = list(trials.values())[-1]
         guess = last["seconds"] * max(1.0, size / last["batch_size"])
         return time.monotonic() + guess <= end
 
