@@ -29,6 +29,17 @@ SHAPES = [
 ]
 
 
+_REMEMBERED: set[str] = set()
+
+
+def remember(value: str) -> None:
+    """Mask `value` in everything this process writes from now on: called wherever a secret is
+    read (a `{{ secret.NAME }}` rendered, a `secrets:` value planned), so a secret that only a
+    spec problem or a rendered param quotes is masked too."""
+    if len(value) >= MIN_SECRET_LENGTH:
+        _REMEMBERED.add(value)
+
+
 class Redactor:
     """Callable that masks secrets in strings and in nested JSON-able data."""
 
