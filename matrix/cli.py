@@ -8,14 +8,14 @@ imported, and it imports the engine, anyio and probe libraries only when it runs
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import sys
 from collections.abc import Sequence
 from types import ModuleType
 
+from matrix import interrupt, redact
 from matrix.commands import EXIT_INTERRUPTED, EXIT_INVALID
-from matrix.spec.problems import SpecInvalid
-from reporters import ReporterError
 
 COMMANDS = {  # subcommand (its module in matrix/commands/) → what `matrix --help` says of it
     "run": "probe everything and print the verdict",
@@ -49,7 +49,27 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else list(argv)
+    """Signals are kept and secrets masked from the first line on, before anything heavy is
+    imported: whatever happens next, a Ctrl-C ends in exit 130 with the reports written, and
+    nothing printed carries a secret."""
+    interrupt.defer()
+    redact.guard_streams()
+    try:
+        code = _dispatch(sys.argv[1:] if argv is None else list(argv))
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(OSError, ValueError):
+                stream.flush()
+    if interrupt.pending() and code != EXIT_INTERRUPTED:
+        print("matrix: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return code
+
+
+def _dispatch(argv: list[str]) -> int:
+    from matrix.spec.problems import SpecInvalid
+    from reporters import ReporterError
+
     args = build_parser(argv).parse_args(argv)
     try:
         return _command(args.command).main(args)

@@ -7,22 +7,33 @@ reporters always have a whole Run to write.
 
 from __future__ import annotations
 
+import asyncio
 import os
-import signal
 import time
 from collections.abc import Sequence
-from contextlib import AbstractAsyncContextManager, nullcontext
+from contextlib import AbstractAsyncContextManager, AbstractContextManager, nullcontext
 from dataclasses import dataclass, replace
 from typing import Any
 
 import anyio
 
+from matrix import interrupt
 from matrix.errors import ProbeError
-from matrix.listener import Listener
+from matrix.listener import Listener, Listeners
 from matrix.plan.model import Plan, Task
 from matrix.probe import ProbeContext
-from matrix.redact import Redactor
-from matrix.results import Attempt, Result, Run, Skip, SkipKind, Status, phase_infos, span
+from matrix.redact import redact, remember
+from matrix.results import (
+    Attempt,
+    Result,
+    Run,
+    Skip,
+    SkipKind,
+    Status,
+    json_safe,
+    phase_infos,
+    span,
+)
 from matrix.spec import template
 from matrix.spec.expect import evaluate
 from matrix.transport import TargetPool, address, transport
@@ -42,10 +53,10 @@ class Options:
 
 
 class _Execution:
-    def __init__(self, plan: Plan, options: Options, listeners: Sequence[Listener]):
+    def __init__(self, plan: Plan, options: Options, listeners: Sequence[Listener] | Listeners):
         self.plan = plan
         self.options = options
-        self.listeners = listeners
+        self.listeners = listeners if isinstance(listeners, Listeners) else Listeners(listeners)
         self.results: dict[str, Result] = {}
         self.done = {task_id: anyio.Event() for task_id in plan.tasks}
         concurrency = options.concurrency or default_concurrency()
@@ -57,23 +68,20 @@ class _Execution:
             if transport(ref.via).remote and ref.options is not None
         }
         self.exclusive: dict[str, anyio.Lock] = {}
-        self.redact = Redactor(plan.secret_values, plan.secret_values)
+        for value in plan.secret_values.values():
+            remember(value)
         self.interrupted = False
         self.stopped_early: Skip | None = None
         self.scope = anyio.CancelScope()
 
     async def run(self) -> Run:
         started_at, started = time.time(), time.perf_counter()
-        for listener in self.listeners:
-            listener.start(self.plan)
-        with self.scope:
-            async with self.pool, anyio.create_task_group() as tg:
-                if self.options.handle_signals:
-                    tg.start_soon(self._watch_signals)
-                async with anyio.create_task_group() as work:
-                    for task in self.plan.tasks.values():
+        self.listeners.start(self.plan)
+        with self.scope, self._signals():
+            async with self.pool, anyio.create_task_group() as work:
+                for task in self.plan.tasks.values():
+                    if not self.interrupted:
                         work.start_soon(self._run_task, task)
-                tg.cancel_scope.cancel()
         if self.interrupted:
             unfinished = Skip(SkipKind.interrupted)
         else:
@@ -84,7 +92,7 @@ class _Execution:
         run = Run(
             spec_name=self.plan.spec.name,
             spec_path=str(self.plan.spec_path),
-            vars=self.redact(self.plan.vars),
+            vars=redact(self.plan.vars),
             phases=phase_infos(self.plan.spec.phases),
             results=[self.results[task_id] for task_id in self.plan.tasks],
             order=self.plan.order,
@@ -97,17 +105,22 @@ class _Execution:
         run.warnings += [phase.budget_warning() for phase in run.over_budget()]
         return run
 
-    async def _watch_signals(self) -> None:
-        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-            async for _ in signals:
-                self.interrupted = True
-                self.scope.cancel()
-                return
+    def _signals(self) -> AbstractContextManager[None]:
+        """SIGINT/SIGTERM cancel the run (also one that came while it was planned: then no
+        task starts). The handler only schedules the cancel on the loop."""
+        if not self.options.handle_signals:
+            return nullcontext()
+        self.interrupted = interrupt.pending()
+        loop = asyncio.get_running_loop()
+        return interrupt.listen(lambda: loop.call_soon_threadsafe(self._interrupt))
+
+    def _interrupt(self) -> None:
+        self.interrupted = True
+        self.scope.cancel()
 
     def _record(self, result: Result) -> None:
         self.results[result.task_id] = result
-        for listener in self.listeners:
-            listener.task_finished(result)
+        self.listeners.task_finished(result)
         if self.options.fail_fast and result.bad and result.severity == "critical":
             self.stopped_early = Skip(SkipKind.stopped, result.task_id)
             self.scope.cancel()
@@ -131,10 +144,8 @@ class _Execution:
                 )
                 return
             async with self._turn(task), self._slot(task):
-                env: dict[str, str] = {}
-                for listener in self.listeners:
-                    listener.task_started(task)
-                    env.update(listener.probe_env(task) or {})
+                self.listeners.task_started(task)
+                env = self.listeners.probe_env(task)
                 self._record(await self._observe(task, env))
         finally:
             self.done[task.id].set()
@@ -211,15 +222,16 @@ class _Execution:
             target = self.pool.get(ref)
             ctx = ProbeContext(target=target, task_id=task.id, env=env, timeout=timeout)
             with anyio.fail_after(timeout):
-                facts = await task.params.observe(ctx)
+                facts = json_safe(await task.params.observe(ctx))
         except TimeoutError:
             why = f"timed out after {span(timeout)} (probe killed)"
             return ended(Status.error, why, "timeout", "TimeoutError"), {}
         except ProbeError as exc:
-            return ended(Status.error, str(exc), "probe-error", "ProbeError"), exc.facts
+            why = json_safe(str(exc))
+            return ended(Status.error, why, "probe-error", "ProbeError"), json_safe(exc.facts)
         except Exception as exc:
             name = type(exc).__name__
-            why = f"probe {task.params.kind} crashed: {name}: {exc}"
+            why = json_safe(f"probe {task.params.kind} crashed: {name}: {exc}")
             return ended(Status.error, why, "crash", name), {}
         problems = evaluate(task.expect, facts)
         if not problems:
@@ -255,21 +267,21 @@ class _Execution:
             phase_id=task.phase.id,
             target=task.target.name,
             host=task.target.host,
-            cell=self.redact(task.cell),
+            cell=redact(task.cell),
             group=task.target.group,
             status=status,
             severity=check.severity.value,
-            title=self.redact(title),
+            title=redact(title),
             category=check.category,
             failure=check.failure,
-            diagnostic=self.redact((_text(check.diagnostic, context) or cause) if bad else None),
-            fix=self.redact(_text(check.fix, context) if bad else None),
-            reason=self.redact(error or reason),
-            facts=self.redact(facts),
+            diagnostic=redact((_text(check.diagnostic, context) or cause) if bad else None),
+            fix=redact(_text(check.fix, context) if bad else None),
+            reason=redact(error or reason),
+            facts=redact(facts),
             attempts=attempts,
             duration=duration,
             started_at=started_at,
-            tries=[replace(t, reason=self.redact(t.reason)) for t in tries or []],
+            tries=[replace(t, reason=redact(t.reason)) for t in tries or []],
             error_type=tries[-1].error_type if tries else None,
             exception=tries[-1].exception if tries else None,
             skip=skip,
@@ -304,7 +316,7 @@ def _text(source: str | None, context: dict[str, Any]) -> str | None:
 
 
 async def execute(
-    plan: Plan, options: Options | None = None, listeners: Sequence[Listener] = ()
+    plan: Plan, options: Options | None = None, listeners: Sequence[Listener] | Listeners = ()
 ) -> Run:
     """Run every task of the plan; always returns a complete Run."""
     return await _Execution(plan, options or Options(), listeners).run()

@@ -6,8 +6,8 @@ handed to probes) and render the finished Run; they never change it. Every hook 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from collections.abc import Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from matrix.plan.model import Plan, Task
@@ -32,3 +32,45 @@ class Listener:
 
     def finish(self, run: Run) -> None:
         """Render the finished run; also called after Ctrl-C with the partial run."""
+
+
+class Listeners(Listener):
+    """Every listener of a run, each on its own: one that raises (a console whose stream
+    cannot take a character, a reporter with a bug) hears no more of the run, and its first
+    failure is kept in `failed`, while the others and the run go on. It is still asked to
+    `finish`: most reporters render only the finished Run."""
+
+    def __init__(self, listeners: Sequence[Listener]):
+        self.listeners = list(listeners)
+        self.failed: dict[Listener, str] = {}
+
+    def _each(self, hook: str, *args: Any) -> Iterator[Any]:
+        for listener in self.listeners:
+            if listener in self.failed and hook != "finish":
+                continue
+            try:
+                yield getattr(listener, hook)(*args)
+            except Exception as exc:
+                self.failed.setdefault(listener, f"{type(exc).__name__}: {exc}")
+
+    def start(self, plan: Plan) -> None:
+        for _ in self._each("start", plan):
+            pass
+
+    def task_started(self, task: Task) -> None:
+        for _ in self._each("task_started", task):
+            pass
+
+    def probe_env(self, task: Task) -> Mapping[str, str]:
+        env: dict[str, str] = {}
+        for part in self._each("probe_env", task):
+            env.update(part or {})
+        return env
+
+    def task_finished(self, result: Result) -> None:
+        for _ in self._each("task_finished", result):
+            pass
+
+    def finish(self, run: Run) -> None:
+        for _ in self._each("finish", run):
+            pass

@@ -206,17 +206,15 @@ class ProbeContext:
         params: Mapping[str, Any],
         *,
         libraries: tuple[str, ...] = (),
-        secret: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
         """Run a remote script with the target's python; return the facts it printed.
 
         `script` and each of `libraries` is a built-in name from probes/remote/ or a path to a
-        plugin's file. The source travels on stdin, so nothing is left on the host. `params`
-        show in the host's process list; `secret` params (a presigned URL) travel inside the
-        source instead and reach the script merged into its params.
+        plugin's file. The source travels on stdin with `params` inside it, so nothing is left
+        on the host and no param shows in its process list.
         """
-        source = remote.program(script, tuple(libraries), secret)
-        done = await self.run([self.target.python, "-", json.dumps(params)], input=source)
+        source = remote.program(script, tuple(libraries), params)
+        done = await self.run([self.target.python, "-"], input=source)
         try:
             reply = json.loads(done.stdout)
         except ValueError:

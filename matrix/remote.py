@@ -1,4 +1,4 @@
-"""The program a target's python runs for a remote script (`python - '<params json>'`).
+"""The program a target's python runs for a remote script (`python -`, the program on stdin).
 
 One self-contained stdin payload, so nothing is written to the host. A short bootstrap makes
 probes/remote/_prelude.py and each library a module in `sys.modules`, so every script imports
@@ -35,18 +35,20 @@ def _module(name, filename, source):
 def program(
     script: str | Path,
     libraries: tuple[str, ...] = (),
-    secret: Mapping[str, Any] | None = None,
+    params: Mapping[str, Any] | None = None,
 ) -> bytes:
     """The program that runs `script` after the prelude and `libraries` on a target.
 
     `script` and each library is a built-in name in probes/remote/ ("gpu", "_torch") or a path
-    to a plugin's .py file; a library is imported by its file stem. `secret` params travel in
-    the entry call, inside the program rather than its argv (the host's process list shows
-    argv), and reach `observe` merged into its params.
+    to a plugin's .py file; a library is imported by its file stem. `params` travel in the
+    entry call, inside the program: never in argv, which the host's process list shows to
+    every user (a header, a URL or a token may be among them).
     """
     body = _body(str(script), tuple(str(name) for name in libraries))
-    args = f"observe, {json.dumps(dict(secret))!r}" if secret else "observe"
-    return body + f"__import__({PRELUDE!r}).main({args})\n".encode()
+    return (
+        body
+        + f"__import__({PRELUDE!r}).main(observe, {json.dumps(dict(params or {}))!r})\n".encode()
+    )
 
 
 @cache

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
 from enum import Enum
 from typing import Any
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
 RUN_SCHEMA_VERSION = 2  # 2: verdict INCOMPLETE, results' skip
 
 
@@ -354,3 +357,21 @@ def span(seconds: float, digits: int = 1) -> str:
         return f"{minutes}m{secs:02d}s" if secs else f"{minutes}m"
     hours, minutes = divmod(minutes, 60)
     return f"{hours}h{minutes:02d}m"
+
+
+def json_safe(value: Any) -> Any:
+    """What a probe reports, made fit for every format once, where it enters the run: text is
+    valid UTF-8 (a lone surrogate, from a file name with invalid UTF-8 or a script's output,
+    becomes U+FFFD), keys are text, and a number JSON cannot carry (NaN, infinity) becomes
+    its name. A huge integer stays exact: the formats that cannot hold one convert it."""
+    if isinstance(value, str):
+        return _SURROGATE.sub("\ufffd", value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {
+            json_safe(k if isinstance(k, str) else str(k)): json_safe(v) for k, v in value.items()
+        }
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value

@@ -4,12 +4,14 @@ wording every human-facing format uses, so they say things one way."""
 from __future__ import annotations
 
 import os
+import re
 import stat
 import sys
 from collections.abc import Mapping
 from pathlib import Path
 
 from matrix.listener import Listener
+from matrix.redact import redact
 from matrix.results import PhaseScore, Result, Run, Status, Verdict
 
 Reporter = Listener  # one contract: what the engine calls is what a reporter implements
@@ -27,7 +29,9 @@ def write_report(path: Path, text: str) -> None:
     """Write a report where `path` points, destroying nothing there. `-` is stdout. A device
     or a FIFO (/dev/stdout, a named pipe a reader waits on) is written in place. A regular file
     or a new path, through symlinks, is replaced atomically: a temporary file beside the target
-    renamed over it, so readers never see half a report; it is removed if writing fails."""
+    renamed over it, so readers never see half a report; it is removed if writing fails.
+    Secrets are masked here, the one way out every report takes."""
+    text = redact.text(text)
     if str(path) == "-":
         sys.stdout.write(text)
         sys.stdout.flush()
@@ -39,18 +43,37 @@ def write_report(path: Path, text: str) -> None:
     if mode is not None and stat.S_ISDIR(mode):
         raise IsADirectoryError(f"{path} is a directory: give a file name")
     if mode is not None and not stat.S_ISREG(mode):
-        with open(path, "w", encoding="utf-8") as stream:
+        with open(path, "w", encoding="utf-8", errors="replace") as stream:
             stream.write(text)
         return
     target = Path(os.path.realpath(path))
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
     try:
-        partial.write_text(text, encoding="utf-8")
+        partial.write_text(text, encoding="utf-8", errors="replace")
         os.replace(partial, target)
     except BaseException:
         partial.unlink(missing_ok=True)
         raise
+
+
+def append_report(path: Path, text: str) -> None:
+    """Add a report to the end of a file others write too ($GITHUB_STEP_SUMMARY), secrets
+    masked as in `write_report`."""
+    with path.open("a", encoding="utf-8", errors="replace") as out:
+        out.write(redact.text(text))
+
+
+# ANSI escape sequences (CSI, OSC) and every other control character but tab and newline
+_CONTROL = re.compile(
+    r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|[\x00-\x08\x0b-\x1f\x7f-\x9f]"
+)
+
+
+def plain(text: str) -> str:
+    """Text from a spec or a probe with control characters and escape sequences removed: a
+    probe printing NUL, BEL or a cursor move must not ring, hide or rewrite lines of a log."""
+    return _CONTROL.sub("", text)
 
 
 def icon(result: Result) -> str:

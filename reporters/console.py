@@ -22,6 +22,7 @@ from reporters.base import (
     icon,
     phase_mark,
     phase_trouble,
+    plain,
     plural,
     where,
 )
@@ -157,6 +158,7 @@ class ConsoleReporter(Reporter):
     def _print(self, line: str, style: str | None = None) -> None:
         if self.closed:
             return
+        line = plain(line)
         try:
             if self.console is not None:
                 from rich.text import Text

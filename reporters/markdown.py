@@ -57,6 +57,7 @@ from matrix.results import PhaseScore, Result, Run, SkipKind, Status, Verdict, s
 from reporters import ReporterError
 from reporters.base import (
     Reporter,
+    append_report,
     banner,
     further_reason,
     icon,
@@ -213,8 +214,7 @@ class MarkdownReporter(Reporter):
             before = self.summary.stat().st_size if self.summary.exists() else 0
             budget = min(self.max_chars, GITHUB_SUMMARY_LIMIT - before - 2)
             text = self.render(run, max(budget, 1))
-            with self.summary.open("a", encoding="utf-8") as out:
-                out.write(("\n" if before else "") + text)
+            append_report(self.summary, ("\n" if before else "") + text)
 
     # -- rendering within the budget ------------------------------------------------------
 

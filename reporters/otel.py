@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from matrix import __version__
-from matrix.redact import Redactor
+from matrix.redact import redact
 from matrix.results import Attempt, PhaseInfo, PhaseScore, Result, Run, Status, Verdict
 from reporters import ReporterError
 from reporters.base import Reporter, plural, write_report
@@ -109,7 +109,6 @@ class OtelReporter(Reporter):
         self.tracer = self.provider.get_tracer("matrix", __version__)
         self.propagator = TraceContextTextMapPropagator()
         self.plan: Plan | None = None
-        self.redact = Redactor()
         self.parent = Context()
         self.trace_id = 0
         self.task_span_ids: dict[str, int] = {}
@@ -120,7 +119,6 @@ class OtelReporter(Reporter):
 
     def start(self, plan: Plan) -> None:
         self.plan = plan
-        self.redact = Redactor(plan.secret_values, plan.secret_values)
         self.parent = self._caller_context()
         caller = _span_context(self.parent)
         self.trace_id = caller.trace_id if caller.is_valid else self.ids.random_trace_id()
@@ -231,7 +229,7 @@ class OtelReporter(Reporter):
         )
         if result.bad:
             cause = result.diagnostic or result.reason or result.status.value
-            span.set_status(StatusCode.ERROR, self.redact.text(cause))
+            span.set_status(StatusCode.ERROR, redact.text(cause))
             self._record_error(span, result, end)
         if len(result.tries) > 1:
             for number, attempt in enumerate(result.tries, 1):
@@ -243,9 +241,7 @@ class OtelReporter(Reporter):
         attributes: dict[str, Any] = {"matrix.attempt": number, "matrix.status": attempt.status}
         span = self._span(f"attempt {number}", parent, attempt.started_at, attributes)
         if attempt.status in (Status.failed, Status.error):
-            span.set_status(
-                StatusCode.ERROR, self.redact.text(attempt.reason or attempt.status.value)
-            )
+            span.set_status(StatusCode.ERROR, redact.text(attempt.reason or attempt.status.value))
             self._record_error(span, attempt, end)
         span.end(_ns(end))
 
@@ -256,7 +252,7 @@ class OtelReporter(Reporter):
         if exception:
             event = {
                 exception_attributes.EXCEPTION_TYPE: exception,
-                exception_attributes.EXCEPTION_MESSAGE: self.redact.text(reason or status.value),
+                exception_attributes.EXCEPTION_MESSAGE: redact.text(reason or status.value),
             }
             span.add_event("exception", event, timestamp=_ns(when))
 
@@ -271,7 +267,7 @@ class OtelReporter(Reporter):
     ) -> Span:
         self.ids.reserve_span(span_id)
         return self.tracer.start_span(
-            self.redact.text(name),
+            redact.text(name),
             context=parent,
             start_time=_ns(start),
             attributes=self._clean(attributes),
@@ -289,7 +285,7 @@ class OtelReporter(Reporter):
                 value = json.dumps(value, default=str)
             elif not isinstance(value, (bool, int, float, str)):
                 value = str(value)
-            clean[key] = self.redact.text(value) if isinstance(value, str) else value
+            clean[key] = redact.text(value) if isinstance(value, str) else value
         return clean
 
     # ── attributes ───────────────────────────────────────────────────────────
@@ -368,10 +364,10 @@ class OtelReporter(Reporter):
             finally:
                 self.exporter.shutdown()
         if outcome is not SpanExportResult.SUCCESS:
-            endpoint = self.redact.text(_endpoint(self.environ))
+            endpoint = redact.text(_endpoint(self.environ))
             print(
                 f"matrix: could not send OpenTelemetry traces to {endpoint}: "
-                f"{self.redact.text(_why(logs))}; the run's result is unchanged",
+                f"{redact.text(_why(logs))}; the run's result is unchanged",
                 file=sys.stderr,
             )
 

@@ -74,7 +74,7 @@ def main(args: argparse.Namespace) -> int:
     import anyio
 
     from matrix.engine import Options, execute
-    from matrix.listener import Listener
+    from matrix.listener import Listener, Listeners
     from reporters import registry
     from reporters.console import ConsoleReporter
 
@@ -89,18 +89,13 @@ def main(args: argparse.Namespace) -> int:
             to_stdout = to_stdout or str(destination) == "-"
             reports.append(entry.create(destination, **options))
     console = ConsoleReporter(sys.stderr if to_stdout else None)
-    listeners: list[Listener] = reports if args.quiet else [console, *reports]
+    listeners = Listeners(reports if args.quiet else [console, *reports])
     options = Options(concurrency=args.concurrency, fail_fast=args.fail_fast)
     run = anyio.run(execute, planned, options, listeners)
-    unwritten = 0
-    for listener in listeners:
-        try:
-            listener.finish(run)
-        except Exception as exc:  # one reporter's failure must not cost the others theirs
-            unwritten += 1
-            print(
-                f"matrix: {type(listener).__name__} could not write its report: {exc}",
-                file=sys.stderr,
-            )
+    listeners.finish(run)
+    for listener, why in listeners.failed.items():
+        print(
+            f"matrix: {type(listener).__name__} could not write its report: {why}", file=sys.stderr
+        )
     code = run.exit_code(strict=args.strict)
-    return EXIT_UNWRITTEN if unwritten and code != EXIT_INTERRUPTED else code
+    return EXIT_UNWRITTEN if listeners.failed and code != EXIT_INTERRUPTED else code

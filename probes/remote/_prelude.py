@@ -37,10 +37,9 @@ def _where(exc):
     return f"{os.path.basename(tb.tb_frame.f_code.co_filename)}:{tb.tb_lineno}"
 
 
-def main(observe, secret="{}"):
-    """`secret` params are written into the program by the controller, never into argv."""
-    params = json.loads(sys.argv[1]) if len(sys.argv) > 1 else {}
-    params.update(json.loads(secret))
+def main(observe, params="{}"):
+    """`params` are written into the program by the controller, never into argv."""
+    params = json.loads(params)
     try:
         reply = {"facts": observe(params)}
     except ObserveError as exc:

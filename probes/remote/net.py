@@ -22,7 +22,9 @@ def _why(exc, timeout):
         return f"TLS error: {cause} (verify_tls: false accepts self-signed certificates)"
     if isinstance(exc, urllib.error.URLError):
         return str(exc.reason)
-    return ((exc.strerror if isinstance(exc, OSError) else None) or str(exc)).lower()
+    if isinstance(exc, OSError) and exc.strerror:  # "Connection refused" → "connection refused"
+        return exc.strerror[:1].lower() + exc.strerror[1:]
+    return str(exc)  # as it was raised: it may quote a URL or header that must stay maskable
 
 
 def _ms(started):

@@ -149,7 +149,7 @@ def run(params, rank, world):
     return 0
 
 
-params = json.loads(sys.argv[1])
+params = json.loads(sys.stdin.read())
 die_with_parent(params["parent"])
 sys.exit(run(params, int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])))
 """
@@ -195,14 +195,16 @@ def _start(rank, world, port, params, folder):
     )
     out, err = (os.path.join(folder, f"{rank}.{stream}") for stream in ("out", "err"))
     with open(out, "wb") as stdout, open(err, "wb") as stderr:  # the rank keeps its own copies
-        proc = subprocess.Popen(
-            [sys.executable, "-c", RANK_SOURCE, json.dumps(params)],
-            stdin=subprocess.DEVNULL,
+        proc = subprocess.Popen(  # params on stdin: the process list shows argv to anyone
+            [sys.executable, "-c", RANK_SOURCE],
+            stdin=subprocess.PIPE,
             stdout=stdout,
             stderr=stderr,
             env=env,
             start_new_session=True,
         )
+    with proc.stdin:
+        proc.stdin.write(json.dumps(params).encode())
     return {"rank": rank, "proc": proc, "out": out, "err": err, "killed": False}
 
 

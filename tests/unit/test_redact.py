@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import base64
+import io
 import json
+import urllib.parse
 
 import pytest
 
-from matrix.redact import MASK, Redactor
+from matrix.redact import MASK, GuardedStream, Redactor, remember
 from matrix.results import Status
 from reporters.json_report import JsonReporter
 
@@ -102,13 +105,20 @@ def test_shapes(text, expected):
 
 
 def test_declared_values_are_masked_in_nested_data_and_short_values_are_not():
-    redact = Redactor(["LONG", "SHORT", "UNSET"], {"LONG": "hunter22", "SHORT": "ab"})
+    redact = Redactor(["hunter22", "ab"])
     data = {"a": ["x hunter22 y", {"b": "hunter22"}], "n": 3, "t": ("hunter22",), "s": "ab cd"}
-    assert redact(data) == {"a": [f"x {MASK} y", {"b": MASK}], "n": 3, "t": [MASK], "s": "ab cd"}
+    data["key hunter22"] = Status.passed
+    assert redact(data) == {
+        "a": [f"x {MASK} y", {"b": MASK}],
+        "n": 3,
+        "t": [MASK],
+        "s": "ab cd",
+        f"key {MASK}": Status.passed,
+    }
 
 
 def test_longer_secret_wins_over_a_prefix_of_it():
-    redact = Redactor(["A", "B"], {"A": "abcd", "B": "abcdefgh"})
+    redact = Redactor(["abcd", "abcdefgh"])
     assert redact("abcdefgh") == MASK
 
 
@@ -132,3 +142,52 @@ def test_secrets_of_the_plans_environment_are_masked_in_results(run_spec, by_id)
     result = by_id(run)["echo"]
     assert result.facts["stdout"] == "token=***"
     assert result.diagnostic == "got token=***"
+
+
+TRICKY = 'p@ss/w0rd "quoted" + ünï'
+
+
+@pytest.mark.parametrize(
+    "encode",
+    [
+        lambda s: s,
+        lambda s: json.dumps(s)[1:-1],
+        lambda s: urllib.parse.quote(s, safe=""),
+        lambda s: urllib.parse.quote_plus(s),
+        lambda s: s.lower(),
+        lambda s: s.upper(),
+        lambda s: base64.b64encode(f"user:{s}".encode()).decode(),
+        lambda s: base64.b64encode(f"ab{s}".encode()).decode(),
+        lambda s: base64.b64encode(f"x{s}yz".encode()).decode(),
+        lambda s: base64.urlsafe_b64encode(s.encode()).decode(),
+    ],
+    ids=["raw", "json", "url", "url-plus", "lower", "upper", "basic", "b64+2", "b64+1", "b64url"],
+)
+def test_every_common_encoding_of_a_secret_is_masked(encode):
+    encoded = encode(TRICKY)
+    masked = Redactor([TRICKY]).text(f"Authorization: Basic {encoded} end")
+    assert encoded not in masked
+    assert MASK in masked and masked.endswith(" end")
+
+
+def test_a_private_key_cut_short_is_masked_to_the_end_of_its_base64():
+    pem = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAA\nAAAABG5vbmUAAAAE"
+    assert Redactor()(f"key: {pem}") == f"key: {MASK}"
+    escaped = json.dumps(pem)[1:-1]  # the same key inside a JSON report
+    assert Redactor()(f'{{"k": "{escaped}"}}') == f'{{"k": "{MASK}"}}'
+
+
+def test_a_remembered_secret_is_masked_by_every_redactor():
+    remember("remembered-value-42")
+    assert Redactor()("x remembered-value-42 y") == f"x {MASK} y"
+
+
+def test_a_guarded_stream_masks_a_secret_split_across_writes_and_survives_lone_surrogates():
+    inner = io.TextIOWrapper(io.BytesIO(), encoding="ascii", write_through=True)
+    stream = GuardedStream(inner)
+    remember("split-secret-9")
+    stream.write("token=split-")
+    stream.write("secret-9\nnext \udcff line")
+    stream.flush()
+    inner.buffer.seek(0)
+    assert inner.buffer.read() == f"token={MASK}\nnext ? line".encode()

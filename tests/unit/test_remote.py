@@ -11,10 +11,8 @@ from typing import Any
 from matrix.remote import program
 
 
-def run(source: bytes, params: dict[str, Any]) -> dict[str, Any]:
-    done = subprocess.run(
-        [sys.executable, "-", json.dumps(params)], input=source, capture_output=True, check=True
-    )
+def run(source: bytes) -> dict[str, Any]:
+    done = subprocess.run([sys.executable, "-"], input=source, capture_output=True, check=True)
     return json.loads(done.stdout)
 
 
@@ -23,11 +21,11 @@ def write(path: Path, text: str) -> str:
     return str(path)
 
 
-def test_the_program_is_the_same_bytes_each_time_and_a_secret_changes_only_its_last_line():
+def test_the_program_is_the_same_bytes_each_time_and_params_change_only_its_last_line():
     plain = program("host")
     assert plain == program("host", ())
-    with_secret = program("host", secret={"token": "s3cr3t"})
-    body, _, entry = with_secret.rstrip(b"\n").rpartition(b"\n")
+    with_params = program("host", params={"token": "s3cr3t"})
+    body, _, entry = with_params.rstrip(b"\n").rpartition(b"\n")
     assert plain.startswith(body + b"\n")
     assert b"s3cr3t" in entry and b"s3cr3t" not in body
 
@@ -45,12 +43,14 @@ def test_a_script_imports_the_prelude_and_its_libraries_by_file_stem(tmp_path):
         "def fail(params):\n    raise ObserveError('cannot see it')\n\n\n"
         "observe = by_op({'size': size, 'fail': fail})\n",
     )
-    source = program(script, (library,), secret={"token": "t"})
 
-    facts = run(source, {"op": "size", "bytes": 2**31})["facts"]
+    def source(params: dict[str, Any]) -> bytes:
+        return program(script, (library,), params)
+
+    facts = run(source({"op": "size", "bytes": 2**31, "token": "t"}))["facts"]
     assert facts == {"half_gb": 1.0, "op": "size", "bytes": 2**31, "token": "t"}
-    assert run(source, {"op": "fail"}) == {"error": "cannot see it"}
-    assert run(source, {"op": "other"}) == {
+    assert run(source({"op": "fail"})) == {"error": "cannot see it"}
+    assert run(source({"op": "other"})) == {
         "error": "unknown op 'other': this script serves fail, size"
     }
 
@@ -62,7 +62,7 @@ def test_the_script_runs_as_main_without_the_bootstraps_names(tmp_path):
         "    names = sorted(name for name in globals() if not name.startswith('__'))\n"
         "    return {'name': __name__, 'file': __file__, 'names': names}\n",
     )
-    facts = run(program(script), {})["facts"]
+    facts = run(program(script))["facts"]
     assert facts == {"name": "__main__", "file": script, "names": ["observe"]}
 
 
@@ -71,9 +71,9 @@ def test_an_error_names_the_scripts_own_file_and_line(tmp_path):
         tmp_path / "probe.py",
         "import os\n\n\ndef observe(params):\n    return {'size': params['size']}\n",
     )
-    assert run(program(script), {}) == {"error": "KeyError: 'size' (at probe.py:5)"}
+    assert run(program(script)) == {"error": "KeyError: 'size' (at probe.py:5)"}
 
     broken = write(tmp_path / "broken.py", "import os\n\nraise RuntimeError('at import')\n")
-    done = subprocess.run([sys.executable, "-", "{}"], input=program(broken), capture_output=True)
+    done = subprocess.run([sys.executable, "-"], input=program(broken), capture_output=True)
     assert done.returncode == 1
     assert f'File "{broken}", line 3, in <module>' in done.stderr.decode()
