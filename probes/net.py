@@ -14,6 +14,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator
 
 from matrix.probe import ProbeContext, ProbeError, ScriptProbe, probe
+from matrix.redact import remember
 from probes import awsapi
 from probes.awsapi import AwsParams
 
@@ -148,6 +149,7 @@ class Bandwidth(_Net, AwsParams):
         if self.url.startswith("s3://"):
             params["source"] = self.url
             url = await self._presign()
+            remember(url)  # a credential for its lifetime: masked wherever it might show
         else:
             params["source"] = self.url.split("?")[0]
             url = self.url

@@ -177,10 +177,15 @@ def render(run: Run, hostname: str | None = None) -> str:
         if phase.budget is not None:
             properties["matrix.phase.budget"] = f"{phase.budget:g}"
             properties["matrix.phase.over_budget"] = str(phase.over_budget).lower()
+        # the run's warnings (host keys not verified, …) on every suite: as properties for
+        # tools, and in system-err, which CI pages show
+        for number, warning in enumerate(run.warnings, 1):
+            properties[f"matrix.warning.{number}"] = warning
         suite = TestSuite(
             clean(suite_name),
             [_case(r, *ids[r.task_id]) for r in results],
             properties={clean(k): clean(v) for k, v in properties.items()},
+            stderr=clean("\n".join(f"warning: {w}" for w in run.warnings)) or None,
         )
         element = suite.build_xml_doc()
         millis = [_millis(r.duration) for r in results]

@@ -30,8 +30,10 @@ from its own folder. Templates see:
     max_chars        the byte budget
     compact          True when even the banner and the fix list barely fit: show little else
 
-Filters: `cell` (Markdown-safe text for table cells and list items: `|` escaped, `&`, `<`,
-`>` as entities, newlines as `<br>`), `html` (text inside HTML tags such as `<summary>`),
+Filters: `cell` (text from the spec or a probe, shown as typed in table cells and list items:
+inline markup and `|` escaped, `&`, `<`, `>` and `\\` as entities, newlines as `<br>`, a zero-width
+space after the @ of a mention and the # of a reference), `html` (text inside HTML tags such
+as `<summary>`),
 `icon` (a Result's status icon), `where` (" [cell] @ target" of a Result), `diagnosis` (a
 Result's reason, diagnostic, cause and fix as one safe cell), `seconds` (`x|seconds(2)`),
 `mark` (a PhaseScore's mark from its worst outcome), `trouble` (" - 1 critical issue, 2
@@ -63,6 +65,7 @@ from reporters.base import (
     icon,
     phase_mark,
     phase_trouble,
+    plain,
     where,
     write_report,
 )
@@ -73,7 +76,10 @@ TRIM_NOTE = "> ⚠️ Report trimmed to {budget} bytes: {what}"
 MARK = "\U0010fffd"  # private use: tags essential text while rendering, then removed
 
 
-_CONTROL = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+# Inline Markdown a cell's text must not start: emphasis, code, links, strikethrough, cells.
+_INLINE = re.compile(r"([`*_\[\]~|])")
+# What GitHub turns into a notification or a link: @mentions, #123 and owner/repo#123.
+_MENTION = re.compile(r"([@#])(?=\w)")
 # What would open a block (list, heading, fence, rule) at the start of a list item's text.
 _BLOCK_START = re.compile(
     r"^(?:([-+*]|#{1,6})(?=\s|$)"  # a bullet or a heading
@@ -84,18 +90,21 @@ _BLOCK_START = re.compile(
 
 
 def _entities(value: Any) -> str:
-    """Text with no HTML left in it and no terminal escape codes or control characters."""
-    text = _CONTROL.sub("", "" if value is None else str(value))
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    """Text with no HTML left in it, no terminal escape codes or control characters, and no
+    @mention or #reference GitHub would act on (a zero-width space follows the @ or #)."""
+    text = plain("" if value is None else str(value))
+    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return _MENTION.sub("\\1\u200b", text)
 
 
 def cell(value: Any) -> str:
-    """Text safe in a table cell or a list item: no HTML, no column breaks, one line."""
+    """Text from a spec or a probe, safe in a table cell or a list item: no HTML, no column
+    breaks, one line, and shown as typed — `[x](http://…)` is no link, `__init__` not bold."""
     text = _entities(value)
     mark = MARK if text.startswith(MARK) else ""  # see _marked
-    text = text.removeprefix(mark).strip("\r\n")
-    # A backslash right before a pipe would escape our escape: make it an entity.
-    text = text.replace("\\|", "&#92;|").replace("|", "\\|")
+    text = text.removeprefix(mark).strip("\n")
+    # A backslash is an entity, so none can escape the escapes added here.
+    text = _INLINE.sub(r"\\\1", text.replace("\\", "&#92;"))
     if found := _BLOCK_START.match(text):
         at = found.end() if text[: found.end()].isdigit() else 0
         text = text[:at] + "\\" + text[at:]

@@ -281,8 +281,12 @@ class OtelReporter(Reporter):
                 continue
             if isinstance(value, Status):
                 value = value.value
+            elif isinstance(value, list) and all(isinstance(v, str) for v in value):
+                value = tuple(redact.text(v) for v in value)  # an OTel string array
             elif isinstance(value, (dict, list)):
                 value = json.dumps(value, default=str)
+            elif isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 63:
+                value = str(value)  # OTel integers are 64-bit
             elif not isinstance(value, (bool, int, float, str)):
                 value = str(value)
             clean[key] = redact.text(value) if isinstance(value, str) else value
@@ -299,6 +303,7 @@ class OtelReporter(Reporter):
             "matrix.score": round(run.score, 1),
             "matrix.interrupted": run.interrupted or None,
             "matrix.stopped_early": run.stopped_early,
+            "matrix.warnings": list(run.warnings) or None,
             **{f"matrix.tasks.{status}": count for status, count in counts.items()},
             **ci_attributes(self.environ),
         }

@@ -237,7 +237,7 @@ def test_pipes_newlines_and_html_in_probe_output_stay_inside_their_cell(cli, wri
                 failure: "Noisy | output"
                 probe:
                   kind: command
-                  shell: "printf 'a | b\\nc\\\\|d <script>alert(1)</script> & <img src=x>'"
+                  shell: "printf 'a | b\\nc\\\\|d <script>alert(1)</script> & <img src=x> [link](http://x) @here #1 __init__'"
                 expect: {stdout: ok}
                 diagnostic: "Got {{ facts.stdout }}"
                 fix: "Run `grep a|b` & retry"
@@ -265,13 +265,16 @@ def test_pipes_newlines_and_html_in_probe_output_stay_inside_their_cell(cli, wri
     assert len(details[0]) == 5
     row = next(r for r in details[1:] if r[1] == "Noisy | output")
     assert row[4].startswith(r"Got a | b<br>c&#92;|d &lt;script&gt;alert(1)&lt;/script&gt; &amp; ")
-    assert "**Fix:** Run `grep a|b` &amp; retry" in row[4]
+    assert "**Fix:** Run \\`grep a|b\\` &amp; retry" in row[4]
 
     html = parser().render(text)
     assert "<script>" not in html and "<img" not in html and "<i>" not in html
     assert "&lt;script&gt;alert(1)" in html
     assert r"c\|d" in html  # the user's backslash survives, and the pipe with it
-    assert "<code>grep a|b</code>" in html
+    # Text from the spec and from probes is shown as typed: no code, link, bold or mention.
+    assert "Run `grep a|b` &amp; retry" in html
+    assert "<code>" not in html and "<a " not in html and "<strong>init" not in html
+    assert "[link](http://x) @\u200bhere #\u200b1 __init__" in html
     assert "<summary><b>Pipes | and &lt;i&gt;tags&lt;/i&gt;</b>" in html
     # Probe text that starts like a heading or a list stays text in the fix list.
     assert "<h1>" not in html
