@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import socket
 import sys
 import textwrap
 import threading
 import time
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import asyncssh
@@ -160,10 +162,21 @@ def test_insecure_warning_reaches_the_console_and_json(sshd, cli, write_spec, re
             "- {id: a, on: gpu, probe: {kind: command, argv: ['true']}}",
         )
     )
-    done = cli("run", "spec.yaml", "--json", "out.json")
+    reports = ["--json", "out.json", "--junit", "out.xml", "--markdown", "out.md"]
+    done = cli("run", "spec.yaml", *reports, "--otel", "trace.json")
     assert done.returncode == 0, done.stdout + done.stderr
     assert "⚠️  host keys are NOT verified for target group 'gpu'" in done.stdout
     assert "NOT verified" in report(tmp_path / "out.json")["warnings"][0]
+    assert "NOT verified" in (tmp_path / "out.md").read_text()
+    suite = ET.parse(tmp_path / "out.xml").getroot().find("testsuite")
+    warning = suite.find("properties/property[@name='matrix.warning.1']")
+    assert "NOT verified" in warning.get("value")
+    assert "NOT verified" in suite.find("system-err").text
+    trace = json.loads((tmp_path / "trace.json").read_text())
+    spans = trace["resourceSpans"][0]["scopeSpans"][0]["spans"]
+    root = next(s for s in spans if "parentSpanId" not in s or not s["parentSpanId"])
+    warnings = next(a for a in root["attributes"] if a["key"] == "matrix.warnings")
+    assert "NOT verified" in warnings["value"]["arrayValue"]["values"][0]["stringValue"]
 
 
 def test_connection_refused_names_the_host(run_spec, by_id, sshd):
