@@ -1,0 +1,205 @@
+"""Secrets never leave: one secret planted in every place a spec or a probe can put it, and
+every output of every command searched for it and its encodings — each report format, stdout,
+stderr, `explain`, `list`, `--dry-run`, `validate`'s errors, the spans an OTLP receiver got,
+and the process list of the hosts (local, and SSH with and without the agent) while the
+probes run."""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+import threading
+import time
+import urllib.parse
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+from otlp_receiver import OtlpReceiver
+from sshd import SshServer
+
+SECRET = 'Pl4nted/Secret+Val=ue "ü" 7f3'
+AWS_KEY_ID = "AKIAIOSFODNN7EXAMPLE"
+SLACK = "https://hooks.slack.com/services/T0PLANTED/B0PLANTED/planted0webhook0token"
+PEM = "-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEAplanted0key0without0its0end\n"
+
+
+def forms(secret: str) -> dict[str, str]:
+    """The secret as each output could carry it."""
+    return {
+        "raw": secret,
+        "json": json.dumps(secret)[1:-1],
+        "url": urllib.parse.quote(secret, safe=""),
+        "url-plus": urllib.parse.quote_plus(secret),
+        "lower": secret.lower(),
+        "base64": base64.b64encode(secret.encode()).decode()[:-4],  # its stable head
+    }
+
+
+NEEDLES = {
+    **forms(SECRET),
+    "aws key id": AWS_KEY_ID,
+    "slack webhook": SLACK.split("//")[1],
+    "pem body": "MIIEowIBAAKCAQEAplanted",
+}
+
+# The probe prints the secret raw, as a fact's key, JSON-escaped, URL-encoded, in a Basic
+# header (base64) and lower-cased; the spec puts credential shapes in its name, a phase
+# title, a category and a failure line, and the secret in a title and a matrix cell.
+PRINT = (
+    "import base64, json, os, urllib.parse as u; s = os.environ['PLANTED']; "
+    "print(json.dumps({s: 1, 'escaped': s, 'url': u.quote(s, safe=''), "
+    "'basic': base64.b64encode(('user:' + s).encode()).decode(), 'low': s.lower(), "
+    "'pem': os.environ['PLANTED_PEM']}))"
+)
+
+SPEC = f"""
+version: 1
+name: "leak {AWS_KEY_ID}"
+secrets: [PLANTED, PLANTED_PEM]
+vars:
+  port: 0
+targets:
+  TARGETS
+phases:
+  - id: p
+    title: "Phase {AWS_KEY_ID}"
+    checks:
+      - id: printed
+        title: "shows {{{{ secret.PLANTED }}}}"
+        category: "category {AWS_KEY_ID}"
+        failure: "post to {SLACK}"
+        matrix: {{tok: ["{{{{ secret.PLANTED }}}}"]}}
+        probe: {{kind: command, argv: [python3, -c, "{PRINT}", "{{{{ matrix.tok }}}}"]}}
+        expect: {{exit_code: 1}}
+        diagnostic: "saw {{{{ facts.stdout }}}} for {{{{ matrix.tok }}}}"
+        fix: "rotate {{{{ secret.PLANTED }}}}"
+      - &http
+        id: http-local
+        probe:
+          kind: http
+          url: "http://127.0.0.1:{{{{ vars.port }}}}/slow"
+          headers:
+            Authorization: "Bearer {{{{ secret.PLANTED }}}}"
+            X-Key: "{{{{ secret.PLANTED }}}}"
+        expect: {{status: 299}}
+      - {{<<: *http, id: http-agent, on: agent}}
+      - {{<<: *http, id: http-plain, on: plain}}
+"""
+
+
+class Slow(BaseHTTPRequestHandler):
+    """Answers after a second, so the probe is in the process list long enough to be seen."""
+
+    def do_GET(self) -> None:
+        time.sleep(1.0)
+        body = b"ok"
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def http_port() -> Iterator[int]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Slow)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server.server_address[1]
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture(scope="module")
+def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshServer]:
+    server = SshServer(tmp_path_factory.mktemp("sshd"), 2)
+    yield server
+    server.stop()
+
+
+def leaks(text: str) -> list[str]:
+    return [name for name, needle in NEEDLES.items() if needle in text]
+
+
+def process_list() -> str:
+    return subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+
+
+def run_watching_processes(cli: Any, *args: str, env: dict[str, str]) -> tuple[Any, str]:
+    """The command's (returncode, stdout, stderr) and every process list seen while it ran."""
+    seen: list[str] = []
+    proc = cli.popen(*args, env=env)
+    while proc.poll() is None:
+        seen.append(process_list())
+        time.sleep(0.05)
+    out, err = proc.communicate()
+    return (proc.returncode, out, err), "\n".join(seen)
+
+
+def test_a_planted_secret_leaves_by_no_way_out(cli, write_spec, tmp_path, sshd, http_port):
+    targets = "\n  ".join(
+        [sshd.target("agent", [sshd.hosts[0]]), sshd.target("plain", [sshd.hosts[1]], agent=False)]
+    )
+    spec = write_spec(SPEC.replace("TARGETS", targets))
+    env = {"PLANTED": SECRET, "PLANTED_PEM": PEM}
+    port = ["--var", f"port={http_port}"]
+    outputs: dict[str, str] = {}
+    with OtlpReceiver() as receiver:
+        reports = ["--json", "r.json", "--junit", "r.xml", "--markdown", "r.md"]
+        (code, out, err), processes = run_watching_processes(
+            cli,
+            *["run", spec, *port, *reports, "--otel", "otlp"],
+            env={**env, "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint},
+        )
+        spans = b"".join(s.span.SerializeToString() for s in receiver.spans)
+    assert code == 1, out + err  # the command check and the 299 expectations fail
+    outputs.update(stdout=out, stderr=err, processes=processes)
+    outputs["spans"] = spans.decode("utf-8", "replace")
+    assert len(receiver.spans) > 5
+    for name in ("r.json", "r.xml", "r.md"):
+        outputs[name] = (tmp_path / name).read_text(encoding="utf-8")
+    assert "saw " in outputs["r.json"] and "***" in outputs["r.json"]
+    done = cli("run", spec, *port, "--otel", "trace.json", "--quiet", env=env)
+    outputs["otlp-json file"] = (tmp_path / "trace.json").read_text(encoding="utf-8")
+    for command in (["explain", spec, "http-local"], ["list", spec], ["run", spec, "--dry-run"]):
+        done = cli(*command, *port, env=env)
+        assert done.returncode == 0, done.stderr
+        outputs[" ".join(command[:1] + command[2:])] = done.stdout + done.stderr
+    assert "Bearer ***" in outputs["explain http-local"]
+    assert {name: leaks(text) for name, text in outputs.items()} == {name: [] for name in outputs}
+
+
+TRUE = 'probe: {kind: command, argv: ["true"]}'
+
+
+@pytest.mark.parametrize(
+    ("lines", "exits"),
+    [
+        (['probe: {kind: port, port: 1, mode: "{{ secret.PLANTED }}"}'], (0, 1)),
+        (['probe: {kind: http, url: "{{ secret.PLANTED }}"}'], (0, 1)),
+        (['probe: {kind: command, argv: ["{{ secret.PLANTED.nope }}"]}'], (2, 2)),
+        (['when: "{{ secret.PLANTED + 1 }}"', TRUE], (2, 2)),
+    ],
+    ids=["mode", "url", "attribute", "when"],
+)
+def test_problems_that_quote_a_rendered_secret_mask_it(cli, write_spec, tmp_path, lines, exits):
+    """A param that reads a secret is checked when its task runs (the task's error); a
+    template that cannot render at all is a spec error. Either way the value is masked."""
+    check = "\n".join(" " * 8 + line for line in lines)
+    spec = write_spec(
+        "version: 1\nname: t\nsecrets: [PLANTED]\nphases:\n  - id: p\n    checks:\n"
+        f"      - id: c\n{check}\n"
+    )
+    validated = cli("validate", spec, env={"PLANTED": SECRET})
+    ran = cli("run", spec, "--json", "r.json", env={"PLANTED": SECRET})
+    assert (validated.returncode, ran.returncode) == exits, validated.stderr + ran.stderr
+    report = tmp_path / "r.json"
+    texts = [validated.stdout, validated.stderr, ran.stdout, ran.stderr]
+    texts.append(report.read_text() if report.exists() else "")
+    assert not any("Traceback" in text for text in texts)
+    assert leaks("\n".join(texts)) == []
