@@ -1,0 +1,55 @@
+"""Ctrl-C or SIGTERM at any moment of `matrix run` — while it imports, loads, plans, probes or
+writes — ends in exit 130 with every requested report written and no traceback. (A signal
+in the interpreter's own start-up, before any matrix code runs, is outside matrix's reach.)"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import xml.etree.ElementTree as ET
+
+import pytest
+
+
+def spec(checks: int) -> str:
+    """Enough checks that loading and planning take a while, and probing much longer."""
+    return "version: 1\nname: signals\nphases:\n  - id: p\n    checks:\n" + "".join(
+        f"      - {{id: c{i}, probe: {{kind: command, argv: [sleep, '0.{i % 10}']}}}}\n"
+        for i in range(checks)
+    )
+
+
+MOMENTS = [0.3, 0.6, 1.0, 1.6, 2.5]  # seconds after start: imports, planning, probing
+
+
+@pytest.mark.parametrize("moment", MOMENTS)
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["INT", "TERM"])
+def test_a_signal_at_any_moment_exits_130_with_every_report(cli, write_spec, tmp_path, sig, moment):
+    write_spec(spec(300))
+    reports = ["--json", "r.json", "--junit", "r.xml", "--markdown", "r.md"]
+    proc = cli.popen("run", "spec.yaml", *reports, "--otel", "trace.json")
+    with pytest.raises(subprocess.TimeoutExpired):  # the run takes far longer than `moment`
+        proc.wait(moment)
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=60)
+    assert "Traceback" not in err, err
+    assert proc.returncode == 130, out + err
+    data = json.loads((tmp_path / "r.json").read_text())
+    assert data["verdict"] == "INCOMPLETE"
+    assert len(data["results"]) == 300
+    suites = ET.parse(tmp_path / "r.xml").getroot()
+    assert sum(int(s.get("tests")) for s in suites) == 300
+    assert "INCOMPLETE: no verdict" in (tmp_path / "r.md").read_text()
+    assert json.loads((tmp_path / "trace.json").read_text())["resourceSpans"]
+
+
+def test_a_signal_while_validating_exits_130_without_a_traceback(cli, write_spec):
+    write_spec(spec(3000))  # about a second to validate
+    proc = cli.popen("validate", "spec.yaml")
+    with pytest.raises(subprocess.TimeoutExpired):
+        proc.wait(0.3)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert "Traceback" not in err
+    assert proc.returncode == 130, out + err
