@@ -27,22 +27,39 @@ MASK = "***"
 MIN_SECRET_LENGTH = 4  # shorter values would mask ordinary words
 _MIN_BASE64 = 6  # a shorter run of base64 says too little of the secret to be worth masking
 
-SHAPES = [
-    re.compile(r"\b(?:AKIA|ASIA|AGPA|AIDA|AROA|ANPA)[A-Z0-9]{16}\b"),
-    re.compile(
-        r"(?i)(aws_secret_access_key|aws_session_token|secret_access_key)(\s*[=:]\s*[\"']?)[A-Za-z0-9/+=]{20,}"
+# Each credential shape with the literals one of its matches must contain (lower-cased): a
+# text holding none of them is not searched, which keeps a big report's redaction cheap.
+SHAPES: list[tuple[tuple[str, ...], re.Pattern[str]]] = [
+    (
+        ("akia", "asia", "agpa", "aida", "aroa", "anpa"),
+        re.compile(r"\b(?:AKIA|ASIA|AGPA|AIDA|AROA|ANPA)[A-Z0-9]{16}\b"),
     ),
-    re.compile(r"https://hooks\.slack\.com/[A-Za-z0-9/_-]+"),
-    re.compile(r"https://(?:discord(?:app)?\.com)/api/webhooks/[A-Za-z0-9/_-]+"),
-    re.compile(r"https://[A-Za-z0-9.-]*webhook\.office\.com/[A-Za-z0-9/@_-]+"),
-    re.compile(r"(?i)\b(bearer|token)(\s+)[A-Za-z0-9._~+/=-]{16,}"),
-    re.compile(r"\bxox[abprs]-[A-Za-z0-9-]{10,}"),
-    re.compile(r"\bgh[pousr]_[A-Za-z0-9]{36,}\b"),
+    (
+        ("secret_access_key", "session_token"),
+        re.compile(
+            r"(?i)(aws_secret_access_key|aws_session_token|secret_access_key)(\s*[=:]\s*[\"']?)[A-Za-z0-9/+=]{20,}"
+        ),
+    ),
+    (("hooks.slack.com",), re.compile(r"https://hooks\.slack\.com/[A-Za-z0-9/_-]+")),
+    (
+        ("/api/webhooks/",),
+        re.compile(r"https://(?:discord(?:app)?\.com)/api/webhooks/[A-Za-z0-9/_-]+"),
+    ),
+    (
+        ("webhook.office.com",),
+        re.compile(r"https://[A-Za-z0-9.-]*webhook\.office\.com/[A-Za-z0-9/@_-]+"),
+    ),
+    (("bearer", "token"), re.compile(r"(?i)\b(bearer|token)(\s+)[A-Za-z0-9._~+/=-]{16,}")),
+    (("xox",), re.compile(r"\bxox[abprs]-[A-Za-z0-9-]{10,}")),
+    (("ghp_", "gho_", "ghu_", "ghs_", "ghr_"), re.compile(r"\bgh[pousr]_[A-Za-z0-9]{36,}\b")),
     # a private key, to its END line or, cut short, to the end of its base64 (escaped newlines
     # of a JSON copy included)
-    re.compile(
-        r"-----BEGIN [A-Z ]*PRIVATE KEY-----"
-        r"(?:[\s\S]*?-----END [A-Z ]*PRIVATE KEY-----|(?:[A-Za-z0-9+/=\s]|\\[nr])*)"
+    (
+        ("private key-----",),
+        re.compile(
+            r"-----BEGIN [A-Z ]*PRIVATE KEY-----"
+            r"(?:[\s\S]*?-----END [A-Z ]*PRIVATE KEY-----|(?:[A-Za-z0-9+/=\s]|\\[nr])*)"
+        ),
     ),
 ]
 
@@ -73,13 +90,15 @@ def encodings(secret: str) -> set[str]:
 
 
 @lru_cache(maxsize=64)
-def _pattern(values: frozenset[str]) -> re.Pattern[str] | None:
+def _pattern(values: frozenset[str]) -> tuple[frozenset[str], re.Pattern[str]] | None:
     """One case-insensitive alternation of every form of every value, longest first, so a
-    secret that contains another is masked whole."""
+    secret that contains another is masked whole; with the forms case-folded, to look for
+    before searching."""
     forms = sorted({form for value in values for form in encodings(value)}, key=len, reverse=True)
     if not forms:
         return None
-    return re.compile("|".join(map(re.escape, forms)), re.IGNORECASE)
+    pattern = re.compile("|".join(map(re.escape, forms)), re.IGNORECASE)
+    return frozenset(form.casefold() for form in forms), pattern
 
 
 class Redactor:
@@ -89,11 +108,13 @@ class Redactor:
         self._values = frozenset(v for v in values if len(v) >= MIN_SECRET_LENGTH)
 
     def text(self, value: str) -> str:
-        pattern = _pattern(self._values | _REMEMBERED)
-        if pattern is not None:
-            value = pattern.sub(MASK, value)
-        for shape in SHAPES:
-            value = shape.sub(_mask_match, value)
+        folded = value.casefold()  # full case folding: finds all that IGNORECASE would match
+        secrets = _pattern(self._values | _REMEMBERED)
+        if secrets is not None and any(form in folded for form in secrets[0]):
+            value = secrets[1].sub(MASK, value)
+        for needles, shape in SHAPES:
+            if any(needle in folded for needle in needles):
+                value = shape.sub(_mask_match, value)
         return value
 
     def __call__(self, value: Any) -> Any:
