@@ -196,9 +196,13 @@ class ProbeContext:
     """Seconds this try has before it is killed: a probe that can stop early with a partial
     answer (a search) bounds itself by it."""
 
-    async def run(self, argv: list[str], *, input: bytes | None = None) -> Completed:
-        """Run argv on the target (never through a shell unless argv says so)."""
-        return await self.target.run(argv, input=input, env=self.env)
+    async def run(
+        self, argv: list[str], *, input: bytes | None = None, env: Mapping[str, str] | None = None
+    ) -> Completed:
+        """Run argv on the target (never through a shell unless argv says so), with the
+        task's environment plus `env`: the way to hand a program a secret, since the host's
+        process list shows argv to every user and the environment only to its owner."""
+        return await self.target.run(argv, input=input, env={**self.env, **(env or {})})
 
     async def python(
         self,

@@ -6,7 +6,7 @@ import contextlib
 import json
 from typing import Any
 
-from pydantic import model_validator
+from pydantic import Field, model_validator
 
 from matrix.probe import ProbeContext, ProbeParams, probe
 
@@ -32,6 +32,10 @@ class Command(ProbeParams):
     """A /bin/sh command line; `{{ }}` values are shell-quoted automatically."""
     stdin: str | None = None
     """Text sent to the program's standard input."""
+    env: dict[str, str] = Field(default_factory=dict)
+    """Environment variables for the program, e.g. {HF_TOKEN: "{{ secret.HF_TOKEN }}"}: a
+    secret belongs here (or in stdin), not in argv or shell, which the host's process list
+    shows to every user."""
 
     @model_validator(mode="after")
     def _one_of(self) -> Command:
@@ -44,7 +48,7 @@ class Command(ProbeParams):
     async def observe(self, ctx: ProbeContext) -> dict[str, Any]:
         argv = self.argv if self.argv is not None else ["/bin/sh", "-c", self.shell or ""]
         stdin = self.stdin.encode() if self.stdin is not None else None
-        done = await ctx.run(argv, input=stdin)
+        done = await ctx.run(argv, input=stdin, env=self.env)
         stdout = done.stdout.decode(errors="replace").strip()
         facts: dict[str, Any] = {
             "exit_code": done.exit_code,

@@ -7,6 +7,7 @@ probes run."""
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import subprocess
 import threading
@@ -55,6 +56,7 @@ PRINT = (
     "'pem': os.environ['PLANTED_PEM']}))"
 )
 
+DIGEST = hashlib.sha256(SECRET.encode()).hexdigest()
 SPEC = f"""
 version: 1
 name: "leak {AWS_KEY_ID}"
@@ -87,6 +89,15 @@ phases:
         expect: {{status: 299}}
       - {{<<: *http, id: http-agent, on: agent}}
       - {{<<: *http, id: http-plain, on: plain}}
+      - &env
+        id: env-local
+        probe:
+          kind: command
+          shell: 'sleep 1; printf %s "$HANDED" | sha256sum'
+          env: {{HANDED: "{{{{ secret.PLANTED }}}}"}}
+        expect: {{stdout: {{contains: "{DIGEST}"}}}}
+      - {{<<: *env, id: env-agent, on: agent}}
+      - {{<<: *env, id: env-plain, on: plain}}
 """
 
 
@@ -164,6 +175,11 @@ def test_a_planted_secret_leaves_by_no_way_out(cli, write_spec, tmp_path, sshd, 
     for name in ("r.json", "r.xml", "r.md"):
         outputs[name] = (tmp_path / name).read_text(encoding="utf-8")
     assert "saw " in outputs["r.json"] and "***" in outputs["r.json"]
+    results = {r["task_id"]: r["status"] for r in json.loads(outputs["r.json"])["results"]}
+    assert [
+        results[task]
+        for task in ("env-local", f"env-agent@{sshd.hosts[0]}", f"env-plain@{sshd.hosts[1]}")
+    ] == ["pass"] * 3
     done = cli("run", spec, *port, "--otel", "trace.json", "--quiet", env=env)
     outputs["otlp-json file"] = (tmp_path / "trace.json").read_text(encoding="utf-8")
     for command in (["explain", spec, "http-local"], ["list", spec], ["run", spec, "--dry-run"]):
