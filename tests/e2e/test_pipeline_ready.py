@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import json
 import sys
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
+from http_server import Handler, serving
 from integration.sshd import SshServer
 from moto_server import MotoServer
 
@@ -26,27 +25,18 @@ SPEC = REPO / "specs" / "pipeline.yaml"
 HOOK = "/services/T0000/B0000/preflight"
 
 
-class Webhook(BaseHTTPRequestHandler):
+class Webhook(Handler):
     """Slack's incoming webhook: `ok` for HOOK, `no_service` (404) for anything else."""
 
     def do_POST(self) -> None:
         self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        status, body = (200, b"ok") if self.path == HOOK else (404, b"no_service")
-        self.send_response(status)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: Any) -> None:
-        pass
+        self.reply(*((200, b"ok") if self.path == HOOK else (404, b"no_service")))
 
 
 @pytest.fixture(scope="module")
 def webhook() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Webhook)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
+    with serving(Webhook) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

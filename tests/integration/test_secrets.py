@@ -10,14 +10,13 @@ import base64
 import hashlib
 import json
 import subprocess
-import threading
 import time
 import urllib.parse
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
+from http_server import Handler, serving
 from otlp_receiver import OtlpReceiver
 from sshd import SshServer
 
@@ -101,29 +100,18 @@ phases:
 """
 
 
-class Slow(BaseHTTPRequestHandler):
+class Slow(Handler):
     """Answers after a second, so the probe is in the process list long enough to be seen."""
 
     def do_GET(self) -> None:
         time.sleep(1.0)
-        body = b"ok"
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: Any) -> None:
-        pass
+        self.reply(200, b"ok")
 
 
 @pytest.fixture(scope="module")
 def http_port() -> Iterator[int]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Slow)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server.server_address[1]
-    server.shutdown()
-    server.server_close()
+    with serving(Slow) as url:
+        yield int(url.rsplit(":", 1)[1])
 
 
 @pytest.fixture(scope="module")
