@@ -17,6 +17,10 @@ if TYPE_CHECKING:
 class Listener:
     """Base class of every reporter (`reporters.Reporter` is this class)."""
 
+    def _all(self, hook: str, *args: Any) -> None:
+        for _ in self._each(hook, *args):
+            pass
+
     def start(self, plan: Plan) -> None:
         """The run is about to start (the plan is final)."""
 
@@ -53,13 +57,15 @@ class Listeners(Listener):
             except Exception as exc:
                 self.failed.setdefault(listener, f"{type(exc).__name__}: {exc}")
 
-    def start(self, plan: Plan) -> None:
-        for _ in self._each("start", plan):
+    def _all(self, hook: str, *args: Any) -> None:
+        for _ in self._each(hook, *args):
             pass
 
+    def start(self, plan: Plan) -> None:
+        self._all("start", plan)
+
     def task_started(self, task: Task) -> None:
-        for _ in self._each("task_started", task):
-            pass
+        self._all("task_started", task)
 
     def probe_env(self, task: Task) -> Mapping[str, str]:
         env: dict[str, str] = {}
@@ -68,9 +74,7 @@ class Listeners(Listener):
         return env
 
     def task_finished(self, result: Result) -> None:
-        for _ in self._each("task_finished", result):
-            pass
+        self._all("task_finished", result)
 
     def finish(self, run: Run) -> None:
-        for _ in self._each("finish", run):
-            pass
+        self._all("finish", run)
