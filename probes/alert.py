@@ -107,10 +107,12 @@ class AlertContent(ProbeParams):
 
     def _render(self, context: dict[str, Any]) -> str:
         """Render in a sandbox where unknown names are empty, the way a lenient alert
-        renderer would: a gap then shows up as a missing field, not as a crash."""
+        renderer would: a gap then shows up as a missing field, not as a crash. The template
+        comes from the spec: it renders on the budget every spec template has."""
         from jinja2 import ChainableUndefined, FileSystemLoader, TemplateError, TemplateNotFound
         from jinja2 import TemplateSyntaxError as Syntax
-        from jinja2.sandbox import SandboxedEnvironment
+
+        from matrix.sandbox import Sandbox, budgeted
 
         where = "the inline template"
         loader = None
@@ -124,16 +126,14 @@ class AlertContent(ProbeParams):
                         f"{Path.cwd()}) — fix `path` or run matrix from the right directory"
                     )
                 loader = FileSystemLoader(str(file.parent.resolve()))
-            env = SandboxedEnvironment(
-                undefined=ChainableUndefined, loader=loader, keep_trailing_newline=True
-            )
+            env = Sandbox(undefined=ChainableUndefined, loader=loader)
             # `{{ error | tojson }}` of a name the context lacks gives null, not a crash
             env.policies["json.dumps_kwargs"] = {"sort_keys": True, "default": _undefined_null}
             if self.path is not None:
-                compiled = env.get_template(Path(self.path).name)
+                compiled = budgeted(env.get_template, Path(self.path).name)
             else:
-                compiled = env.from_string(self.template or "")
-            return compiled.render(context)
+                compiled = budgeted(env.from_string, self.template or "")
+            return budgeted(compiled.render, context)
         except ProbeError:
             raise
         except Syntax as exc:

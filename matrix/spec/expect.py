@@ -3,19 +3,25 @@
 `{free_gb: {ge: 100}, exit_code: 0}`: keys are fact paths (dotted for nesting), values are a
 literal (equality) or a mapping of operators. Compiling is separate from testing so `validate`
 reports a bad operator before anything runs.
+
+Facts are a probe's output, so hostile: evaluating never raises, whatever their shape. Regexes
+run on RE2 (linear time, so no pattern stalls a run on a long output) and numbers compare
+exactly, integers of any size included.
 """
 
 from __future__ import annotations
 
 import difflib
+import math
 import operator
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import re2
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
-from packaging.version import InvalidVersion, Version
+from packaging.version import Version
 
 
 class ExpectError(ValueError):
@@ -34,16 +40,26 @@ class Matcher:
     text: str
 
     def __call__(self, value: Any) -> bool:
+        """False for a value of a kind the matcher does not compare (text for `ge`, a number
+        for `len`, an invalid version); anything else that goes wrong propagates, so `not`
+        cannot turn it into a pass."""
         try:
             return self.test(value)
-        except (TypeError, ValueError, InvalidVersion):
+        except (TypeError, ValueError):  # packaging's InvalidVersion is a ValueError
             return False
 
 
-def _number(value: Any) -> float:
-    if isinstance(value, bool):
-        raise TypeError("booleans are not numbers here")
-    return float(value)
+def _number(value: Any) -> int | float:
+    """An int stays an int, compared exactly at any size (Python compares an int with a float
+    exactly too); numeric text becomes a number; booleans are not numbers here."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise TypeError(f"not a number: {type(value).__name__}")
+    if not isinstance(value, str):
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        return float(value)  # "1.5", "1e400" (inf), "nan"; else ValueError
 
 
 def _same(actual: Any, expected: Any) -> bool:
@@ -53,12 +69,10 @@ def _same(actual: Any, expected: Any) -> bool:
         return True
     if isinstance(actual, bool) or isinstance(expected, bool):
         return str(actual).lower() == str(expected).lower()
-    if isinstance(actual, (int, float, str)) and isinstance(expected, (int, float, str)):
-        try:
-            return _number(actual) == _number(expected)
-        except ValueError:
-            return False
-    return False
+    try:
+        return _number(actual) == _number(expected)
+    except (TypeError, ValueError):
+        return False
 
 
 def _contains(actual: Any, expected: Any) -> bool:
@@ -73,18 +87,54 @@ def _compare(symbol: str, fn: Callable[[float, float], bool]) -> Callable[..., M
         try:
             bound = _number(expected)
         except (TypeError, ValueError):
-            raise ExpectError(path, f"expected a number, got {expected!r}") from None
+            bound = math.nan
+        if bound != bound:  # nan: no value would ever compare
+            raise ExpectError(path, f"expected a number, got {expected!r}")
         return Matcher(lambda v: fn(_number(v), bound), f"{symbol} {expected}")
 
     return build
 
 
+_RE2_OPTIONS = re2.Options()
+_RE2_OPTIONS.log_errors = False  # RE2 would print each bad pattern to stderr itself
+# What RE2's error says → the construct it does not support, by name.
+_UNSUPPORTED = [
+    (re.compile(pattern), name)
+    for pattern, name in [
+        (r"\(\?=", "lookahead (?=…)"),
+        (r"\(\?!", "negative lookahead (?!…)"),
+        (r"\(\?<=", "lookbehind (?<=…)"),
+        (r"\(\?<!", "negative lookbehind (?<!…)"),
+        (r"\(\?>", "atomic group (?>…)"),
+        (r"\(\?P(=|$)|escape sequence: \\[1-9]", "backreference"),
+        (r"repetition operator: [*+?}]\+", "possessive quantifier"),
+        (r"\(\?#", "comment group (?#…)"),
+        (r"\(\?[a-z]*x", "verbose flag x"),
+        (r"escape sequence: \\Z", "\\Z (RE2 writes \\z)"),
+        (r"repetition size", "repetition count over 1000 (nested counts multiply)"),
+        (r"too large", "pattern this large"),
+    ]
+]
+
+
 def _match(expected: Any, path: tuple[Any, ...]) -> Matcher:
+    """RE2, not `re`: a pattern that backtracks (`^(a+)+$`) would run for minutes on a long
+    output, deaf to timeouts and signals, so one RE2 rejects is a spec error, never `re`."""
     try:
-        pattern = re.compile(str(expected))
-    except re.error as exc:
-        raise ExpectError(path, f"invalid regular expression {expected!r}: {exc}") from None
-    return Matcher(lambda v: pattern.search(str(v)) is not None, f"matching /{expected}/")
+        pattern = re2.compile(str(expected).encode("utf-8", "surrogatepass"), _RE2_OPTIONS)
+    except re2.error as exc:
+        why = exc.args[0].decode("utf-8", "replace") if exc.args else "unsupported"
+        names = [name for hint, name in _UNSUPPORTED if hint.search(why)]
+        detail = f"{names[0]} is not supported ({why})" if names else why
+        raise ExpectError(
+            path,
+            f"invalid regular expression {expected!r}: {detail}; matrix matches with RE2 "
+            "syntax, in linear time",
+        ) from None
+    return Matcher(
+        lambda v: pattern.search(str(v).encode("utf-8", "surrogatepass")) is not None,
+        f"matching /{expected}/",
+    )
 
 
 def _version(expected: Any, path: tuple[Any, ...]) -> Matcher:
@@ -178,27 +228,56 @@ _MISSING = object()
 
 def lookup(facts: Mapping[str, Any], path: str) -> Any:
     """A fact by dotted path; a literal key with dots wins over nesting."""
-    if path in facts:
+    if isinstance(facts, Mapping) and path in facts:
         return facts[path]
     value: Any = facts
     for part in path.split("."):
         if isinstance(value, Mapping) and part in value:
             value = value[part]
-        elif isinstance(value, list) and part.isdigit() and int(part) < len(value):
+        elif isinstance(value, list) and part.isdecimal() and int(part) < len(value):
             value = value[int(part)]
         else:
             return _MISSING
     return value
 
 
+SHOWN_CHARS = 1000  # of a value in a problem line: a 1 MiB output would drown the report
+SHOWN_NAMES = 30  # fact names listed when an expected one is missing
+
+
+def _shown(value: Any) -> str:
+    """repr, cut short; a value repr cannot show (nested past the recursion limit, an int past
+    Python's 4300 digits) is named by its type."""
+    try:
+        text = repr(value)
+    except Exception as exc:
+        return f"<{type(value).__name__} that cannot be shown: {type(exc).__name__}>"
+    return text if len(text) <= SHOWN_CHARS else f"{text[:SHOWN_CHARS]}… ({len(text)} chars)"
+
+
+def _names(facts: Any) -> str:
+    if not isinstance(facts, Mapping):
+        return f"a {type(facts).__name__}, not a mapping"
+    names = sorted(map(str, facts))
+    more = f", … {len(names) - SHOWN_NAMES} more" if len(names) > SHOWN_NAMES else ""
+    return ", ".join(names[:SHOWN_NAMES]) + more or "none"
+
+
 def evaluate(expectation: Expectation, facts: Mapping[str, Any]) -> list[str]:
-    """One readable line per unmet matcher; empty means the check passes."""
+    """One readable line per unmet matcher; empty means the check passes. Never raises: a
+    value no matcher can take (nested too deep to compare…) is a problem too."""
     problems = []
     for path, matcher in expectation.items():
         value = lookup(facts, path)
         if value is _MISSING:
-            seen = ", ".join(sorted(facts)) or "none"
-            problems.append(f"{path} was not observed (facts: {seen})")
-        elif not matcher(value):
-            problems.append(f"{path} is {value!r}, expected {matcher.text}")
+            problems.append(f"{path} was not observed (facts: {_names(facts)})")
+            continue
+        try:
+            held = matcher(value)
+        except Exception as exc:
+            why = f"{type(exc).__name__}: {exc}"
+            problems.append(f"{path} could not be checked ({why}), expected {matcher.text}")
+            continue
+        if not held:
+            problems.append(f"{path} is {_shown(value)}, expected {matcher.text}")
     return problems

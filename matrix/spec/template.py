@@ -3,6 +3,10 @@
 Strict undefined variables catch typos; a string that is one `{{ expression }}` renders to the
 expression's native value so `ge: "{{ vars.min_free_gb }}"` stays a number; in `shell:` strings
 every expression is shell-quoted so vars can never inject commands.
+
+Every render runs on the budget of matrix/sandbox.py, because a spec (or a var from the
+command line) is untrusted input and templates run for every param of every task; a render
+past a limit is a RenderError that names the template.
 """
 
 from __future__ import annotations
@@ -13,9 +17,11 @@ from collections.abc import Iterator, Mapping
 from functools import lru_cache
 from typing import Any
 
-from jinja2 import StrictUndefined, TemplateError, nodes
+from jinja2 import TemplateError, nodes
 from jinja2.runtime import Undefined
-from jinja2.sandbox import SandboxedEnvironment
+
+from matrix import redact
+from matrix.sandbox import OverBudget, Sandbox, budgeted, charge
 
 CONTEXT_NAMES = frozenset(
     {"vars", "env", "target", "facts", "error", "check", "secret", "matrix", "reason"}
@@ -31,14 +37,8 @@ class NotConfigured(RenderError):
     """An environment variable or secret a template needs is not set on this machine."""
 
 
-def _environment(**options: Any) -> SandboxedEnvironment:
-    return SandboxedEnvironment(
-        undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True, **options
-    )
-
-
-_PLAIN = _environment()
-_SHELL = _environment(finalize=lambda value: shlex.quote(str(value)))
+_PLAIN = Sandbox(finalize=charge)
+_SHELL = Sandbox(finalize=lambda value: shlex.quote(str(charge(value))))
 
 
 def is_template(text: Any) -> bool:
@@ -47,27 +47,38 @@ def is_template(text: Any) -> bool:
 
 @lru_cache(maxsize=4096)
 def _compile(text: str, shell: bool) -> Any:
+    """Compiled on a budget of its own (filters of constants run while compiling), so every
+    render of a template, first or cached, has the same budget."""
     single = None if shell else _SINGLE.match(text)
     env = _SHELL if shell else _PLAIN
     if single and "{{" not in single["expr"]:
-        return env.compile_expression(single["expr"], undefined_to_none=False)
-    return env.from_string(text).render
+        return budgeted(env.compile_expression, single["expr"], undefined_to_none=False)
+    return budgeted(env.from_string, text).render
+
+
+def _shown(text: str) -> str:
+    return repr(text) if len(text) <= 200 else repr(text[:200]) + "…"
 
 
 def render(text: Any, context: Mapping[str, Any], *, shell: bool = False) -> Any:
-    """Render one value; non-strings and plain strings pass through untouched."""
+    """Render one value on a fresh budget; non-strings and plain strings pass through."""
     if not is_template(text):
         return text
     try:
-        value = _compile(text, shell)(**context)
+        value = budgeted(_compile(text, shell), **context)
         if isinstance(value, Undefined):
             str(value)  # raises UndefinedError with the missing name
     except RenderError:
         raise
+    except OverBudget as exc:
+        raise RenderError(
+            f"template exceeds a rendering limit: it {exc}; the template must do less: "
+            f"{_shown(text)}"
+        ) from None
     except TemplateError as exc:
-        raise RenderError(f"{exc.message} in {text!r}") from None
+        raise RenderError(f"{exc.message or type(exc).__name__} in {_shown(text)}") from None
     except Exception as exc:
-        raise RenderError(f"{type(exc).__name__}: {exc} in {text!r}") from None
+        raise RenderError(f"{type(exc).__name__}: {exc} in {_shown(text)}") from None
     return value
 
 
@@ -102,6 +113,8 @@ def references(text: str) -> tuple[tuple[str, str | None], ...]:
         tree = _PLAIN.parse(text)
     except TemplateError as exc:
         raise RenderError(f"template syntax error: {exc.message}") from None
+    except Exception as exc:  # RecursionError on deep nesting, MemoryError
+        raise RenderError(f"template cannot be parsed: {type(exc).__name__}: {exc}") from None
     bound = {n.name for n in tree.find_all(nodes.Name) if n.ctx in ("store", "param")}
     read = {n.name for n in tree.find_all(nodes.Name) if n.ctx == "load"}
     found: list[tuple[str, str | None]] = [(name, None) for name in sorted(read - bound)]
@@ -118,22 +131,29 @@ def is_known_global(name: str) -> bool:
 
 
 class EnvView(Mapping[str, str]):
-    """`env` / `secret` in templates: a missing variable says exactly what to export."""
+    """`env` / `secret` in templates: a missing variable says exactly what to export; a
+    secret read is remembered for redaction, so any text that quotes it is masked."""
 
     def __init__(self, source: Mapping[str, str], label: str, allowed: frozenset | None = None):
         self._source = source
         self._label = label
         self._allowed = allowed
 
+    def _read(self, value: str) -> str:
+        if self._label == "secret":
+            redact.remember(value)
+        return value
+
     def __getitem__(self, name: str) -> str:
         if self._allowed is not None and name not in self._allowed:
             raise RenderError(f"{name} is not listed under `secrets:` in the spec")
         if name not in self._source:
             raise NotConfigured(f"{self._label} {name} is not set: export {name}=… and re-run")
-        return self._source[name]
+        return self._read(self._source[name])
 
     def get(self, name: str, default: Any = None) -> Any:
-        return self._source.get(name, default)
+        """Like `name in self`, an unlisted secret reads as not set."""
+        return self._read(self._source[name]) if name in self else default
 
     def __contains__(self, name: object) -> bool:
         """`'SLACK_WEBHOOK' in secret` asks whether it is set, never raises."""

@@ -19,7 +19,6 @@ import pytest
 from matrix.results import Result, Run
 
 RANK_MARKER = b"# matrix torch.distributed rank"  # first line of each rank's `python -c` source
-SCRIPT_MARKER = b'"op": "torch.distributed"'  # in the probe script's argv: python - '{params}'
 TAG = "MX_DISTRIBUTED_TEST"  # set per test and inherited by its processes, to tell them apart
 
 
@@ -45,6 +44,10 @@ def ours(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[bytes], list[int
 
     yield find
     assert find(RANK_MARKER) == []
+
+
+def parent(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
 
 
 @pytest.fixture
@@ -160,8 +163,9 @@ def test_ranks_die_with_the_probes_script(distributed_run, ours) -> None:
 
     def kill_script_once_ranks_run() -> None:  # as a timeout or a lost SSH session would
         while not done.is_set() and not killed:
-            if len(ours(RANK_MARKER)) == 2:
-                for pid in ours(SCRIPT_MARKER):
+            ranks = ours(RANK_MARKER)
+            if len(ranks) == 2:  # the probe's script is the ranks' parent
+                for pid in {parent(rank) for rank in ranks}:
                     os.kill(pid, signal.SIGKILL)
                     killed.append(pid)
             time.sleep(0.02)

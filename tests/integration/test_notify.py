@@ -532,3 +532,22 @@ def test_alert_content_params_are_checked_at_plan_time(spec_problems) -> None:
 
     assert any("give exactly one of template (inline text) or path" in m for m in messages)
     assert any("run_id" in m and "spec.yaml:9:" in m for m in messages), messages
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        "{{ 'a' * 10**10 }}",
+        "{{ 9 ** (9 ** 9) }}",
+        "{% for i in range(99999) %}{% for j in range(99999) %}x{% endfor %}{% endfor %}",
+    ],
+    ids=["repeat", "power", "loops"],
+)
+def test_a_hostile_alert_template_is_an_error_within_its_budget(run_notify, template) -> None:
+    """An alert template is spec text: it renders on the budget every spec template has."""
+    raw = "{% raw %}" + template + "{% endraw %}"
+    started = time.monotonic()
+    results = run_notify(alert_spec({"hostile": f'{{kind: alert.content, template: "{raw}"}}'}), {})
+    assert time.monotonic() - started < 10
+    assert results["hostile"].status.value == "error"
+    assert "OverBudget" in results["hostile"].reason

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import time
+from typing import Any
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from matrix.spec.expect import ExpectError, compile_expect, compile_matcher, evaluate, lookup
 
@@ -166,3 +171,184 @@ def test_matcher_never_raises_on_odd_values():
     for spec in ({"ge": 1}, {"len": 1}, {"version": ">=1"}, {"contains": "x"}, {"match": "x"}):
         for value in (None, {"a": 1}, object(), 3, [None]):
             assert compile_matcher(spec)(value) in (True, False)
+
+
+# --- numbers compare exactly, at any size; odd numbers never crash --------------------------
+
+BIG = 10**400
+
+
+def test_big_integers_compare_exactly():
+    assert holds({"ge": BIG}, BIG)
+    assert not holds({"ge": BIG}, BIG - 1)
+    assert holds({"gt": BIG}, BIG + 1)
+    assert holds({"eq": BIG}, str(BIG))  # as numeric text too
+    assert not holds({"eq": BIG}, BIG + 1)
+    assert holds({"in": [BIG]}, BIG)
+
+
+def test_big_integers_compare_with_floats_without_overflow():
+    assert holds({"gt": 1.5}, BIG)
+    assert holds({"lt": BIG}, 1e308)
+    assert not holds({"le": 1e308}, BIG)
+    assert not holds({"ge": "1e400"}, BIG)  # 1e400 is inf as a float
+
+
+def test_nan_and_inf_facts_fail_or_pass_without_crashing():
+    nan, inf = float("nan"), float("inf")
+    for spec in ({"ge": 1}, {"le": 1}, {"eq": 1}, {"ne": 1}, {"in": [1]}):
+        assert holds(spec, nan) in (True, False)
+    assert not holds({"ge": 1}, nan)
+    assert not holds({"ge": 1}, "nan")
+    assert holds({"ge": 1}, inf)
+    assert not holds({"le": 1}, inf)
+
+
+def test_a_nan_bound_is_an_expect_error():
+    with pytest.raises(ExpectError, match="expected a number, got nan"):
+        compile_matcher({"ge": float("nan")})
+
+
+# --- regexes run on RE2: linear time, and what RE2 cannot do is a spec error ---------------
+
+
+def test_a_backtracking_pattern_matches_a_long_output_in_linear_time():
+    matcher = compile_matcher({"match": "^(a+)+$"})
+    started = time.monotonic()
+    assert not matcher("a" * 1_000_000 + "b")
+    assert matcher("a" * 1_000_000)
+    assert time.monotonic() - started < 1
+
+
+@pytest.mark.parametrize(
+    ("pattern", "construct"),
+    [
+        (r"(a)\1", "backreference"),
+        (r"(?P<n>a)(?P=n)", "backreference"),
+        ("(?=a)", "lookahead"),
+        ("(?!a)", "negative lookahead"),
+        ("(?<=a)b", "lookbehind"),
+        ("(?<!a)b", "negative lookbehind"),
+        ("a++", "possessive quantifier"),
+        ("(?>a)", "atomic group"),
+        ("a{1001}", "repetition count over 1000"),
+        ("(?x) a", "verbose flag"),
+        ("(unclosed", "missing )"),
+    ],
+)
+def test_a_pattern_re2_cannot_run_is_an_expect_error_naming_why(pattern, construct, capfd):
+    with pytest.raises(ExpectError) as info:
+        compile_matcher({"match": pattern}, ("stdout",))
+    message = str(info.value)
+    assert construct in message
+    assert "RE2 syntax, in linear time" in message
+    assert info.value.path == ("stdout", "match")
+    assert capfd.readouterr().err == ""  # RE2 logs nothing of its own
+
+
+def test_match_takes_any_value_as_text():
+    assert holds({"match": r"^\d+$"}, 42)
+    assert holds({"match": "x"}, "a\udcffx")  # a lone surrogate (from JSON) does not crash
+    assert holds({"match": "(?i)CUDA"}, "with cuda 12")
+
+
+# --- evaluate never raises, whatever the facts ---------------------------------------------
+
+
+def _deep(levels: int) -> list:
+    value: list = []
+    for _ in range(levels):
+        value = [value]
+    return value
+
+
+HOSTILE_FACTS = [
+    {"a": _deep(100_000), "b": 10**5000, "c": "x" * 2_000_000, "d": float("nan")},
+    {"a": None, "b": {"x": [1]}, "c": ["\udcff"], "d": object()},
+    {1: "int key", "a": 1},
+    [1, 2, 3],
+    None,
+    "text",
+]
+HOSTILE_EXPECT = {
+    "a": {"not": {"match": "x"}},
+    "b": {"ge": 1},
+    "c": {"contains": "y"},
+    "d": {"len": {"gt": 0}},
+    "a.0.0": {"eq": [1]},
+    "e": {"version": ">=1"},
+}
+
+
+@pytest.mark.parametrize("facts", HOSTILE_FACTS, ids=lambda f: type(f).__name__)
+def test_evaluate_never_raises_on_hostile_facts(facts):
+    problems = evaluate(compile_expect(HOSTILE_EXPECT), facts)
+    assert all(isinstance(p, str) and len(p) < 5000 for p in problems)
+    assert problems  # nothing here meets every matcher
+
+
+def test_a_value_too_deep_to_check_fails_even_under_not():
+    [problem] = evaluate(compile_expect({"a": {"not": {"match": "x"}}}), {"a": _deep(100_000)})
+    assert problem.startswith("a could not be checked (RecursionError")
+
+
+def test_a_long_value_is_cut_short_and_an_unprintable_one_named():
+    expectation = compile_expect({"out": {"contains": "ok"}, "n": {"lt": 0}})
+    long_line, big_line = evaluate(expectation, {"out": "x" * 10_000, "n": 10**5000})
+    assert long_line.startswith("out is 'xxx")
+    assert "… (10002 chars), expected containing 'ok'" in long_line
+    assert big_line == "n is <int that cannot be shown: ValueError>, expected < 0"
+
+
+def test_missing_fact_lists_at_most_some_names():
+    facts = {f"f{i:03}": i for i in range(100)}
+    [problem] = evaluate(compile_expect({"x": 1}), facts)
+    assert problem.endswith("f029, … 70 more)")
+
+
+# --- properties --------------------------------------------------------------------------
+
+JSON = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.sampled_from([10**400, -(10**400)])
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text(st.characters(exclude_categories=()), max_size=20),  # surrogates too
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=3), inner, max_size=4)
+    ),
+    max_leaves=20,
+)
+OPERANDS = JSON | st.sampled_from(["^(a+)+$", ">=2.5,<3", "1e400", "nan", "(?=x)", "[", "10"])
+
+
+def _matchers() -> st.SearchStrategy[Any]:
+    leaf = st.tuples(
+        st.sampled_from(["eq", "ne", "gt", "ge", "lt", "le", "match", "contains", "in", "version"]),
+        OPERANDS,
+    ).map(lambda pair: {pair[0]: pair[1]})
+    return st.recursive(
+        leaf | OPERANDS,
+        lambda inner: st.one_of(
+            inner.map(lambda m: {"not": m}),
+            inner.map(lambda m: {"len": m}),
+            st.lists(inner, min_size=1, max_size=3).map(lambda ms: {"and": ms}),
+            st.lists(inner, min_size=1, max_size=3).map(lambda ms: {"or": ms}),
+        ),
+        max_leaves=6,
+    )
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.dictionaries(st.sampled_from(["a", "b", "a.0", "b.x.1", "c"]), _matchers(), max_size=3), JSON
+)
+def test_any_expectation_over_any_facts_gives_problems_or_none(spec, facts):
+    try:
+        expectation = compile_expect(spec)
+    except ExpectError:
+        return
+    problems = evaluate(expectation, facts)
+    assert isinstance(problems, list)
+    assert all(isinstance(problem, str) for problem in problems)

@@ -23,7 +23,7 @@ DATA = Path(__file__).resolve().parent.parent / "data" / "gpu"
 def gpu() -> dict[str, Any]:
     """The namespace of the program a target runs, without its entry call (the last line)."""
     source, entry = program("gpu").rstrip(b"\n").rsplit(b"\n", 1)
-    assert entry.endswith(b".main(observe)")
+    assert entry.endswith(b".main(observe, '{}')")
     namespace: dict[str, Any] = {"__name__": "remote_gpu"}
     with patch.dict(sys.modules):  # the program registers its prelude as a module
         exec(compile(source, "<stdin>", "exec"), namespace)

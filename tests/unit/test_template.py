@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import shlex
+import time
 
+import jinja2.filters
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+from matrix import sandbox
+from matrix.redact import MASK, Redactor
 from matrix.results import Status
 from matrix.spec import template
 
@@ -180,3 +187,270 @@ def test_env_view_says_what_to_export():
     with pytest.raises(template.RenderError, match="not listed under `secrets:`"):
         secrets["B"]
     assert list(secrets) == ["A"]
+
+
+# --- the budget: time, data, integer size and nesting, for every render -------------------
+
+BIG = {"big": "x" * 1_000_000}
+TIME = "took over 1s"
+DATA = "characters or items of data"
+INT = "integer over 4096 bits"
+BUDGET_CASES = [
+    ("{{ 9 ** (9 ** 9) }}", INT),
+    ("{{ 2 ** 5000 }}", INT),
+    ("{{ (2 ** 4000) * (2 ** 4000) }}", INT),
+    ("{{ 5 | round(-10 ** 9) }}", INT),
+    ("{{ ('9' * 4000) | int * 2 }}", INT),
+    ("{{ 5 | round(10 ** 9, 'ceil') }}", INT),
+    ("{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}", TIME),
+    (
+        "{% macro f(n) %}{% if n %}{{ f(n - 1) }}{{ f(n - 1) }}{% endif %}{% endmacro %}"
+        "{{ f(40) }}",
+        TIME,
+    ),
+    (
+        "{% for x in range(100000) recursive %}{% if loop.depth < 3 %}{{ loop(range(100000)) }}"
+        "{% endif %}{% endfor %}",
+        TIME,
+    ),
+    ("{{ 'a' * 10 ** 10 }}", DATA),
+    ("{{ 10 ** 10 * [1] }}", DATA),
+    ("{{ 'x' | center(10 ** 9) }}", DATA),
+    ("{{ 'x\nx' | indent(10 ** 9, true) }}", DATA),
+    ("{{ '%0999999999d' | format(1) }}", DATA),
+    ("{{ '%0999999999d' % 1 }}", DATA),
+    ("{{ '%(a)999999999s' % {'a': 1} }}", DATA),
+    ("{{ '{:>999999999}'.format(1) }}", DATA),
+    ("{{ ('{0:4000000}' * 1000).format(1) }}", DATA),
+    ("{{ 'x'.ljust(10 ** 9) }}", DATA),
+    ("{{ 'x'.zfill(10 ** 9) }}", DATA),
+    ("{{ ('\t' * 1000).expandtabs(10 ** 6) }}", DATA),
+    ("{{ big.replace('', big) }}", DATA),
+    ("{{ big | replace('x', big) }}", DATA),
+    ("{{ big.join([big] * 100) }}", DATA),
+    ("{{ ([big] * 8) | join }}", DATA),
+    ("{{ range(100000) | batch(10 ** 9, 0) | list }}", DATA),
+    ("{{ [1] | slice(10 ** 8) | list }}", DATA),
+    ("{{ [[big]] | tojson(indent=10 ** 9) }}", DATA),
+    ("{{ range(100000) | map('center', 4000000) | list }}", DATA),
+    ("{{ dict.fromkeys(range(100000), big) }}", DATA),
+    # a list that holds another twice, sixty times over: tiny in memory, 2**60 items printed
+    (
+        "{% set ns = namespace(a=[1]) %}{% for i in range(60) %}{% set ns.a = [ns.a, ns.a] %}"
+        "{% endfor %}{{ ns.a }}",
+        DATA,
+    ),
+    (
+        "{% set ns = namespace(s='a') %}{% for i in range(60) %}{% set ns.s = ns.s ~ ns.s %}"
+        "{% endfor %}{{ ns.s | length }}",
+        DATA,
+    ),
+    ("{% macro f(s) %}{{ f(s ~ s) }}{% endmacro %}{{ f('a') }}", DATA),
+    # literal text and folded constants, written at every pass of a loop
+    (
+        "{% for i in range(100000) %}{% for j in range(1000) %}"
+        + "x" * 4000
+        + "{% endfor %}{% endfor %}",
+        DATA,
+    ),
+    ("{% set x %}{% for i in range(100000) %}" + "x" * 4000 + "{% endfor %}{% endset %}", DATA),
+    ("{% for i in range(100000) %}{{ 'x' | center(100000) }}{% endfor %}", DATA),
+    # CPython hashes nested tuples in C, recursively: 200k deep crashes the process
+    (
+        "{% set ns = namespace(t=()) %}{% for i in range(1000) %}{% set ns.t = (ns.t,) %}"
+        "{% endfor %}{{ ns.t in {} }}",
+        "nests values over 100 deep",
+    ),
+]
+
+
+@pytest.mark.parametrize(("text", "limit"), BUDGET_CASES)
+def test_a_template_past_its_budget_is_refused_quickly(text, limit):
+    started = time.monotonic()
+    with pytest.raises(template.RenderError) as info:
+        template.render(text, BIG)
+    assert time.monotonic() - started < sandbox.MAX_SECONDS + 1.5
+    message = str(info.value)
+    assert limit in message
+    assert message.startswith("template exceeds a rendering limit")
+    assert "the template must do less" in message
+
+
+def test_the_message_names_the_template_cut_short():
+    text = "{{ 'a' * 10 ** 10 }}" + " " * 1000
+    with pytest.raises(template.RenderError) as info:
+        template.render(text, {})
+    assert "{{ 'a' * 10 ** 10 }}" in str(info.value)
+    assert len(str(info.value)) < 400
+
+
+def test_a_budget_spec_problem_points_at_the_line(spec_problems):
+    problems = spec_problems(
+        """
+        version: 1
+        name: t
+        phases:
+          - id: p
+            checks:
+              - id: a
+                probe: {kind: command, argv: [echo, "{{ 'a' * 10 ** 10 }}"]}
+        """
+    )
+    [problem] = problems
+    assert "exceeds a rendering limit" in problem.message
+    assert problem.where.line == 7  # the probe's line
+
+
+WITHIN_BUDGET = [
+    ("{{ 2 ** 4095 }}", 2**4095),
+    ("{{ (2 ** 64) * 3 }}", 3 * 2**64),
+    ("{{ big | length }}", 1_000_000),
+    ("{{ (big ~ big) | length }}", 2_000_000),
+    ("{{ ('a,' * 1000).split(',') | length }}", 1001),
+    ("{% for i in range(3) %}{{ i }},{% endfor %}", "0,1,2,"),
+    ("{% for i in range(1000) %}{% for j in range(100) %}{% endfor %}{% endfor %}ok", "ok"),
+    ("{{ [[1, 2], [3]] | sum(start=[]) }}", [1, 2, 3]),
+    ("{{ range(5) | sum }}", 10),
+    ("{{ range(3) | map('string') | join('-') }}", "0-1-2"),
+    ("{{ range(3) | map('string') }}", ["0", "1", "2"]),
+    ("{{ {'a': [1, 2]} | tojson(indent=2) }}", '{\n  "a": [\n    1,\n    2\n  ]\n}'),
+    ("{{ '%05.1f|%(x)s' % {'x': 1} if false else '%05.1f' % 2.25 }}", "002.2"),
+    ("{{ '{:>6}|{x}'.format('ab', x=1) }}", "    ab|1"),
+    ("{{ 'a-b'.replace('-', '+') }} {{ 'ab' | center(6) }}|", "a+b   ab  |"),
+    ("{{ 'x' | indent(2, true) }}", "  x"),
+    (
+        "{% set ns = namespace(n=0) %}{% for i in range(10) %}{% set ns.n = ns.n + i %}"
+        "{% endfor %}{{ ns.n }}",
+        45,
+    ),
+    ("{% macro f(n) %}{{ n }}{% if n %}{{ f(n - 1) }}{% endif %}{% endmacro %}{{ f(3) }}", "3210"),
+    ("{{ namespace(a=1) }}", "<namespace>"),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), WITHIN_BUDGET)
+def test_ordinary_templates_render_as_before(text, expected):
+    rendered = template.render(text, BIG)
+    assert rendered == expected or str(rendered) == str(expected)
+
+
+def test_every_render_has_the_same_budget_first_or_cached():
+    """Filters of constants run while compiling, on a budget of their own: the first render
+    (which compiles) and a cached one agree."""
+    text = "{{ 'x' | center(3000000) }}{{ 'y' | center(1000000) }}"
+    outcomes = []
+    for _ in range(2):
+        try:
+            outcomes.append(len(template.render(text, {})))
+        except template.RenderError as exc:
+            outcomes.append(str(exc))
+    assert outcomes[0] == outcomes[1] == 4_000_000
+
+
+ERRORS = [
+    "{{ 1 / 0 }}",
+    "{{ 'a' + 1 }}",
+    "{{ 10.0 ** 400 }}",
+    "{{ nope }}",
+    "{% for %}",
+    "{% include 'other.j2' %}",
+    "{% extends 'base.j2' %}",
+    "{% macro f() %}{{ f() }}{% endmacro %}{{ f() }}",
+    "{{ " + "(" * 5000 + "1" + ")" * 5000 + " }}",
+    "{{ " + "[" * 3000 + "]" * 3000 + " }}",
+    "{{ (1).to_bytes(8, 'big') }}",  # methods outside the allowed list grow or change data
+    "{{ 'a'.translate({97: 'b'}) }}",
+    "{{ [1].append(2) }}",
+    "{{ {}.update(a=1) }}",
+    "{{ lipsum(5) }}",  # dropped: unbounded text
+    "{{ 'x' | wordwrap(1) }}",  # dropped: textwrap runs 12 s on 1 MB past any check
+    "{{ [1] | pprint }}",
+    "{{ '%*d' % (5, 1) }}",
+    "{{ '{:{}}'.format(1, 5) }}",
+    "{{ [1, 'a'] | sort }}",
+]
+
+
+@pytest.mark.parametrize("text", ERRORS)
+def test_every_failure_is_a_render_error_naming_the_template(text):
+    with pytest.raises(template.RenderError) as info:
+        template.render(text, {})
+    assert text[:40] in str(info.value)
+
+
+def test_references_turn_any_parse_failure_into_a_render_error():
+    with pytest.raises(template.RenderError, match="cannot be parsed"):
+        template.references("{{ " + "(" * 5000 + "1" + ")" * 5000 + " }}")
+
+
+def test_a_secret_read_is_remembered_for_redaction():
+    secrets = template.EnvView({"TOKEN": "s3cret-value-4711"}, "secret", frozenset({"TOKEN"}))
+    assert template.render("auth {{ secret.TOKEN }}", {"secret": secrets}) == (
+        "auth s3cret-value-4711"
+    )
+    assert Redactor()("sent s3cret-value-4711") == f"sent {MASK}"
+    secrets.get("TOKEN")  # the other way in remembers too
+    other = template.EnvView({"OTHER": "0ther-secret-99", "X": "1"}, "secret", frozenset({"X"}))
+    assert other.get("OTHER") is None  # not listed: reads as unset
+
+
+# --- properties: any expression renders or raises RenderError, within its budget ----------
+
+ATOMS = st.one_of(
+    st.integers(-(10**6), 10**6).map(str),
+    st.sampled_from(
+        ["10 ** 9", "2 ** 4000", "big", "'ab'", "'%s'", "'{}'", "[1, 2, 3]", "{'a': 1}", "none",
+         "true", "1.5", "range(100000)", "range(3)", "namespace(a=1)", "'\t'", "''"]
+    ),
+)  # fmt: skip
+OPERATORS = ["+", "-", "*", "/", "//", "%", "**", "~", "==", "<", "in", "and", "or"]
+FILTERS = sorted(set(jinja2.filters.FILTERS) - {"random"})
+METHODS = ["center", "ljust", "zfill", "replace", "join", "split", "format", "expandtabs",
+           "count", "upper", "items", "get", "to_bytes", "translate", "append"]  # fmt: skip
+
+
+def _expressions() -> st.SearchStrategy[str]:
+    def extend(inner: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
+        args = st.lists(inner, max_size=2).map(", ".join)
+        return st.one_of(
+            st.tuples(inner, st.sampled_from(OPERATORS), inner).map(
+                "({0[0]} {0[1]} {0[2]})".format
+            ),
+            st.tuples(inner, st.sampled_from(FILTERS), args).map(
+                "({0[0]} | {0[1]}({0[2]}))".format
+            ),
+            st.tuples(inner, st.sampled_from(METHODS), args).map("{0[0]}.{0[1]}({0[2]})".format),
+            st.lists(inner, max_size=3).map(", ".join).map("[{}]".format),
+        )
+
+    return st.recursive(ATOMS, extend, max_leaves=10)
+
+
+def _renders_within_budget(text: str) -> None:
+    started = time.monotonic()
+    with contextlib.suppress(template.RenderError):
+        template.render(text, BIG)
+    assert time.monotonic() - started < sandbox.MAX_SECONDS + 2
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_expressions())
+def test_any_expression_renders_or_raises_a_render_error(expression):
+    _renders_within_budget("{{ " + expression + " }}")
+    _renders_within_budget("x {{ " + expression + " }} y")
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_expressions(), _expressions())
+def test_any_loop_renders_or_raises_a_render_error(iterable, body):
+    _renders_within_budget(
+        "{% set ns = namespace(v=1) %}{% for x in " + iterable + " %}{% set ns.v = " + body
+        + " %}{{ ns.v }}{% endfor %}"
+    )  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet="{}%#()[]|.,:'\"*+-/~ 0123456789abxyz\n", max_size=60))
+def test_any_text_renders_or_raises_a_render_error(text):
+    _renders_within_budget(text)
+    _renders_within_budget("{{ " + text + " }}")
