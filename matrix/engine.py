@@ -171,7 +171,9 @@ class _Execution:
     async def _blocker(self, task: Task) -> str | None:
         """The root task whose outcome blocks this one, if any."""
         for need in task.needs:
-            await self.done[need.task_id].wait()
+            finished = self.done[need.task_id]
+            if not finished.is_set():  # a phase need links to thousands of tasks, mostly done
+                await finished.wait()
             needed = self.results.get(need.task_id)
             if needed is None:
                 continue

@@ -30,7 +30,7 @@ def build_plan(
     tasks = planner.tasks()
     graph.find_cycle(loaded.spec, planner.problem)
     graph.check_references(loaded.spec, loaded.dropped, planner.problem)
-    graph.link(loaded.spec, tasks)
+    graph.link(loaded.spec, tasks, planner.problem)
     if planner.problems:
         raise SpecInvalid(planner.problems)
     remote = {t.target.name for t in tasks.values() if transport(t.target.via).remote}

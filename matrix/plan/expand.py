@@ -21,13 +21,23 @@ from matrix.spec import template
 from matrix.spec.expect import Expectation, ExpectError, compile_expect
 from matrix.spec.load import Loaded
 from matrix.spec.locate import template_problems, validation_problems
-from matrix.spec.models import Check, Phase, ProbeRef, TargetSpec
+from matrix.spec.models import MAX_SECONDS, Check, Phase, ProbeRef, TargetSpec
 from matrix.spec.problems import Position, Problem, did_you_mean
 from matrix.spec.yaml import YMap
 from matrix.transport import TRANSPORTS, Gate, transport
-from matrix.transport.base import LOCAL, LOCAL_NAMES, TargetRef, expand_hosts
+from matrix.transport.base import (
+    LOCAL,
+    LOCAL_NAMES,
+    MANY_HOSTS,
+    TargetRef,
+    expand_hosts,
+    host_count,
+)
 
 _UNRENDERED = object()  # a template in it could not be rendered; the problem is reported
+# Tasks per spec, counted before any is made: a fleet of 1,000 hosts × 30 checks fits with
+# room to spare; a typo'd range or matrix (100 × 100 × 100) is refused in milliseconds.
+MAX_TASKS = 50_000
 
 
 class Planner:
@@ -41,6 +51,10 @@ class Planner:
         self.unrenderable = {loc[:4] for loc, _ in static}
         self.kinds = registry()
         self.warnings: list[str] = []
+        self.hosts = 0  # hosts listed so far, across groups
+        self.planned = 0  # tasks counted so far
+        self.capped = False  # MAX_TASKS was crossed: no more tasks are made
+        self.refused: set[str] = set()  # groups with a host pattern over the cap
         env = template.EnvView(environ, "environment variable")
         secret = template.EnvView(environ, "secret", frozenset(self.spec.secrets))
         self.base: dict[str, Any] = {"env": env, "secret": secret}
@@ -78,6 +92,12 @@ class Planner:
                     if ("targets", name, "hosts", i) not in self.unrenderable:
                         self.problem(("targets", name, "hosts", i), str(exc))
                     continue
+                count = host_count(host)
+                where = ("targets", name, "hosts", i)
+                if not self._fits(where, f"{_short(host)} names", count, "hosts", self.hosts):
+                    self.refused.add(name)
+                    continue
+                self.hosts += count
                 refs += [TargetRef(h, h, name, spec.via, spec) for h in expand_hosts(host)]
             groups[name] = refs
             if spec.insecure and refs:
@@ -151,11 +171,37 @@ class Planner:
             message = f"unknown probe kind '{check.probe.kind}'{hint}{broken}"
             self.problem((*loc, "probe", "kind"), message)
         targets = self._targets_of(loc, check)
-        cells = self._cells(loc, check)
+        axes = self._axes(loc, check)
+        if axes is None:
+            return []
+        count = _product([len(targets), *map(len, axes.values())])
+        hosts = f"{len(targets):,} host{'' if len(targets) == 1 else 's'}"
+        sizes = [hosts, *(f"{len(values):,} {axis}" for axis, values in axes.items())]
+        where = (*loc, "matrix") if axes else (*loc, "on")
+        if not self._fits(where, f"{' × '.join(sizes)} =", count, "tasks", self.planned):
+            return []
+        self.planned += count
         return [
-            self._task(loc, phase, check, target, cell, kind)
-            for target, cell in itertools.product(targets, cells)
+            self._task(loc, phase, check, target, dict(zip(axes, cell)), kind)
+            for target, cell in itertools.product(targets, itertools.product(*axes.values()))
         ]
+
+    def _fits(self, loc: tuple, what: str, count: int, noun: str, before: int) -> bool:
+        """Whether `count` more hosts or tasks keep the spec within MAX_TASKS. Past it no more
+        are made; each item over the cap by itself is reported, and the one that crosses it
+        only with those before it."""
+        if not self.capped and before + count <= MAX_TASKS:
+            return True
+        if count > MAX_TASKS or not self.capped:
+            shown = f"{count:,}" if count < MANY_HOSTS else "over 10^18"
+            earlier = f" on top of the {before:,} before it" if count <= MAX_TASKS else ""
+            message = (
+                f"{what} {shown} {noun}{earlier}: a spec may plan at most {MAX_TASKS:,} tasks; "
+                "narrow the range or the matrix, or split the spec"
+            )
+            self.problem(loc, message)
+        self.capped = True
+        return False
 
     def _targets_of(self, loc: tuple, check: Check) -> list[TargetRef]:
         try:
@@ -169,31 +215,33 @@ class Planner:
             hint = did_you_mean(name, self.groups)
             self.problem((*loc, "on"), f"unknown target '{name}'{hint}; declare it under targets:")
             return []
-        if not self.groups[name]:
+        if not self.groups[name] and name not in self.refused:
             message = f"target group '{name}' has no hosts: set its hosts (or the vars they use)"
             self.problem((*loc, "on"), message)
         return self.groups[name]
 
-    def _cells(self, loc: tuple, check: Check) -> list[dict[str, Any]]:
+    def _axes(self, loc: tuple, check: Check) -> dict[str, list[Any]] | None:
+        """The check's matrix axes rendered, each a non-empty list; None (the problem
+        reported) when one is not."""
         axes = {}
         for axis, values in check.matrix.items():
             try:
                 axes[axis] = template.render_tree(values, self.base)
             except template.RenderError as exc:
                 self.problem((*loc, "matrix", axis), str(exc))
-                return []
+                return None
             if not isinstance(axes[axis], list):
                 message = f"expected a list of values, got {axes[axis]!r}"
                 self.problem((*loc, "matrix", axis), message)
-                return []
+                return None
             if not axes[axis]:
                 message = (
                     "no values: the check would make no tasks and silently drop out of the "
                     "verdict; give the axis at least one value or remove it"
                 )
                 self.problem((*loc, "matrix", axis), message)
-                return []
-        return [dict(zip(axes, combo)) for combo in itertools.product(*axes.values())]
+                return None
+        return axes
 
     def _task(
         self,
@@ -224,7 +272,7 @@ class Planner:
         }
         task = Task(task_id, check, phase, target, cell, context)
         try:
-            if check.when is not None and not template.truthy(template.render(check.when, context)):
+            if check.when is not None and not self._applies(loc, check.when, context):
                 condition = str(check.when).replace("{{", "").replace("}}", "").strip()
                 task.skip = Skip(SkipKind.not_applicable, condition)
             if kind is not None:
@@ -233,6 +281,20 @@ class Planner:
         except template.NotConfigured as exc:
             task.error = str(exc)
         return task
+
+    def _applies(self, loc: tuple, when: str | bool, context: dict) -> bool:
+        """Whether `when` renders true. One that cannot render (an undefined name, a division
+        by zero, any failure at all) is a problem at the check's `when:`, and the task is
+        treated as not applying, so its params are held only to known keys; a missing env var
+        or secret is the task's error (NotConfigured goes up)."""
+        try:
+            return template.truthy(template.render(when, context))
+        except template.NotConfigured:
+            raise
+        except Exception as exc:
+            if loc not in self.unrenderable:
+                self.problem((*loc, "when"), str(exc) or type(exc).__name__)
+            return False
 
     def _rendered(self, loc: tuple, key: str, value: Any, context: dict, **options: Any) -> Any:
         """`value` rendered for one task, or _UNRENDERED with the problem reported at the
@@ -346,12 +408,25 @@ class Planner:
             diagnostic="{{ error }}",
             fix=gate.fix,
             on=first.target.group,
-            timeout=(options.connect_timeout if options else 10) + gate.slack,
+            timeout=min((options.connect_timeout if options else 10) + gate.slack, MAX_SECONDS),
         )
         p = self.spec.phases.index(first.phase)
         return self._task(
             ("phases", p), first.phase, check, first.target, {}, self.kinds[gate.kind]
         )
+
+
+def _short(text: str) -> str:
+    return repr(text if len(text) <= 60 else text[:60] + "…")
+
+
+def _product(sizes: Sequence[int]) -> int:
+    """The product, saturating at MANY_HOSTS: a thousand axes of two values stay a number
+    that can be printed."""
+    count = 1
+    for size in sizes:
+        count = min(count * size, MANY_HOSTS)
+    return count
 
 
 def _without_omitted(raw: dict[str, Any], rendered: dict[str, Any]) -> dict[str, Any]:

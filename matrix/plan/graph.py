@@ -3,6 +3,7 @@ in, and the selection closed over what selected tasks strictly need."""
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Collection, Mapping
 
 from matrix.plan.model import Need, Task
@@ -12,6 +13,9 @@ from matrix.spec.problems import did_you_mean
 
 Report = Callable[..., None]  # (location in the spec, message, *, code="")
 UNKNOWN_NEED = "unknown-need"
+# Task-to-task links in a plan, a shared pointer each (~320 MB at the cap): the reference
+# spec on a fleet of 1,000 hosts needs 36 million (its training phase needs environment).
+MAX_NEEDS = 40_000_000
 
 
 def check_references(spec: Spec, dropped: Collection[str], report: Report) -> None:
@@ -35,72 +39,121 @@ def check_references(spec: Spec, dropped: Collection[str], report: Report) -> No
                     )
 
 
-def link(spec: Spec, tasks: Mapping[str, Task]) -> None:
+def link(spec: Spec, tasks: Mapping[str, Task], report: Report) -> None:
     """Turn each task's check and phase `needs` into needs on tasks: a needed check on the
-    same host when it runs there, else all of its tasks; a needed phase, all of its tasks."""
-    by_check: dict[str, list[Task]] = {}
-    by_phase: dict[str, list[Task]] = {}
+    same host when it runs there, else all of its tasks; a needed phase, all of its tasks.
+
+    A phase need links every task of one phase to every task of another, so links are counted
+    before they are made and capped at MAX_NEEDS, and the work stops there too (every list
+    looked at adds at least one link). Each Need is made once per needed task and shared; the
+    needs a phase hands its tasks are one list, copied whole into each."""
+    strict: dict[str, list[Need]] = {}  # check id → a strict need on each of its tasks
+    here: dict[tuple[str, str, str], list[Need]] = {}  # (check id, group, host) → those there
+    loose: dict[str, list[Need]] = {}  # phase id → a non-strict need on each of its tasks
     for task in tasks.values():
-        by_check.setdefault(task.check.id, []).append(task)
-        by_phase.setdefault(task.phase.id, []).append(task)
+        need = Need(task.id, True)
+        strict.setdefault(task.check.id, []).append(need)
+        here.setdefault((task.check.id, task.target.group, task.target.name), []).append(need)
+        loose.setdefault(task.phase.id, []).append(Need(task.id, False))
     check_ids = {check.id for phase in spec.phases for check in phase.checks}
+    refs: dict[int, list[str]] = {}  # per check or phase: what it needs that has tasks
+    where: dict[int, tuple] = {}  # per check or phase: its `needs:` in the spec
+    for p, phase in enumerate(spec.phases):
+        refs[id(phase)] = [r for r in dict.fromkeys(phase.needs) if r in loose]
+        where[id(phase)] = ("phases", p, "needs")
+        for c, check in enumerate(phase.checks):
+            refs[id(check)] = [r for r in dict.fromkeys(check.needs) if r in strict or r in loose]
+            where[id(check)] = ("phases", p, "checks", c, "needs")
+    handed: dict[int, list[Need]] = {}  # per phase, made at its first task: what it hands on
+    links: Counter[tuple] = Counter()  # per `needs:` key in the spec
+    total = 0
+    planned: list[tuple[Task, list[list[Need]]]] = []
     for task in tasks.values():
-        for ref in task.check.needs:
-            if ref in check_ids:
-                needed = by_check.get(ref, [])
-                same_host = [t for t in needed if t.target == task.target]
-                task.needs += [Need(t.id, True) for t in same_host or needed]
-            else:
-                task.needs += [Need(t.id, False) for t in by_phase.get(ref, [])]
-        for ref in task.phase.needs:
-            task.needs += [Need(t.id, False) for t in by_phase.get(ref, [])]
+        place = (task.target.group, task.target.name)
+        own = [
+            here.get((ref, *place)) or strict[ref] if ref in check_ids else loose[ref]
+            for ref in refs[id(task.check)]
+        ]
+        phase = id(task.phase)
+        if phase not in handed:
+            handed[phase] = [need for ref in refs[phase] for need in loose[ref]]
+        count = sum(map(len, own))
+        links[where[id(task.check)]] += count
+        links[where[phase]] += len(handed[phase])
+        total += count + len(handed[phase])
+        if total > MAX_NEEDS:
+            report(*_too_many_links(links))
+            return
+        planned.append((task, [*own, handed[phase]]))
+    for task, parts in planned:
+        for part in parts:
+            task.needs.extend(part)
+
+
+def _too_many_links(links: Counter[tuple]) -> tuple[tuple, str]:
+    where, most = links.most_common(1)[0]
+    message = (
+        f"the plan would link more than {MAX_NEEDS:,} pairs of tasks, the most it may hold, "
+        f"{most:,} of them through these needs: a phase need links every task of the phase to "
+        "every task of the needed phase; a check need links only to the needed check's tasks "
+        "on the same host"
+    )
+    return where, message
 
 
 def find_cycle(spec: Spec, report: Report) -> None:
-    """Dependency cycles over checks and phases, reported with the loop spelled out."""
+    """Dependency cycles over checks and phases, reported with the loop spelled out. A check
+    inherits its phase's needs through one node per phase, so the graph grows with the spec,
+    not with checks × phase needs."""
     phase_ids = {phase.id for phase in spec.phases}
     edges: dict[str, list[str]] = {}
     where: dict[str, tuple] = {}
     for p, phase in enumerate(spec.phases):
-        node = f"phase {phase.id}"
-        edges[node] = [f"check {c.id}" for c in phase.checks] + [f"phase {r}" for r in phase.needs]
+        node, inherited = f"phase {phase.id}", f"needs of phase {phase.id}"
+        edges[node] = [*(f"check {c.id}" for c in phase.checks), inherited]
+        edges[inherited] = [f"phase {r}" for r in dict.fromkeys(phase.needs)]
         where[node] = ("phases", p, "needs")
         for c, check in enumerate(phase.checks):
-            edges[f"check {check.id}"] = [
-                f"phase {r}" if r in phase_ids else f"check {r}"
-                for r in [*check.needs, *phase.needs]
-            ]
+            refs = dict.fromkeys(check.needs)
+            needs = [f"phase {r}" if r in phase_ids else f"check {r}" for r in refs]
+            edges[f"check {check.id}"] = [*needs, inherited]
             where[f"check {check.id}"] = ("phases", p, "checks", c, "needs")
     cycle = _first_cycle(edges)
     if cycle:
-        report(where[cycle[0]], f"dependency cycle: {' → '.join(cycle)}")
+        loop = [node for node in cycle[:-1] if node in where]  # without the inherited nodes
+        shown = [*loop, loop[0]]
+        if len(shown) > 12:
+            shown = [*shown[:6], f"… {len(shown) - 11} more", *shown[-5:]]
+        report(where[loop[0]], f"dependency cycle: {' → '.join(shown)}")
 
 
 def _first_cycle(edges: Mapping[str, list[str]]) -> list[str] | None:
-    state: dict[str, int] = {}
-    stack: list[str] = []
-
-    def visit(node: str) -> list[str] | None:
-        state[node] = 1
-        stack.append(node)
-        for nxt in edges.get(node, []):
-            if state.get(nxt) == 1:
-                return [*stack[stack.index(nxt) :], nxt]
-            if nxt not in state and (found := visit(nxt)):
-                return found
-        stack.pop()
-        state[node] = 2
-        return None
-
-    for node in edges:
-        if node not in state and (found := visit(node)):
-            return found
+    """Depth-first with an explicit stack: a chain of 1,500 needs is no deeper than one."""
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    for start in edges:
+        if start in state:
+            continue
+        path, pending = [start], [iter(edges.get(start, []))]
+        state[start] = 1
+        while pending:
+            nxt = next(pending[-1], None)
+            if nxt is None:
+                state[path.pop()] = 2
+                pending.pop()
+            elif state.get(nxt) == 1:
+                return [*path[path.index(nxt) :], nxt]
+            elif nxt not in state:
+                state[nxt] = 1
+                path.append(nxt)
+                pending.append(iter(edges.get(nxt, [])))
     return None
 
 
 def select(tasks: Mapping[str, Task], filtered: Mapping[str, Skip]) -> None:
     """Skip the filtered-out tasks, except those a selected task strictly needs: a selected
     check pulls in the checks it needs, and they cannot be skipped."""
+    if not filtered:
+        return
     kept: set[str] = set()
     pending = [t for t in tasks.values() if t.id not in filtered and t.skip is None]
     while pending:
@@ -115,18 +168,23 @@ def select(tasks: Mapping[str, Task], filtered: Mapping[str, Skip]) -> None:
 
 
 def order(tasks: Mapping[str, Task]) -> list[str]:
-    """Spec order, moved only as far as dependencies require (for the fix list)."""
+    """Spec order, moved only as far as dependencies require (for the fix list): each task
+    after what it needs, depth-first with an explicit stack."""
     found: list[str] = []
     seen: set[str] = set()
-
-    def visit(task_id: str) -> None:
-        if task_id in seen:
-            return
-        seen.add(task_id)
-        for need in tasks[task_id].needs:
-            visit(need.task_id)
-        found.append(task_id)
-
-    for task_id in tasks:
-        visit(task_id)
+    for root in tasks:
+        if root in seen:
+            continue
+        seen.add(root)
+        stack = [(root, iter(tasks[root].needs))]
+        while stack:
+            task_id, needs = stack[-1]
+            for need in needs:
+                if need.task_id not in seen:
+                    seen.add(need.task_id)
+                    stack.append((need.task_id, iter(tasks[need.task_id].needs)))
+                    break
+            else:
+                stack.pop()
+                found.append(task_id)
     return found

@@ -6,16 +6,16 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
-from matrix.spec.locate import locate, validation_problems
+from matrix.spec.locate import locate, source_loc, validation_problems
 from matrix.spec.models import Spec
 from matrix.spec.problems import Position, Problem, SpecInvalid, did_you_mean
-from matrix.spec.yaml import YList, YMap, display_name, parse_yaml, read_yaml
+from matrix.spec.yaml import Budget, YList, YMap, display_name, parse_yaml, read_yaml
 
 # ── includes ────────────────────────────────────────────────────────────────
 
@@ -73,43 +73,86 @@ def _merge_phases(base: YList, over: YList) -> YList:
 
 
 def _concat(first: Any, second: Any) -> YList | None:
+    """Checks of a phase merged from two files; a check object already present came from a
+    file included twice (a diamond) and is kept once."""
     if not isinstance(first, YList) or not isinstance(second, YList):
         return None
-    return YList(second.at, [*zip(first, first.items_at), *zip(second, second.items_at)])
+    seen = {id(item) for item in first}
+    extra = [(v, p) for v, p in zip(second, second.items_at) if id(v) not in seen]
+    return YList(second.at, [*zip(first, first.items_at), *extra])
+
+
+SPEC_SHAPE = "a spec must be a YAML mapping with version, name, phases"
+MAX_INCLUDES = 256  # include entries in a spec and all it includes
+MAX_INCLUDE_DEPTH = 32
+
+
+@dataclass
+class _Includes:
+    """What reading one spec's includes shares: `done` holds the merged tree of every file
+    read, so a file included from many places is read and merged once (a diamond of includes
+    costs its number of files, not its number of paths); `budget` bounds the values of all
+    files together; `entries` counts include entries against MAX_INCLUDES."""
+
+    root: Path
+    allow_outside: bool
+    done: dict[Path, YMap] = field(default_factory=dict)
+    budget: Budget = field(default_factory=Budget)
+    entries: int = 0
 
 
 def _read_tree(
-    path: Path, root: Path, allow_outside: bool, stack: tuple[Path, ...], text: str | None = None
+    path: Path, stack: tuple[Path, ...], state: _Includes, text: str | None = None
 ) -> YMap:
-    data = read_yaml(path) if text is None else parse_yaml(text, display_name(path))
-    if not isinstance(data, YMap):
-        where = Position(display_name(path), 1, 1)
-        raise SpecInvalid(
-            [Problem(where, "", "a spec must be a YAML mapping with version, name, phases")]
-        )
+    """One file with its includes merged in, in order, the file itself last."""
+    if path in state.done:
+        return state.done[path]
+    options: dict[str, Any] = {"mapping": SPEC_SHAPE, "budget": state.budget}
+    if text is None:
+        data = read_yaml(path, **options)
+    else:
+        data = parse_yaml(text, display_name(path), **options)
     includes = data.pop("include", None)
     if includes is None:
+        state.done[path] = data
         return data
     inc_at = data.values_at["include"]
     if not isinstance(includes, YList) or not all(isinstance(i, str) for i in includes):
         raise SpecInvalid([Problem(inc_at, "include", "expected a list of file paths")])
     merged = YMap(data.at)
     for item, at in zip(includes, includes.items_at):
-        target = (path.parent / item).resolve()
-        if not allow_outside and not target.is_relative_to(root):
-            message = (
-                f"{item} is outside {display_name(root)}; pass --allow-include-outside to allow"
-            )
-            raise SpecInvalid([Problem(at, "include", message)])
-        if target in stack:
-            chain = " → ".join(display_name(p) for p in (*stack, target))
-            raise SpecInvalid([Problem(at, "include", f"include cycle: {chain}")])
-        if not target.is_file():
-            raise SpecInvalid(
-                [Problem(at, "include", f"{item} not found next to {display_name(path)}")]
-            )
-        merged = _merge(merged, _read_tree(target, root, allow_outside, (*stack, target)))
-    return _merge(merged, data)
+        target = _include_target(path, item, at, stack, state)
+        merged = _merge(merged, _read_tree(target, (*stack, target), state))
+    state.done[path] = _merge(merged, data)
+    return state.done[path]
+
+
+def _include_target(
+    path: Path, item: str, at: Position, stack: tuple[Path, ...], state: _Includes
+) -> Path:
+    """The file an include entry names, once it is known to be allowed and readable."""
+    state.entries += 1
+    if state.entries > MAX_INCLUDES:
+        message = f"more than {MAX_INCLUDES} include entries in this spec and its includes"
+        raise SpecInvalid([Problem(at, "include", message)])
+    if len(stack) > MAX_INCLUDE_DEPTH:
+        message = f"includes nested more than {MAX_INCLUDE_DEPTH} files deep"
+        raise SpecInvalid([Problem(at, "include", message)])
+    if "\0" in item:
+        raise SpecInvalid([Problem(at, "include", f"{item!r} is not a file path")])
+    target = (path.parent / item).resolve()
+    if not state.allow_outside and not target.is_relative_to(state.root):
+        where = display_name(state.root)
+        message = f"{item} is outside {where}; pass --allow-include-outside to allow"
+        raise SpecInvalid([Problem(at, "include", message)])
+    if target in stack:
+        chain = " → ".join(display_name(p) for p in (*stack, target))
+        raise SpecInvalid([Problem(at, "include", f"include cycle: {chain}")])
+    if not target.is_file():
+        missing = f"{item} not found next to {display_name(path)}"
+        message = f"{item} is not a regular file" if target.exists() else missing
+        raise SpecInvalid([Problem(at, "include", message)])
+    return target
 
 
 # ── vars ────────────────────────────────────────────────────────────────────
@@ -126,7 +169,11 @@ def parse_var(text: str, index: int = 1) -> tuple[str, Any]:
     if not sep or not key.strip():
         raise SpecInvalid([Problem(at, text, "expected key=value")])
     if _INT.match(value):
-        return key.strip(), int(value)
+        try:
+            return key.strip(), int(value)
+        except ValueError as exc:  # past Python's digit limit for int()
+            message = f"not a usable integer: {str(exc).split(';')[0]}"
+            raise SpecInvalid([Problem(at, key.strip(), message)]) from None
     if value.lower() in ("true", "false"):
         return key.strip(), value.lower() == "true"
     if value.strip().startswith(("[", "{")):
@@ -154,10 +201,7 @@ def _override(
     declared = list(merged)
     unknown: list[Problem] = []
     for path in files:
-        extra = read_yaml(path)
-        if not isinstance(extra, YMap):
-            where = Position(display_name(path), 1, 1)
-            raise SpecInvalid([Problem(where, "", f"a {section} file must be a mapping")])
+        extra = read_yaml(path, mapping=f"a {section} file must be a mapping")
         for key in extra:
             merged.copy_from(extra, key)
             unknown += _undeclared(key, extra.keys_at[key], declared) if declared_only else []
@@ -224,7 +268,8 @@ def _set_aside(data: YMap, errors: list[dict[str, Any]], dropped: set[str]) -> N
     falls back to its default; a row whose required key is bad is dropped whole."""
     rows: set[tuple] = set()
     for error in errors:
-        kind, row, key = _row_of([p for p in error["loc"] if not (isinstance(p, str) and "[" in p)])
+        loc = source_loc(data, error["loc"], missing=error["type"] == "missing")
+        kind, row, key = _row_of(loc)
         if kind == "spec":
             if key in PLACEHOLDERS:
                 data.put(key, PLACEHOLDERS[key], data.at, data.at)
@@ -234,16 +279,27 @@ def _set_aside(data: YMap, errors: list[dict[str, Any]], dropped: set[str]) -> N
             rows.add(row)
         elif key in _node(data, row):
             del _node(data, row)[key]
-    for row in sorted(rows, key=lambda r: [str(p) for p in r], reverse=True):
-        parent, index = _node(data, row[:-1]), row[-1]
-        item = parent[index]
+    # resolved before anything is removed: an aliased list can sit at two rows' paths
+    doomed = [(row[-1], _node(data, row[:-1]), _node(data, row)) for row in rows]
+    for name, parent, item in doomed:
         if isinstance(item, dict):
-            dropped.add(str(item.get("id", index)))
-            checks = item.get("checks") or []
-            dropped.update(str(c.get("id")) for c in checks if isinstance(c, dict))
+            dropped.add(str(item.get("id", name)))
+            checks = item.get("checks")
+            if isinstance(checks, list):
+                dropped.update(str(c.get("id")) for c in checks if isinstance(c, dict))
+        _remove(parent, name, item)
+
+
+def _remove(parent: YMap | YList, name: Any, item: Any) -> None:
+    """Take a row out of `parent` with its position: a map's by name, a list's by identity
+    (it is gone already when the same list was reached through another path)."""
+    if isinstance(parent, YMap):
+        parent.pop(name, None)
+        return
+    index = next((i for i, v in enumerate(parent) if v is item), None)
+    if index is not None:
         del parent[index]
-        if isinstance(parent, YList):
-            del parent.items_at[index]
+        del parent.items_at[index]
 
 
 @dataclass
@@ -278,7 +334,7 @@ def load(
     `text`, that is the spec's content (made in memory) and `path` only names it and the
     folder its includes are relative to."""
     path = Path(path).resolve()
-    data = _read_tree(path, path.parent, allow_include_outside, (path,), text)
+    data = _read_tree(path, (path,), _Includes(path.parent, allow_include_outside), text)
     var_entries = [
         (*parse_var(text, i), Position("--var", i, 1)) for i, text in enumerate(var_args, 1)
     ]

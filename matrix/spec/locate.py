@@ -38,6 +38,20 @@ def locate(data: Any, loc: Sequence[Any], *, key: bool = False) -> tuple[Positio
     return where, ".".join(names)
 
 
+def source_loc(data: Any, loc: Sequence[Any], *, missing: bool = False) -> list[Any]:
+    """The parts of a pydantic error location that name keys and indexes in the source; the
+    others are pydantic's own (union members, `[key]`). A user's key may hold any character,
+    so the source decides, not the part's spelling. `missing`: the last part is the key that
+    is absent, kept."""
+    node, kept = data, []
+    for part in loc[:-1] if missing else loc:
+        named = isinstance(node, dict) and isinstance(part, str) and part in node
+        if named or (isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)):
+            node = node[part]
+            kept.append(part)
+    return [*kept, loc[-1]] if missing and loc else kept
+
+
 def _model_fields(model: type[BaseModel], loc: Sequence[Any]) -> list[str]:
     """Field names of the model found at `loc` (for did-you-mean on unknown keys)."""
     current: Any = model
@@ -73,7 +87,7 @@ def validation_problems(
     for error in exc.errors(include_url=False):
         if only_keys and error["type"] != "extra_forbidden":
             continue
-        loc = [p for p in error["loc"] if not (isinstance(p, str) and "[" in p)]
+        loc = source_loc(data, error["loc"], missing=error["type"] == "missing")
         if error["type"] == "extra_forbidden":
             where, name = locate(data, loc, key=True)
             choices = _model_fields(model, loc[:-1])

@@ -23,19 +23,23 @@ def parse_duration(value: Any) -> Any:
     return value
 
 
+MAX_SECONDS = 7 * 24 * 3600  # a week: longer is a typo, and far-off deadlines overflow timers
+MAX_WEIGHT = 1_000_000  # weights are relative; finite and bounded so score sums stay numbers
+
 Duration = Annotated[
     float,
     BeforeValidator(parse_duration),
-    Field(ge=0),
+    Field(ge=0, le=MAX_SECONDS, allow_inf_nan=False),
     WithJsonSchema(
         {
             "anyOf": [
-                {"type": "number", "minimum": 0},
+                {"type": "number", "minimum": 0, "maximum": MAX_SECONDS},
                 {"type": "string", "pattern": r"^\s*\d+(\.\d+)?\s*(ms|s|m|h)?\s*$"},
             ]
         }
     ),
 ]
+Weight = Annotated[float, Field(ge=0, le=MAX_WEIGHT, allow_inf_nan=False)]
 Id = Annotated[str, Field(pattern=ID_PATTERN)]
 
 
@@ -79,7 +83,8 @@ class TargetSpec(Model):
     hosts: list[str] = []
     """Host names or addresses: `host`, `host:port`, `[fe80::1]:22`, or a range such as
     `gpu-[01-16]` (padding kept). Hosts that render empty are dropped, and a check `on` a group
-    with no hosts is a spec error."""
+    with no hosts is a spec error. Ranges are counted before they are listed: a spec plans at
+    most 50,000 tasks, so a range past that is a spec error."""
     user: str | None = None
     """SSH login user (default: ~/.ssh/config, then the local user)."""
     port: int | None = Field(None, ge=1, le=65535)
@@ -157,8 +162,9 @@ class Check(Model):
     """Template that must render true for the check to run (e.g. `{{ vars.use_gpu }}`)."""
     matrix: dict[str, list[Any] | str] = {}
     """Axes to expand: `{batch_size: [8, 16]}` → one task per combination; an axis may be a
-    template that renders to a list (`"{{ vars.batch_sizes }}"`)."""
-    weight: float = Field(1.0, ge=0)
+    template that renders to a list (`"{{ vars.batch_sizes }}"`). Hosts × combinations are
+    counted before any task is made: a spec plans at most 50,000 tasks."""
+    weight: Weight = 1.0
     """Share of its phase's score relative to sibling checks."""
 
 
@@ -169,7 +175,7 @@ class Phase(Model):
     """Unique id, referenced by `needs`."""
     title: str | None = None
     """Heading shown in reports; defaults to the id."""
-    weight: float = Field(10.0, ge=0)
+    weight: Weight = 10.0
     """Points this phase contributes to the 100-point readiness score."""
     needs: list[str] = []
     """Phases that must not be blocked (no critical check failed) before this one runs."""

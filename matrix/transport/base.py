@@ -4,6 +4,7 @@ output of a command, and host-spec parsing. A leaf of the transport room: no tra
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import AsyncIterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -99,16 +100,36 @@ def split_host(address: str) -> tuple[str, int | None]:
     return found["host"], int(found["port"])
 
 
+MANY_HOSTS = 10**18  # host_count saturates here: the count only has to be shown and compared
+
+
+def host_count(pattern: str) -> int:
+    """How many hosts a pattern names, counted without listing them (at most MANY_HOSTS), so
+    `h[0-99999999]` can be refused before it fills memory."""
+    count = 1
+    for first, last in _RANGE.findall(pattern):
+        if max(len(first), len(last)) > len(str(MANY_HOSTS)):
+            return MANY_HOSTS
+        count = min(count * max(0, int(last) - int(first) + 1), MANY_HOSTS)
+    return count if pattern else 0
+
+
 def expand_hosts(pattern: str) -> list[str]:
-    """`gpu-[01-16]` → gpu-01 … gpu-16 (zero padding kept); ranges may repeat."""
-    found = _RANGE.search(pattern)
-    if not found:
-        return [pattern] if pattern else []
-    first, last = found[1], found[2]
-    width = len(first) if first.startswith("0") else 0
-    head, tail = pattern[: found.start()], pattern[found.end() :]
+    """`gpu-[01-16]` → gpu-01 … gpu-16 (zero padding kept); ranges may repeat, the first
+    varying slowest. Iterative, so a pattern of a thousand ranges is no deeper than one;
+    check `host_count` first."""
+    if not pattern:
+        return []
+    parts = _RANGE.split(pattern)  # text, first, last, text, first, last, …, text
+    texts = parts[0::3]
+    numbers = [_numbered(first, last) for first, last in zip(parts[1::3], parts[2::3])]
     return [
-        host
-        for number in range(int(first), int(last) + 1)
-        for host in expand_hosts(f"{head}{number:0{width}d}{tail}")
+        "".join(text + number for text, number in zip(texts, (*combo, "")))
+        for combo in itertools.product(*numbers)
     ]
+
+
+def _numbered(first: str, last: str) -> list[str]:
+    """The numbers of one range as written: `01` pads to two digits, `1` does not pad."""
+    width = len(first) if first.startswith("0") else 0
+    return [f"{n:0{width}d}" for n in range(int(first), int(last) + 1)]

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from matrix.plan import build_plan
-from matrix.spec.load import load
+from matrix.spec.load import MAX_INCLUDE_DEPTH, MAX_INCLUDES, load
 from matrix.spec.problems import SpecInvalid
+from matrix.spec.yaml import MAX_NODES
 
 BASE = """
 version: 1
@@ -158,4 +161,61 @@ def test_missing_include_is_reported(write_spec):
 def test_include_must_be_a_list_of_paths(write_spec):
     path = write_spec("version: 1\nname: me\ninclude: base.yaml\n")
     with pytest.raises(SpecInvalid, match="expected a list of file paths"):
+        load(path)
+
+
+def diamond(write_spec, depth: int) -> None:
+    """f0.yaml … f{depth}.yaml, each including the next one twice, each with one check."""
+    for i in range(depth + 1):
+        include = f"include: [f{i + 1}.yaml, f{i + 1}.yaml]\n" if i < depth else ""
+        write_spec(
+            f"version: 1\nname: f{i}\n{include}vars: {{v{i}: {i}}}\nphases:\n  - id: p\n"
+            f"    checks:\n      - id: c{i}\n        probe: {{kind: command, argv: ['true']}}\n",
+            f"f{i}.yaml",
+        )
+
+
+def test_a_diamond_of_includes_reads_each_file_once(write_spec, tmp_path):
+    diamond(write_spec, 18)  # 2^18 paths through the includes
+    started = time.perf_counter()
+    plan = build_plan(load(tmp_path / "f0.yaml"))
+    assert time.perf_counter() - started < 5
+    assert list(plan.tasks) == [f"c{i}" for i in range(18, -1, -1)]  # each check once
+    assert plan.vars == {f"v{i}": i for i in range(19)}
+
+
+def test_includes_may_nest_only_so_deep(write_spec, tmp_path):
+    for i in range(MAX_INCLUDE_DEPTH + 2):
+        write_spec(f"version: 1\nname: c\ninclude: [c{i + 1}.yaml]\n", f"c{i}.yaml")
+    with pytest.raises(SpecInvalid) as info:
+        load(tmp_path / "c0.yaml")
+    [problem] = info.value.problems
+    assert problem.message == f"includes nested more than {MAX_INCLUDE_DEPTH} files deep"
+    assert problem.where.file.endswith(f"c{MAX_INCLUDE_DEPTH}.yaml")
+
+
+def test_include_entries_are_capped(write_spec):
+    write_spec("version: 1\nname: base\n", "base.yaml")
+    many = ", ".join(["base.yaml"] * (MAX_INCLUDES + 1))
+    path = write_spec(f"version: 1\nname: me\ninclude: [{many}]\n")
+    with pytest.raises(SpecInvalid) as info:
+        load(path)
+    [problem] = info.value.problems
+    assert f"more than {MAX_INCLUDES} include entries" in problem.message
+    assert problem.where.col == 11 + 11 * MAX_INCLUDES
+
+
+def test_includes_share_one_budget_of_values(write_spec):
+    values = "[" + "0, " * (MAX_NODES * 3 // 5) + "0]"  # each file alone is within the limit
+    write_spec(f"version: 1\nname: base\nvars: {{b: {values}}}\n", "base.yaml")
+    path = write_spec(f"version: 1\nname: me\ninclude: [base.yaml]\nvars: {{m: {values}}}\n")
+    with pytest.raises(SpecInvalid) as info:
+        load(path)
+    [problem] = info.value.problems
+    assert f"more than {MAX_NODES} values, counting aliases and includes" in problem.message
+
+
+def test_a_nul_in_an_include_is_a_problem(write_spec):
+    path = write_spec('version: 1\nname: me\ninclude: ["a\\0b"]\n')
+    with pytest.raises(SpecInvalid, match="is not a file path"):
         load(path)

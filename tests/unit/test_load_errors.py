@@ -500,3 +500,77 @@ def test_structural_and_planner_problems_are_reported_in_one_go(spec_problems):
         """
     )
     assert [line_of(p) for p in problems] == [7, 10]
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (".inf", "Input should be a finite number"),
+        ("-.inf", "Input should be a finite number"),
+        (".nan", "Input should be a finite number"),
+        ("-1", "Input should be greater than or equal to 0"),
+        ("1000001", "Input should be less than or equal to 1000000"),
+    ],
+)
+def test_weights_must_be_finite_and_sensible(spec_problems, value, message):
+    problems = spec_problems(
+        f"""
+        version: 1
+        name: t
+        phases:
+          - id: p
+            weight: {value}
+            checks:
+              - id: a
+                weight: {value}
+                probe: {{kind: command, argv: ["true"]}}
+        """
+    )
+    assert [(p.key, p.where.line, p.message) for p in problems] == [
+        ("phases[p].weight", 5, message),
+        ("phases[p].checks[a].weight", 8, message),
+    ]
+
+
+@pytest.mark.parametrize("value", [".inf", "99999999h"])
+def test_durations_are_bounded(spec_problems, value):
+    problem = one(
+        spec_problems(
+            f"""
+            version: 1
+            name: t
+            phases:
+              - id: p
+                checks:
+                  - id: a
+                    timeout: {value}
+                    probe: {{kind: command, argv: ["true"]}}
+            """
+        ),
+        "timeout",
+    )
+    assert "less than or equal to 604800" in problem.message
+
+
+def test_var_names_must_be_strings(spec_problems):
+    problems = spec_problems("version: 1\nname: t\nvars: {1: a, true: c}\nphases: []\n")
+    assert [str(p).split(": ", 1)[1] for p in problems] == [
+        "keys must be strings (names), got 1; quote it: '1'",
+        "keys must be strings (names), got true; quote it: 'true'",
+    ]
+
+
+def test_a_key_with_brackets_is_located(spec_problems):
+    problem = one(
+        spec_problems(
+            """
+            version: 1
+            name: t
+            "h[1-2]": 1
+            phases: []
+            """
+        ),
+        "unknown key",
+    )
+    assert problem.key == "h[1-2]"
+    assert line_of(problem) == 3

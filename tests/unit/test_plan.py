@@ -668,3 +668,47 @@ def test_a_literal_null_is_kept_for_the_params_type_to_judge(spec_problems):
         OMITTED.replace('"{{ none if vars.entrypoint else vars.d_model }}"', "null")
     )
     assert "d_model" in problem.key and "valid integer" in problem.message
+
+
+@pytest.mark.parametrize(
+    ("when", "message"),
+    [
+        ("{{ 1 / 0 }}", "division by zero"),
+        ("{{ matrix.n / 0 }}", "division by zero"),
+        ("{{ [] | first }}", "No first item"),
+    ],
+)
+def test_a_when_that_cannot_render_is_a_problem_at_the_when(spec_problems, when, message):
+    [problem] = spec_problems(
+        f"""
+        version: 1
+        name: t
+        phases:
+          - id: p
+            checks:
+              - id: a
+                matrix: {{n: [1, 2]}}
+                when: "{when}"
+                probe: {{kind: command, argv: ["true"]}}
+        """
+    )
+    assert problem.key == "phases[p].checks[a].when"
+    assert (problem.where.line, problem.where.col) == (8, 15)
+    assert message in problem.message
+
+
+def test_a_when_that_reads_a_missing_env_var_is_the_tasks_error(plan_spec):
+    plan = plan_spec(
+        """
+        version: 1
+        name: t
+        phases:
+          - id: p
+            checks:
+              - id: a
+                when: "{{ env.MATRIX_NOT_SET_ANYWHERE }}"
+                probe: {kind: command, argv: ["true"]}
+        """,
+        environ={},
+    )
+    assert "MATRIX_NOT_SET_ANYWHERE is not set" in plan.tasks["a"].error

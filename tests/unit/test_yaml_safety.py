@@ -8,7 +8,7 @@ import pytest
 
 from matrix.spec.load import load
 from matrix.spec.problems import SpecInvalid
-from matrix.spec.yaml import MAX_BYTES, read_yaml
+from matrix.spec.yaml import MAX_BYTES, MAX_DEPTH, read_yaml
 
 
 def billion_laughs(levels: int = 9) -> str:
@@ -139,3 +139,81 @@ def test_invalid_utf8_is_a_problem(tmp_path):
     with pytest.raises(SpecInvalid) as info:
         load(path)
     assert "cannot read file" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("!!float abc", "'abc' is not a valid !!float value"),
+        ("!!int abc", "'abc' is not a valid !!int value"),
+        ("!!bool maybe", "'maybe' is not a valid !!bool value"),
+        ("9" * 5000, "is not a valid !!int value: Exceeds the limit (4300 digits)"),
+        ("!!timestamp nope", "'nope' is not a valid !!timestamp value"),
+        ("!!set {a: null}", "!!set values are not supported"),
+        ("!!binary AAAA", "!!binary values are not supported"),
+        ("!!omap [{a: 1}]", "!!omap values are not supported"),
+    ],
+)
+def test_values_a_tag_cannot_make_are_located_problems(write_spec, value, message):
+    path = write_spec(f"version: 1\nname: t\nvars:\n  x: {value}\nphases: []\n")
+    with pytest.raises(SpecInvalid) as info:
+        load(path)
+    [problem] = info.value.problems
+    assert message in problem.message
+    assert (problem.where.line, problem.where.col) == (4, 6)
+
+
+def test_keys_must_be_strings(write_spec):
+    with pytest.raises(SpecInvalid) as info:
+        read_yaml(write_spec("vars: {1: a, true: c, ~: d, [x]: e}\n"))
+    assert [f"{p.where.line}:{p.where.col}: {p.message}" for p in info.value.problems] == [
+        "1:8: keys must be strings (names), got 1; quote it: '1'",
+        "1:14: keys must be strings (names), got true; quote it: 'true'",
+        "1:23: keys must be strings (names), got null; quote it: 'null'",
+        "1:29: keys must be strings (names), not a list or a mapping",
+    ]
+
+
+@pytest.mark.parametrize("depth", [65, 350, 5000])
+def test_deep_nesting_is_refused_before_it_is_built(write_spec, depth):
+    path = write_spec("version: 1\nname: t\nx: " + "[" * depth + "]" * depth + "\n")
+    with pytest.raises(SpecInvalid) as info:
+        read_yaml(path)
+    [problem] = info.value.problems
+    assert problem.message == f"nested more than {MAX_DEPTH} levels deep; flatten the structure"
+    assert (problem.where.line, problem.where.col) == (3, 4 + MAX_DEPTH - 1)
+
+
+def test_nesting_deep_enough_to_crash_libyaml_is_a_problem(cli):
+    (cli.cwd / "deep.yaml").write_text("x: " + "[" * 100_000 + "]" * 100_000 + "\n")
+    done = cli("validate", "deep.yaml")
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith("deep.yaml:1:")
+    assert f"nested more than {MAX_DEPTH} levels deep" in done.stderr
+
+
+def test_aliases_cannot_nest_past_the_limit(write_spec):
+    half = MAX_DEPTH // 2
+    nested = "[" * half + "*a" + "]" * half
+    path = write_spec(
+        f"a: &a {'[' * half}1{']' * half}\nb: &b {nested}\nc: {nested.replace('a', 'b')}\n"
+    )
+    with pytest.raises(SpecInvalid) as info:
+        read_yaml(path)
+    assert "levels deep (through aliases?)" in str(info.value)
+
+
+def test_a_recursive_alias_is_a_problem(write_spec):
+    with pytest.raises(SpecInvalid) as info:
+        read_yaml(write_spec("a: &loop [*loop]\n"))
+    [problem] = info.value.problems
+    assert problem.message == "malformed YAML: found unconstructable recursive node"
+    assert (problem.where.line, problem.where.col) == (1, 4)
+
+
+def test_a_document_that_is_not_a_mapping_is_located_at_its_node(write_spec):
+    with pytest.raises(SpecInvalid) as info:
+        load(write_spec("# a comment\n\n- just\n- a list\n"))
+    [problem] = info.value.problems
+    assert problem.message == "a spec must be a YAML mapping with version, name, phases"
+    assert (problem.where.line, problem.where.col) == (3, 1)
