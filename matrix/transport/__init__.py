@@ -85,7 +85,8 @@ def address(ref: TargetRef) -> tuple[str | None, int | None]:
 
 class TargetPool:
     """One Target per concrete place, opened on first use and shared by its tasks. Used as
-    `async with`, it closes every target at the end whatever happened (also on Ctrl-C)."""
+    `async with`, it makes this process adopt its probes' orphans (see transport/local.py)
+    and closes every target at the end whatever happened (also on Ctrl-C)."""
 
     def __init__(self) -> None:
         self._targets: dict[str, Target] = {}
@@ -98,9 +99,10 @@ class TargetPool:
         return self._targets[ref.name]
 
     async def __aenter__(self) -> TargetPool:
-        from matrix.transport.local import fast_child_watcher
+        from matrix.transport.local import adopting_orphans, fast_child_watcher
 
         self._stack.enter_context(fast_child_watcher())
+        self._stack.enter_context(adopting_orphans())
         return self
 
     async def __aexit__(self, *exc: object) -> None:

@@ -4,7 +4,8 @@ Each SSH session pays the remote login shell's start-up (a .bashrc with pyenv or
 costs ~100 ms) and a channel open that counts against the server's MaxSessions; a fleet run
 pays that per task. The agent (agent_remote.py, sent on stdin) pays it once per host: tasks
 become framed requests on its stdin, each run as its own process group on the host, so a
-timeout still kills exactly that task's processes. bench/RESULTS.md has the measurements.
+timeout still kills exactly that task's processes, and the agent (a child subreaper) also
+kills what a task left when it ends. bench/RESULTS.md has the measurements.
 """
 
 from __future__ import annotations

@@ -3,36 +3,199 @@
 It runs each requested argv as its own process group and answers with exit code and output,
 so a host's tasks cost one login (shell start-up included) instead of one each. Stdlib only,
 Python >= 3.8; its source arrives on stdin and nothing is written to the host. Frames both
-ways are a 4-byte big-endian length and a JSON object. When stdin closes (matrix finished or
-the connection died) every process it started is killed: no orphans on the host.
+ways are a 4-byte big-endian length and a JSON object.
 
-Never imported by matrix itself: its text is sent to the host.
+Nothing a task starts outlives it: when its program ends (or is killed for a timeout), the
+agent kills the rest of its process group and every descendant that left it — adopted as
+orphans (the agent is a child subreaper) and known by the task's mark in their environment.
+When stdin closes (matrix finished or the connection died) the agent does the same for every
+task still running, then sweeps whatever of its own is left, and exits.
+
+The local transport imports the containment part (Claim to subreaper) to do the same on the
+machine running matrix; only run as a program does this module serve requests.
 """
+
+from __future__ import annotations
 
 import base64
 import contextlib
 import json
 import os
+import secrets
 import signal
 import struct
 import subprocess
 import sys
 import threading
+import time
 import traceback
+from collections.abc import Collection, Iterable
 
-PYTHON = sys.argv[2]  # the target's `python` as configured: requests for it use this one
-LIMIT = int(sys.argv[3])  # bytes kept per stream, plus one that flags the cut
-MARKER = sys.argv[4].encode()  # printed before the first frame, after any login-shell banner
+# --- containment: shared with matrix/transport/local.py -----------------------------------
 
+MARK = "MATRIX_PROBE"  # "<token>.<task>." in each task's environment, inherited by descendants
+PR_SET_CHILD_SUBREAPER = 36
+PR_GET_CHILD_SUBREAPER = 37
+UNSURE_WAIT = 0.1  # seconds to keep sweeping while a child's environment cannot be read yet
+
+
+class Claim:
+    """The processes a sweep may kill: those in `sessions` (the task's own, and each stray's
+    once found), those whose mark starts with `mark`, and, with `since` (a boot time in clock
+    ticks, for a run's last sweep), unmarked ones started after it: a process that both left
+    its session and cleared its environment has no other sign of where it came from.
+    `unsure`: the last sweep saw a live child whose environment it could not read, which is
+    how a process looks in the middle of an exec; a moment later its mark shows."""
+
+    def __init__(self, sessions: Iterable[int], mark: str, since: int | None = None) -> None:
+        self.sessions = set(sessions)
+        self.mark = mark.encode()
+        self.since = since
+        self.unsure = False
+
+    def covers(self, session: int, start: int, mark: bytes | None) -> bool:
+        if session in self.sessions or (mark and mark.startswith(self.mark)):
+            return True
+        return self.since is not None and start >= self.since and not mark
+
+
+def subreaper(on: bool) -> bool:
+    """Make this process adopt its orphaned descendants (Linux's PR_SET_CHILD_SUBREAPER), so a
+    process that leaves its task's session still becomes a child here, where a sweep finds it.
+    Returns the previous setting; elsewhere (no prctl) nothing changes and it returns False."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        previous = ctypes.c_int()
+        if libc.prctl(PR_GET_CHILD_SUBREAPER, ctypes.byref(previous), 0, 0, 0) != 0:
+            return False
+        libc.prctl(PR_SET_CHILD_SUBREAPER, int(on), 0, 0, 0)
+        return bool(previous.value)
+    except (ImportError, OSError, AttributeError):
+        return False
+
+
+def boot_ticks() -> int:
+    """Now, in the unit of /proc/PID/stat's start time (clock ticks since boot)."""
+    clock = getattr(time, "CLOCK_BOOTTIME", time.CLOCK_MONOTONIC)
+    return int(time.clock_gettime(clock) * os.sysconf("SC_CLK_TCK"))
+
+
+def children() -> list[int]:
+    """This process's children. Orphans are adopted by its main thread, so that thread's list
+    has them; without that file (CONFIG_PROC_CHILDREN off) every process's parent is read."""
+    me = os.getpid()
+    try:
+        with open(f"/proc/{me}/task/{me}/children", "rb") as listing:
+            return [int(pid) for pid in listing.read().split()]
+    except FileNotFoundError:
+        pass
+    except OSError:
+        return []
+    found = []
+    for name in _pids():
+        info = _stat(int(name))
+        if info is not None and info[0] == me:
+            found.append(int(name))
+    return found
+
+
+def _pids() -> list[str]:
+    try:
+        return [name for name in os.listdir("/proc") if name.isdigit()]
+    except OSError:  # no /proc: process groups are all there is
+        return []
+
+
+def _stat(pid: int) -> tuple[int, bool, int, int] | None:
+    """(parent, alive (not a zombie), session, start time) of a process; None once gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            fields = stat.read().rsplit(b")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return int(fields[1]), fields[0] != b"Z", int(fields[3]), int(fields[19])
+
+
+def _mark(pid: int) -> bytes | None:
+    """The process's mark; b"" when it has none, None when its environment cannot be read
+    (empty: a zombie's, one cleared, one in the middle of an exec; another user's)."""
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as environ:
+            entries = environ.read()
+    except OSError:
+        return None
+    if not entries:
+        return None
+    prefix = MARK.encode() + b"="
+    for entry in entries.split(b"\0"):
+        if entry.startswith(prefix):
+            return entry[len(prefix) :]
+    return b""
+
+
+def killpg(pgid: int) -> None:
+    with contextlib.suppress(OSError):
+        os.killpg(pgid, signal.SIGKILL)
+
+
+def kill_strays(claim: Claim, spare: Collection[int] = ()) -> list[int]:
+    """SIGKILL each child of this process (adopted orphans and zombies included) that `claim`
+    covers, except `spare` (live task leaders, reaped by their own waiters); returns their
+    pids, to reap. This process's own session is never claimed: no task's process is in it."""
+    own = os.getsid(0)
+    killed = []
+    claim.unsure = False
+    for pid in children():
+        info = None if pid in spare else _stat(pid)
+        if info is None or info[2] == own:
+            continue
+        _, alive, session, start = info
+        mark = _mark(pid)
+        if not claim.covers(session, start, mark):
+            claim.unsure |= alive and mark is None
+            continue
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+        claim.sessions.add(session)
+        killed.append(pid)
+    return killed
+
+
+def settle(claim: Claim, killed: list[int], spare: Collection[int] = ()) -> None:
+    """Reap what was killed, then sweep again, until a sweep finds nothing (each death hands
+    its own children to this process) and no child is left unjudged. Blocks meanwhile."""
+    deadline = time.monotonic() + UNSURE_WAIT
+    while killed or (claim.unsure and time.monotonic() < deadline):
+        for pid in killed:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, 0)
+        if not killed:
+            time.sleep(0.001)
+        killed = kill_strays(claim, spare)
+
+
+def end_task(leader: int, claim: Claim, spare: Collection[int] = ()) -> list[int]:
+    """After a task's leader is reaped: kill the rest of its group and the strays the claim
+    covers; returns the pids to `settle`."""
+    if leader not in spare:  # its number, free again, may already lead another task
+        killpg(leader)
+    return kill_strays(claim, spare)
+
+
+# --- the agent ----------------------------------------------------------------------------
+
+GRACE = 2.0  # seconds a task's output may still flow once its processes are gone
 _send_lock = threading.Lock()
-_children = {}
-_compiled = {}
-# Imported once here so that each forked script finds them loaded (the built-in scripts' own
-# imports); a missing one is the script's business, not the agent's.
+_children: dict[int, int] = {}
+_compiled: dict[bytes, object] = {}
+_settings = {"python": sys.executable, "limit": 1 << 20, "token": ""}
+# Imported once at start so that each forked script finds them loaded (the built-in scripts'
+# own imports); a missing one is the script's business, not the agent's.
 WARM = ("glob", "grp", "hashlib", "platform", "pwd", "re", "shutil", "socket", "stat")
-for _name in WARM:
-    with contextlib.suppress(ImportError):
-        __import__(_name)
 
 
 def send(message):
@@ -50,9 +213,13 @@ def receive():
 
 
 def drain(stream, sink):
-    for chunk in iter(lambda: stream.read(65536), b""):
-        if len(sink) <= LIMIT:
-            sink += chunk[: LIMIT + 1 - len(sink)]
+    """Read a pipe to its end (then close it), keeping LIMIT bytes plus one; each chunk as it
+    comes, so what arrived is in `sink` even if the end never does."""
+    limit = _settings["limit"]
+    with stream:
+        for chunk in iter(lambda: os.read(stream.fileno(), 65536), b""):
+            if len(sink) <= limit:
+                sink += chunk[: limit + 1 - len(sink)]
 
 
 def feed(stream, data):
@@ -64,47 +231,53 @@ def feed(stream, data):
 def kill(ident):
     pid = _children.get(ident)
     if pid is not None:
-        with contextlib.suppress(OSError):
-            os.killpg(pid, signal.SIGKILL)
+        killpg(pid)
 
 
 def execute(request):
     argv = request["argv"]
     data = request.get("input")
     data = base64.b64decode(data) if data is not None else None
-    if argv[:2] == [PYTHON, "-"] and data is not None and hasattr(os, "fork"):
-        pid, streams, reap = fork_script(data, argv[2:], request.get("env") or {})
+    mark = f"{_settings['token']}.{request['id']}."
+    env = dict(request.get("env") or {}, **{MARK: mark})
+    if argv[:2] == [_settings["python"], "-"] and data is not None and hasattr(os, "fork"):
+        pid, streams, reap = fork_script(data, argv[2:], env)
     else:
-        pid, streams, reap = spawn(argv, request.get("env"), data)
+        pid, streams, reap = spawn(argv, env, data)
     _children[request["id"]] = pid
+    out, err = bytearray(), bytearray()
+    readers = [_thread(drain, stream, sink) for stream, sink in zip(streams, (out, err))]
     try:
-        out, err = bytearray(), bytearray()
-        reader = threading.Thread(target=drain, args=(streams[1], err))
-        reader.start()
-        drain(streams[0], out)
-        reader.join()
         code = reap()
     finally:
         _children.pop(request["id"], None)
-        for stream in streams:
-            stream.close()
-    return {"code": code, "out": encode(out), "err": encode(err)}
+        claim, spare = Claim([pid], mark), set(_children.values())
+        settle(claim, end_task(pid, claim, spare), spare)
+    for reader in readers:  # a writer nothing could claim may hold a pipe: stop waiting
+        reader.join(GRACE)
+    return {"code": code, "out": encode(bytes(out)), "err": encode(bytes(err))}
+
+
+def _thread(target, *args):
+    thread = threading.Thread(target=target, args=args, daemon=True)
+    thread.start()
+    return thread
 
 
 def spawn(argv, env, data):
     """The request's program in a process group of its own."""
-    if argv and argv[0] == PYTHON:
+    if argv and argv[0] == _settings["python"]:
         argv = [sys.executable, *argv[1:]]
     child = subprocess.Popen(
         argv,
         stdin=subprocess.PIPE if data is not None else subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        env=dict(os.environ, **env) if env else None,
+        env=dict(os.environ, **env),
         start_new_session=True,
     )
     if data is not None:
-        threading.Thread(target=feed, args=(child.stdin, data), daemon=True).start()
+        _thread(feed, child.stdin, data)
     return child.pid, (child.stdout, child.stderr), child.wait
 
 
@@ -190,9 +363,22 @@ def serve(request):
     send(reply)
 
 
-def main():
-    sys.stdout.buffer.write(MARKER)
+def warm():
+    for name in WARM:
+        with contextlib.suppress(ImportError):
+            __import__(name)
+
+
+def main(argv):
+    """argv: the target's `python` as configured (requests for it run this interpreter), the
+    bytes kept per stream, and the marker printed before the first frame, after any banner."""
+    _settings.update(python=argv[2], limit=int(argv[3]), token=secrets.token_hex(8))
+    started = boot_ticks()
+    subreaper(True)
+    warm()
+    sys.stdout.buffer.write(argv[4].encode())
     send({"python": sys.executable, "pid": os.getpid()})
+    serving = []
     while True:
         request = receive()
         if request is None:
@@ -200,9 +386,16 @@ def main():
         if "kill" in request:
             kill(request["kill"])
         else:
-            threading.Thread(target=serve, args=(request,), daemon=True).start()
+            serving.append(_thread(serve, request))
+            serving = [thread for thread in serving if thread.is_alive()]
     for ident in list(_children):
         kill(ident)
+    deadline = time.monotonic() + GRACE
+    for thread in serving:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    claim = Claim((), _settings["token"] + ".", since=started)
+    settle(claim, kill_strays(claim))
 
 
-main()
+if __name__ == "__main__":
+    main(sys.argv)

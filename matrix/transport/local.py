@@ -1,27 +1,50 @@
 """The `local` transport: probes run as subprocesses of matrix, on this machine.
 
-Every subprocess starts in its own session so a timeout or Ctrl-C can kill the whole process
-group: a probe never leaves orphans behind.
+Each probe starts in a session of its own with a mark in its environment. When it ends (exit,
+timeout, Ctrl-C) the rest of its process group is killed, and so is every descendant that left
+the group: while targets are open matrix is a child subreaper, so such an orphan becomes its
+child, known by its session or its mark. The containment code is shared with the SSH agent
+(agent_remote.py). Closing the target sweeps what no task could claim.
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
-import signal
+import secrets
 import subprocess
 import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
 from anyio.abc import ByteSendStream, Process
 
 from matrix.errors import TransportError
+from matrix.transport.agent_remote import (
+    MARK,
+    Claim,
+    boot_ticks,
+    end_task,
+    kill_strays,
+    killpg,
+    settle,
+    subreaper,
+)
 from matrix.transport.base import Completed, TargetRef, drain
+
+PIPE_GRACE = 2.0  # seconds a probe's output may still flow once its processes are gone
+STRAY_WAIT = 5.0  # seconds to wait for killed strays to die (one in D state can take long)
+# Every probe leader of this process still running: a sweep never takes one, since its own
+# waiter (asyncio) reaps it, and its number may be one a finished task's kill would reach.
+_leaders: set[int] = set()
+# Probes being started: until its start returns, a new leader is a child that is not in
+# _leaders yet, and looks like a stray in the middle of an exec (no environment to read).
+_starting = 0
 
 
 def open_target(ref: TargetRef) -> LocalTarget:
@@ -38,6 +61,12 @@ class LocalTarget:
     host: str = "localhost"
     group: str = "local"
     python: str = sys.executable
+    _token: str = field(default_factory=lambda: secrets.token_hex(8))
+    _since: int = field(default_factory=boot_ticks)
+    _ids: Iterator[int] = field(default_factory=itertools.count)
+    # the environment probes inherit, read once: os.environ decodes each entry on every read,
+    # which made up most of the cost of giving each probe its mark
+    _environ: dict[str, str] = field(default_factory=lambda: dict(os.environ))
 
     async def run(
         self,
@@ -47,53 +76,114 @@ class LocalTarget:
         env: Mapping[str, str] | None = None,
     ) -> Completed:
         started = time.perf_counter()
+        mark = f"{self._token}.{next(self._ids)}."
+        proc = await self._start(argv, input, {**self._environ, **(env or {}), MARK: mark})
+        claim = Claim([proc.pid], mark)
+        out, err = bytearray(), bytearray()
+        drained = False
+        try:
+            drained = await _collect(proc, input, claim, out, err)
+        finally:
+            if not drained:
+                with anyio.CancelScope(shield=True):
+                    await _abandon(proc, claim)
+        code = proc.returncode if proc.returncode is not None else -1
+        return Completed.captured(code, out, err, time.perf_counter() - started)
+
+    async def _start(
+        self, argv: Sequence[str], input: bytes | None, env: Mapping[str, str]
+    ) -> Process:
+        global _starting
+        _starting += 1
         try:
             proc = await anyio.open_process(
                 list(argv),
                 stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
-                env={**os.environ, **env} if env else None,
+                env=env,
                 start_new_session=True,
             )
         except OSError as exc:
             raise TransportError(f"cannot start {argv[0]} on {self.name}: {exc.strerror}") from None
-        out, err = bytearray(), bytearray()
-        try:
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(drain, proc.stderr, err)
-                if input is not None and proc.stdin is not None:
-                    tg.start_soon(_feed, proc.stdin, input)
-                await drain(proc.stdout, out)
-            code = await proc.wait()
         finally:
-            if proc.returncode is None:
-                with anyio.CancelScope(shield=True):
-                    await _reap(proc)
-        return Completed.captured(code, out, err, time.perf_counter() - started)
+            _starting -= 1
+        _leaders.add(proc.pid)
+        return proc
 
     async def connect(self) -> dict[str, Any]:
         return {"via": "local"}
 
     async def aclose(self) -> None:
-        """Each run's processes are reaped when it ends: nothing is held open."""
+        """The last sweep: whatever of this target's probes is still here (marked, in one of
+        their sessions, or unmarked and started while the target was open) is killed."""
+        claim = Claim((), f"{self._token}.", since=self._since)
+        await _settle(claim, kill_strays(claim, _leaders))
 
 
-async def _reap(proc: Process) -> None:
-    """Kill the whole group and read its pipes to the end: asyncio closes a subprocess
-    transport only once both pipes hit EOF, and one left open when the loop shuts down
-    (Ctrl-C) prints a traceback from its __del__."""
-    _kill_group(proc.pid)
-    with anyio.move_on_after(2):  # a grandchild that left the group may hold a pipe open
-        for stream in (proc.stdout, proc.stderr):
-            with contextlib.suppress(anyio.ClosedResourceError, anyio.BrokenResourceError):
-                await drain(stream, bytearray())
-    await proc.wait()
+async def _collect(
+    proc: Process, input: bytes | None, claim: Claim, out: bytearray, err: bytearray
+) -> bool:
+    """Read the probe's output while it runs; once its leader exits, end what it left, so the
+    pipes reach their end. True when both did."""
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(drain, proc.stdout, out)
+        tg.start_soon(drain, proc.stderr, err)
+        if input is not None and proc.stdin is not None:
+            tg.start_soon(_feed, proc.stdin, input)
+        await proc.wait()
+        await _end(proc.pid, claim)
+        # what nothing could claim may still hold a pipe: stop waiting for it
+        tg.cancel_scope.deadline = anyio.current_time() + PIPE_GRACE
+    return not tg.cancel_scope.cancel_called
+
+
+async def _abandon(proc: Process, claim: Claim) -> None:
+    """A probe cut short (timeout, Ctrl-C) or a pipe still held: kill its group, end what it
+    left (again, if that had begun: a sweep that finds nothing costs little), and close the
+    pipes, or the loop's shutdown closes them with an 'Event loop is closed' traceback."""
+    if proc.returncode is None:
+        killpg(proc.pid)
+        await proc.wait()
+    await _end(proc.pid, claim)
+    await proc.aclose()
+
+
+async def _end(leader: int, claim: Claim) -> None:
+    """Kill what a task left once its leader is reaped, and reap it."""
+    _leaders.discard(leader)
+    await _settle(claim, end_task(leader, claim, _leaders))
+
+
+async def _settle(claim: Claim, killed: list[int]) -> None:
+    """Reap killed strays, sweeping again for their children, on a worker thread (waitpid
+    blocks), shielded from cancellation; only when there are some (or a child could not be
+    judged yet, while no probe is starting), so the common case costs one read of this
+    process's children."""
+    if killed or (claim.unsure and not _starting):
+        with anyio.CancelScope(shield=True), anyio.move_on_after(STRAY_WAIT):
+            await anyio.to_thread.run_sync(
+                settle, claim, killed, frozenset(_leaders), abandon_on_cancel=True
+            )
 
 
 async def _feed(stream: ByteSendStream, data: bytes) -> None:
-    async with stream:
-        await stream.send(data)
+    """Send the input; a program may exit without reading all of it."""
+    with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
+        async with stream:
+            await stream.send(data)
+
+
+@contextmanager
+def adopting_orphans() -> Iterator[None]:
+    """Make this process the subreaper of its probes' descendants while targets are open; the
+    previous setting comes back after, for a program that embeds matrix."""
+    previous = subreaper(True)
+    try:
+        yield
+    finally:
+        if not previous:
+            subreaper(False)
 
 
 @contextmanager
@@ -119,8 +209,3 @@ def fast_child_watcher() -> Iterator[None]:
         yield
     finally:
         asyncio.set_child_watcher(previous)
-
-
-def _kill_group(pid: int) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pid, signal.SIGKILL)

@@ -1,13 +1,18 @@
 """The `ssh` transport: one asyncssh connection per host, opened lazily, shared by its tasks.
 
-Every remote command runs under a tiny sh wrapper that first reports its process group, so a
-timeout or Ctrl-C can kill the whole remote group from a second channel: sshd neither kills a
-non-pty command when its channel closes nor (for root) honours signal requests.
+Without the agent every remote command runs under a small sh wrapper. It first reports its
+process group, so a timeout or Ctrl-C can kill the whole remote group from a second channel:
+sshd neither kills a non-pty command when its channel closes nor (for root) honours signal
+requests. It reads the task's environment from stdin, ahead of the input, so no value shows
+in the host's process list. And when the command ends it kills what the command left: the
+rest of its group and every process carrying the task's mark in its environment.
 """
 
 from __future__ import annotations
 
 import os
+import re
+import secrets
 import shlex
 import socket
 import time
@@ -20,23 +25,55 @@ import anyio
 from matrix.errors import TransportError
 from matrix.spec.models import TargetSpec
 from matrix.transport.agent import AgentUnavailable, HostAgent, connection_lost
+from matrix.transport.agent_remote import MARK
 from matrix.transport.base import Completed, TargetRef, drain, split_host
 
-MARKER = "matrix-pgid"
-# Report the process group (Linux /proc first, ps elsewhere), then become the command.
-WRAPPER = (
-    f'echo "{MARKER} $(cut -d" " -f5 /proc/$$/stat 2>/dev/null || ps -o pgid= -p $$)" >&2; '
-    'exec "$@"'
+PGID = "matrix-pgid"
+# Kill what is left of group $pg and what carries mark $m (a fresh token per task), found in
+# /proc, in rounds until two in a row find nothing: a process may fork while it is found, and
+# one in the middle of an exec shows no environment; never this shell or its parent (a login
+# shell that did not exec the command is in the group too).
+SWEEP = (
+    "e=0; for _ in 1 2 3 4 5 6 7 8 9 10 11 12; do k=; "
+    f'for f in $(grep -l -e "{MARK}=$m" -e ") [A-Za-z] [0-9][0-9]* $pg " '
+    "/proc/[0-9]*/environ /proc/[0-9]*/stat 2>/dev/null); do f=${f#/proc/}; f=${f%%/*}; "
+    'case $f in $$|$PPID) ;; *) kill -KILL "$f" 2>/dev/null && k=1 ;; esac; done; '
+    'if [ -n "$k" ]; then e=0; else e=$((e + 1)); [ $e -lt 2 ] || break; fi; done'
 )
+# $1: the mark, $2: bytes of `export` lines on stdin, then argv. Report the process group
+# (Linux /proc first, ps elsewhere; "-", which matches no process, when neither answers); in
+# a subshell (the task's environment stays out of the wrapper) read the environment, add the
+# mark and exec argv; sweep; end as argv ended, re-raising the signal that killed it.
+WRAPPER = (
+    f'pg=$(cut -d" " -f5 /proc/$$/stat 2>/dev/null || ps -o pgid= -p $$); pg=${{pg##* }}; '
+    "case $pg in ''|*[!0-9]*) pg=- ;; esac; "
+    f'echo "{PGID} $pg" >&2; '
+    '( [ "$2" -gt 0 ] && eval "$(dd bs=1 count="$2" 2>/dev/null)"; '
+    f'{MARK}=$1; export {MARK}; shift 2; exec "$@" ); '
+    f"s=$?; m=$1; {SWEEP}; "
+    "[ $s -gt 128 ] && [ $s -lt 160 ] && kill -$((s - 128)) $$; exit $s"
+)
+KILL = f'kill -KILL -"$1" 2>/dev/null; pg=$1 m=$2; {SWEEP}'
+NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 CHANNEL_RETRIES = 5
 KILL_TIMEOUT = 5.0
+DEFAULT_KNOWN_HOSTS = "~/.ssh/known_hosts"  # what asyncssh reads when given ()
 
 
-def remote_command(argv: Sequence[str], env: Mapping[str, str] | None) -> str:
-    """One shell-safe command line: env assignments, the pgid wrapper, then argv."""
-    assignments = [f"{key}={value}" for key, value in (env or {}).items()]
-    prefix = ["env", *assignments] if assignments else []
-    return shlex.join([*prefix, "sh", "-c", WRAPPER, "sh", *argv])
+def remote_command(argv: Sequence[str], mark: str, env_bytes: int) -> str:
+    """One shell-safe command line: the wrapper, its mark and the size of the environment it
+    reads from stdin, then argv. No environment value is on it."""
+    return shlex.join(["sh", "-c", WRAPPER, "sh", mark, str(env_bytes), *argv])
+
+
+def env_script(env: Mapping[str, str] | None) -> bytes:
+    """The task's environment as `export` lines for the wrapper to read from stdin."""
+    lines = []
+    for key, value in (env or {}).items():
+        if not NAME.fullmatch(key):
+            raise TransportError(f"cannot pass environment variable {key!r} over SSH")
+        lines.append(f"export {key}={shlex.quote(value)}\n")
+    return "".join(lines).encode()
 
 
 def open_target(ref: TargetRef) -> SshTarget:
@@ -164,6 +201,9 @@ class SshTarget:
         if isinstance(exc, asyncssh.PermissionDenied):
             return f"auth rejected for {who} ({exc.reason or 'publickey'})"
         if isinstance(exc, asyncssh.HostKeyNotVerifiable):
+            default = os.path.expanduser(DEFAULT_KNOWN_HOSTS)
+            if not self.options.known_hosts and not os.path.exists(default):
+                return self._no_known_hosts(default)
             return (
                 f"host key of {who} is not trusted: {exc.reason} — add the host to known_hosts "
                 "if it is new; if it changed, find out why before trusting it"
@@ -175,12 +215,23 @@ class SshTarget:
         if isinstance(exc, (TimeoutError, asyncssh.TimeoutError)):
             return f"no answer from {who} within {self.options.connect_timeout:g}s"
         if isinstance(exc, FileNotFoundError) and exc.filename:
+            if exc.filename == _known_hosts(self.options.known_hosts):
+                return self._no_known_hosts(exc.filename)
             return f"cannot read {exc.filename} for {who}: no such file (check `key:`/`keys:`)"
         if isinstance(exc, OSError):
             return f"cannot reach {who}: {exc.strerror or exc}"
         if isinstance(exc, asyncssh.Error):
             return f"{who}: {exc.reason}"
         return f"{who}: {type(exc).__name__}: {exc}"
+
+    def _no_known_hosts(self, path: str) -> str:
+        """A known_hosts file that is not there: name it and say how to make it."""
+        host, port = self.address
+        return (
+            f"known_hosts file {path} for {self.describe()} does not exist: create it with the "
+            f"host's key (`ssh-keyscan -p {port or 22} {host} >> {path}`, then check the "
+            "fingerprint) or set `known_hosts:` to the file that has it"
+        )
 
     async def run(
         self,
@@ -195,28 +246,28 @@ class SshTarget:
         if self._agent is not None:
             return await self._agent.run(argv, input=input, env=env)
         started = time.perf_counter()
-        process = await self._open_channel(connection, remote_command(argv, env))
+        mark, script = f"{secrets.token_hex(8)}.", env_script(env)
+        process = await self._open_channel(connection, remote_command(argv, mark, len(script)))
         pgid: int | None = None
         out, err = bytearray(), bytearray()
         try:
-            if input is not None:
-                process.stdin.write(input)
+            process.stdin.write(script + (input or b""))
             process.stdin.write_eof()
             pgid = await _find_pgid(process.stderr, err)
             async with anyio.create_task_group() as tg:
                 tg.start_soon(drain, _chunks(process.stderr), err)
                 await drain(_chunks(process.stdout), out)
             await process.wait_closed()
-            code = process.exit_status if process.exit_status is not None else -1
+            code = process.returncode if process.returncode is not None else -1
         except Exception as exc:
             lost = _lost(exc, (asyncssh.ConnectionLost, asyncssh.DisconnectError, OSError))
             if lost is None:
                 raise
             raise connection_lost(self.describe(), lost) from None
         finally:
-            if process.exit_status is None:
+            if process.returncode is None:  # cut short: the wrapper did not sweep
                 with anyio.CancelScope(shield=True):
-                    await self._kill(connection, pgid)
+                    await self._kill(connection, pgid, mark)
                     process.close()
         return Completed.captured(code, out, err, time.perf_counter() - started)
 
@@ -239,13 +290,15 @@ class SshTarget:
                 raise connection_lost(self.describe(), exc) from None
         raise AssertionError("unreachable")
 
-    async def _kill(self, connection: Any, pgid: int | None) -> None:
-        """Kill the remote process group from a fresh channel; bounded, never raises."""
-        if pgid is None or connection.is_closed():
+    async def _kill(self, connection: Any, pgid: int | None, mark: str) -> None:
+        """Kill the remote process group and what carries the task's mark, from a fresh
+        channel; bounded, never raises."""
+        if connection.is_closed():
             return
+        command = shlex.join(["sh", "-c", KILL, "sh", str(pgid or "-"), mark])
         with anyio.move_on_after(KILL_TIMEOUT):
             try:
-                await connection.run(f"kill -KILL -{pgid}", check=False)
+                await connection.run(command, check=False)
             except Exception:  # the host may be gone; nothing more to kill then
                 return
 
@@ -276,8 +329,8 @@ async def _find_pgid(stderr: Any, sink: bytearray, lines: int = 50) -> int | Non
         if not line:
             return None
         text = line.decode(errors="replace").strip()
-        if text.startswith(MARKER):
-            value = text[len(MARKER) :].strip()
+        if text.startswith(PGID):
+            value = text[len(PGID) :].strip()
             return int(value) if value.isdigit() else None
         sink += line
     return None

@@ -329,6 +329,51 @@ def test_missing_key_file_is_named(sshd, run_spec, by_id, tmp_path):
     )
 
 
+def test_missing_known_hosts_file_is_named_with_what_to_do(sshd, run_spec, by_id, tmp_path):
+    missing = tmp_path / "known_hosts"
+    run = run_spec(
+        spec(
+            sshd.target(hosts=sshd.hosts[:1], known_hosts=str(missing)),
+            "- {id: a, on: gpu, probe: {kind: command, argv: ['true']}}",
+        )
+    )
+    diagnostic = by_id(run)[f"ssh-connect@{sshd.hosts[0]}"].diagnostic
+    assert f"known_hosts file {missing} for root@127.0.0.1:{sshd.ports[0]} does not exist" in (
+        diagnostic
+    )
+    assert f"ssh-keyscan -p {sshd.ports[0]} 127.0.0.1 >> {missing}" in diagnostic
+    assert "`known_hosts:`" in diagnostic
+    assert "key:" not in diagnostic
+
+
+def test_missing_default_known_hosts_is_named(sshd, run_spec, by_id, tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.ssh at all
+    run = run_spec(
+        spec(
+            sshd.target(hosts=sshd.hosts[:1]).replace(f', known_hosts: "{sshd.known_hosts}"', ""),
+            "- {id: a, on: gpu, probe: {kind: command, argv: ['true']}}",
+        )
+    )
+    diagnostic = by_id(run)[f"ssh-connect@{sshd.hosts[0]}"].diagnostic
+    assert f"known_hosts file {tmp_path}/.ssh/known_hosts for root@127.0.0.1" in diagnostic
+
+
+@pytest.mark.parametrize("agent", [True, False])
+def test_exit_codes_and_signals_come_back_as_on_the_local_target(sshd, run_spec, by_id, agent):
+    run = run_spec(
+        spec(
+            sshd.target(hosts=sshd.hosts[:1], agent=agent),
+            """
+            - {id: exit-3, on: gpu, probe: {kind: command, shell: "exit 3"}}
+            - {id: killed, on: gpu, probe: {kind: command, shell: "kill -TERM $$"}}
+            """,
+        )
+    )
+    results = by_id(run)
+    assert results[f"exit-3@{sshd.hosts[0]}"].facts["exit_code"] == 3
+    assert results[f"killed@{sshd.hosts[0]}"].facts["exit_code"] == -15
+
+
 def test_host_without_the_agents_python_falls_back_to_a_session_per_task(sshd, run_spec, by_id):
     run = run_spec(
         spec(
