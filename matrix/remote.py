@@ -54,7 +54,8 @@ def program(
 @cache
 def _body(script: str, libraries: tuple[str, ...]) -> bytes:
     """Everything but the entry call: the same bytes each time, so the SSH agent, which compiles
-    each distinct program once, gets a hit for every task of this script."""
+    each distinct body once (transport/agent_remote.py), gets a hit for every task of this
+    script."""
     parts = [BOOTSTRAP.format(script=_filename(script))]
     for name in (PRELUDE, *libraries):
         module = Path(name).stem

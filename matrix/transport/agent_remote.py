@@ -192,6 +192,7 @@ GRACE = 2.0  # seconds a task's output may still flow once its processes are gon
 _send_lock = threading.Lock()
 _children: dict[int, int] = {}
 _compiled: dict[bytes, object] = {}
+MAX_COMPILED = 64
 _settings = {"python": sys.executable, "limit": 1 << 20, "token": ""}
 # Imported once at start so that each forked script finds them loaded (the built-in scripts'
 # own imports); a missing one is the script's business, not the agent's.
@@ -284,11 +285,17 @@ def spawn(argv, env, data):
 def fork_script(source, args, env):
     """`python - ARGS` with the script on stdin, as a fork of this interpreter: the same
     python, without its start-up (~20 ms a probe, the bulk of a fleet run's remote work).
-    Compiled once per distinct program here, so every fork inherits the code object (each
-    fork still compiles a probe's prelude, libraries and script: see matrix/remote.py)."""
-    code = _compiled.get(source)
+    A program is its body (the same bytes for every task of a script) and a last line, the
+    entry call that carries the task's params (matrix/remote.py): the body is compiled once
+    here, so every fork inherits its code object, and only the entry is compiled per task
+    (each fork still compiles a probe's prelude, libraries and script as modules)."""
+    body, entry = split_entry(source)
+    code = _compiled.get(body)
     if code is None:
-        code = _compiled[source] = compile(source, "<stdin>", "exec")
+        if len(_compiled) >= MAX_COMPILED:  # a run of many distinct programs: start afresh
+            _compiled.clear()
+        code = _compiled[body] = compile(body, "<stdin>", "exec")
+    code = (code, compile(entry, "<stdin>", "exec"))
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
     pid = os.fork()
@@ -304,7 +311,18 @@ def fork_script(source, args, env):
     return pid, (os.fdopen(out_r, "rb"), os.fdopen(err_r, "rb")), reap
 
 
-def run_script(code_object, args, env, out_w, err_w):
+ENTRY = b"__import__('_prelude').main("  # how matrix/remote.py's programs end
+
+
+def split_entry(source):
+    """(body, entry call) of a matrix program; any other program is all body."""
+    body, newline, entry = source.rstrip(b"\n").rpartition(b"\n")
+    if not entry.startswith(ENTRY):
+        return source, b""
+    return body + newline, entry + b"\n"
+
+
+def run_script(code_objects, args, env, out_w, err_w):
     """In the forked child: become `python - ARGS` in a session of its own, never return."""
     code = 1
     try:
@@ -319,7 +337,9 @@ def run_script(code_object, args, env, out_w, err_w):
         os.environ.update(env)
         sys.argv = ["-", *args]
         code = 0
-        exec(code_object, {"__name__": "__main__"})
+        namespace = {"__name__": "__main__"}
+        for code_object in code_objects:
+            exec(code_object, namespace)
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
         if isinstance(exc.code, str):

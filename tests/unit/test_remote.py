@@ -77,3 +77,14 @@ def test_an_error_names_the_scripts_own_file_and_line(tmp_path):
     done = subprocess.run([sys.executable, "-"], input=program(broken), capture_output=True)
     assert done.returncode == 1
     assert f'File "{broken}", line 3, in <module>' in done.stderr.decode()
+
+
+def test_the_agent_compiles_a_programs_body_once_and_leaves_other_programs_whole():
+    from matrix.transport.agent_remote import split_entry
+
+    first = split_entry(program("host", params={"op": "host.info", "token": "a"}))
+    second = split_entry(program("host", params={"op": "host.info", "token": "b"}))
+    assert first[0] == second[0] and first[1] != second[1]  # one body, two entry calls
+    assert b'"token": "b"' in second[1]
+    users = b"import sys\nif len(sys.argv) > 5:\n    print('many')\n"
+    assert split_entry(users) == (users, b"")
