@@ -237,7 +237,9 @@ def test_pipes_newlines_and_html_in_probe_output_stay_inside_their_cell(cli, wri
                 failure: "Noisy | output"
                 probe:
                   kind: command
-                  shell: "printf 'a | b\\nc\\\\|d <script>alert(1)</script> & <img src=x> [link](http://x) @here #1 __init__'"
+                  shell: >-
+                    printf 'a | b\nc\\|d <script>alert(1)</script> & <img src=x>
+                    [link](http://x) @here #1 __init__'
                 expect: {stdout: ok}
                 diagnostic: "Got {{ facts.stdout }}"
                 fix: "Run `grep a|b` & retry"

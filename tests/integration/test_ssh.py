@@ -315,29 +315,26 @@ def test_target_flag_points_a_spec_at_real_hosts(sshd, cli, write_spec, report, 
     assert results[f"a@{sshd.hosts[0]}"]["reason"] == "filtered out by --limit"
 
 
-def test_missing_key_file_is_named(sshd, run_spec, by_id, tmp_path):
-    missing = tmp_path / "nope.pem"
+def connect_diagnostic(sshd, run_spec, by_id, **options) -> str:
+    """The ssh-connect row's diagnostic for the first host, with these target options."""
     run = run_spec(
         spec(
-            sshd.target(hosts=sshd.hosts[:1], key=str(missing)),
+            sshd.target(hosts=sshd.hosts[:1], **options),
             "- {id: a, on: gpu, probe: {kind: command, argv: ['true']}}",
         )
     )
-    connect = by_id(run)[f"ssh-connect@{sshd.hosts[0]}"]
-    assert f"cannot read {missing} for root@127.0.0.1:{sshd.ports[0]}: no such file" in (
-        connect.diagnostic
-    )
+    return by_id(run)[f"ssh-connect@{sshd.hosts[0]}"].diagnostic
+
+
+def test_missing_key_file_is_named(sshd, run_spec, by_id, tmp_path):
+    missing = tmp_path / "nope.pem"
+    diagnostic = connect_diagnostic(sshd, run_spec, by_id, key=str(missing))
+    assert f"cannot read {missing} for root@127.0.0.1:{sshd.ports[0]}: no such file" in diagnostic
 
 
 def test_missing_known_hosts_file_is_named_with_what_to_do(sshd, run_spec, by_id, tmp_path):
     missing = tmp_path / "known_hosts"
-    run = run_spec(
-        spec(
-            sshd.target(hosts=sshd.hosts[:1], known_hosts=str(missing)),
-            "- {id: a, on: gpu, probe: {kind: command, argv: ['true']}}",
-        )
-    )
-    diagnostic = by_id(run)[f"ssh-connect@{sshd.hosts[0]}"].diagnostic
+    diagnostic = connect_diagnostic(sshd, run_spec, by_id, known_hosts=str(missing))
     assert f"known_hosts file {missing} for root@127.0.0.1:{sshd.ports[0]} does not exist" in (
         diagnostic
     )
