@@ -23,6 +23,7 @@ MAX_BYTES = 2 * 1024 * 1024
 MAX_ALIASES = 200
 MAX_NODES = 200_000
 MAX_DEPTH = 64
+TOO_DEEP = f"nested more than {MAX_DEPTH} levels deep; flatten the structure"
 
 
 class YMap(dict):
@@ -204,8 +205,7 @@ def _scan(loader: _Loader) -> Position | None:
         if isinstance(event, yaml.CollectionStartEvent):
             depth += 1
             if depth > MAX_DEPTH:
-                message = f"nested more than {MAX_DEPTH} levels deep; flatten the structure"
-                raise _Limit(loader.at(event), message)
+                raise _Limit(loader.at(event), TOO_DEEP)
         elif isinstance(event, yaml.CollectionEndEvent):
             depth -= 1
     return root
@@ -303,7 +303,11 @@ def parse_yaml(
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = Position(name, mark.line + 1, mark.column + 1) if mark else start
-        raise SpecInvalid([Problem(where, "", f"malformed YAML: {exc.problem}")]) from None
+        # libyaml (PyYAML >= 6.0.4) refuses deep nesting itself, reading ahead of our count
+        why = (
+            TOO_DEEP if "nesting depth" in (exc.problem or "") else f"malformed YAML: {exc.problem}"
+        )
+        raise SpecInvalid([Problem(where, "", why)]) from None
     except yaml.YAMLError as exc:
         raise SpecInvalid([Problem(start, "", f"malformed YAML: {exc}")]) from None
     if loader.problems:
