@@ -36,6 +36,7 @@ from matrix.results import (
 )
 from matrix.spec import template
 from matrix.spec.expect import evaluate
+from matrix.spec.models import Check
 from matrix.transport import TargetPool, address, transport
 from matrix.transport.base import LOCAL
 
@@ -274,6 +275,7 @@ class _Execution:
             status=status,
             severity=check.severity.value,
             title=redact(title),
+            name=redact(_name(check)),
             category=check.category,
             failure=check.failure,
             diagnostic=redact((_text(check.diagnostic, context) or cause) if bad else None),
@@ -290,6 +292,12 @@ class _Execution:
             address=host,
             port=port,
         )
+
+
+def _name(check: Check) -> str:
+    """The check's title as written when it is plain text, else its id."""
+    plain = check.title and not template.is_template(check.title)
+    return str(check.title) if plain else check.id
 
 
 def _own_account(facts: dict[str, Any]) -> str | None:

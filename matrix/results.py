@@ -103,6 +103,9 @@ class Result:
     status: Status
     severity: str
     title: str
+    name: str = ""
+    """The check's stable name: its title when that holds no template, else its id. Unlike
+    `title`, it never changes with the outcome or the facts (CI keeps a test's history by it)."""
     group: str = "local"
     category: str | None = None
     failure: str | None = None
@@ -312,7 +315,7 @@ def phase_score(info: PhaseInfo, results: Sequence[Result]) -> PhaseScore:
         score=info.weight * share if applied else 0.0,
         passed=sum(r.status is Status.passed for r in counted),
         total=len(counted),
-        duration=_wall_time(mine),
+        duration=wall_time(mine),
         budget=info.budget,
         critical=sum(r.bad and r.severity == "critical" for r in counted),
         warnings=sum(r.bad and r.severity == "warning" for r in counted),
@@ -320,7 +323,7 @@ def phase_score(info: PhaseInfo, results: Sequence[Result]) -> PhaseScore:
     )
 
 
-def _wall_time(results: Sequence[Result]) -> float:
+def wall_time(results: Sequence[Result]) -> float:
     """From the first task's start to the last one's end: phases overlap, so not a sum."""
     timed = [r for r in results if r.started_at is not None]
     if not timed:

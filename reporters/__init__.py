@@ -89,6 +89,16 @@ BUILTIN = (
         "junit",
         "reporters.junit:JunitReporter",
         "write JUnit XML (one testsuite per phase) for CI test tabs",
+        options=(
+            Option(
+                "--junit-warnings-fail",
+                "warnings_fail",
+                "show failed warning checks as JUnit failures (default: skipped, with the "
+                "warning as the message, so a CAUTION run publishes without red tests)",
+                type=None,
+                default=False,
+            ),
+        ),
     ),
     ReporterEntry(
         "markdown",

@@ -14,13 +14,14 @@ import re
 import socket
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from junit_xml import TestCase, TestSuite
 
-from matrix.results import PhaseScore, Result, Run, Status
+from matrix.results import PhaseScore, Result, Run, Status, wall_time
 from reporters.base import Reporter, write_report
 
 if TYPE_CHECKING:
@@ -59,11 +60,13 @@ def _shorten(text: str, limit: int) -> str:
 
 
 def case_name(result: Result) -> str:
-    """`Disk full @ gpu-01 [batch_size=16]`: the failure mode, where it ran, and the matrix cell.
+    """`Disk space on /mnt/training @ gpu-01 [batch_size=16]`: the check's stable name (its
+    plain title, else its id), where it ran, and the matrix cell.
 
-    Never the rendered title: CI servers track a test's history by classname+name, so the
-    name must not change with the outcome or with observed facts."""
-    name = result.failure or result.category or result.check_id
+    Never the failure mode, which reads as a problem on a passing case, and never the rendered
+    title: CI servers track a test's history by classname+name, so the name must not change
+    with the outcome or with observed facts."""
+    name = result.name or result.check_id
     if result.target != "local":
         name += f" @ {result.target}"
     if result.cell:
@@ -107,19 +110,54 @@ def _body(result: Result) -> str:
     return clean("\n".join(line for line in lines if line))
 
 
-def _case(result: Result, classname: str, name: str) -> TestCase:
-    case = TestCase(clean(name), classname=clean(classname), elapsed_sec=result.duration)
-    # junit-xml drops a failure or error that has no message and no output, and the case then
-    # passes: always give a message.
-    message = clean(_shorten(result.diagnostic or result.reason or "", MESSAGE_LIMIT))
+@dataclass(frozen=True)
+class Outcome:
+    """How one result shows in JUnit: its element (`failure`, `error`, `skipped`, or None for
+    a pass), the message attribute, the element's text and, for failures and errors, `type`."""
+
+    tag: str | None
+    message: str = ""
+    text: str = ""
+    type: str | None = None
+
+
+def outcome(result: Result, warnings_fail: bool = False) -> Outcome:
+    """The mapping, so that the test tab agrees with the verdict. A critical failure or error
+    is red. A failed or errored warning or info check does not block the run, so it is
+    `<skipped>` with its severity leading the message; `warnings_fail` makes failed warnings
+    red too. A task the run never reached is an error: CI must not go green on an
+    interrupted run. Skips carry their reason as text as well (`<skipped message=…>why</…>`,
+    as pytest writes it): some parsers (Codecov's) count a self-closing skip as a pass."""
+    detail = result.diagnostic or result.reason or ""
+    message = clean(_shorten(" — ".join(filter(None, [result.failure, detail])), MESSAGE_LIMIT))
+    red = result.severity == "critical" or (warnings_fail and result.severity == "warning")
+    if result.bad and not red:
+        return Outcome("skipped", clean(f"{result.severity}: {message}"), _body(result))
     if result.status is Status.failed:
-        case.add_failure_info(message or "failed", _body(result), result.severity)
-    elif result.status is Status.error:
-        case.add_error_info(message or "error", _body(result), result.error_type or "probe-error")
-    elif _cut_off(result):  # a task the run never reached is no pass: CI must not go green
-        case.add_error_info(clean(result.why or "not run"), clean(result.why or ""), "incomplete")
-    elif result.status is Status.skipped:
-        case.add_skipped_info(clean(result.why or "skipped"))
+        return Outcome("failure", message or "failed", _body(result), result.severity)
+    if result.status is Status.error:
+        return Outcome(
+            "error", message or "error", _body(result), result.error_type or "probe-error"
+        )
+    why = clean(result.why or "")
+    if _cut_off(result):
+        return Outcome("error", why or "not run", why, "incomplete")
+    if result.status is Status.skipped:
+        return Outcome("skipped", why or "skipped", why or "skipped")
+    return Outcome(None)
+
+
+def _case(result: Result, classname: str, name: str, warnings_fail: bool) -> TestCase:
+    case = TestCase(clean(name), classname=clean(classname), elapsed_sec=result.duration)
+    shown = outcome(result, warnings_fail)
+    # junit-xml drops a failure or error with no message and no output (the case would pass),
+    # so every outcome has a message
+    if shown.tag == "failure":
+        case.add_failure_info(shown.message, shown.text, shown.type)
+    elif shown.tag == "error":
+        case.add_error_info(shown.message, shown.text, shown.type)
+    elif shown.tag == "skipped":
+        case.add_skipped_info(shown.message, shown.text)
     if result.bad and result.fix:
         case.stdout = clean(f"Fix: {result.fix}")
     return case
@@ -135,11 +173,13 @@ def _cut_off(result: Result) -> bool:
     return result.skip is not None and result.skip.unfinished
 
 
-def _counts(results: Sequence[Result]) -> dict[str, str]:
+def _counts(results: Sequence[Result], warnings_fail: bool) -> dict[str, str]:
+    tags = [outcome(r, warnings_fail).tag for r in results]
     return {
         "tests": str(len(results)),
-        "failures": str(sum(r.status is Status.failed for r in results)),
-        "errors": str(sum(r.status is Status.error or _cut_off(r) for r in results)),
+        "failures": str(tags.count("failure")),
+        "errors": str(tags.count("error")),
+        "skipped": str(tags.count("skipped")),
     }
 
 
@@ -155,13 +195,15 @@ def _suites(run: Run) -> Iterable[tuple[str, PhaseScore, list[Result]]]:
             yield name, phase, results
 
 
-def render(run: Run, hostname: str | None = None) -> str:
-    """The whole document."""
+def render(run: Run, hostname: str | None = None, *, warnings_fail: bool = False) -> str:
+    """The whole document. Every time is wall time, as in every other format: a suite's is
+    from its first task's start to its last one's end (tasks overlap), not a sum."""
     hostname = clean(hostname or socket.gethostname())
     ids = case_ids(run.results)
-    # junit-10.xsd allows no `skipped` on the root (each suite carries its own); the root's
-    # time is the run's wall time, the same number as the JSON report's `duration`.
-    root = ET.Element("testsuites", {"name": clean(run.spec_name), **_counts(run.results)})
+    # the root's time is the run's wall time, the same number as the JSON report's `duration`
+    counts = _counts(run.results, warnings_fail)
+    counts.pop("skipped")  # junit-10.xsd has no `skipped` on the root; each suite has its own
+    root = ET.Element("testsuites", {"name": clean(run.spec_name), **counts})
     root.set("time", seconds(run.duration))
     for suite_name, phase, results in _suites(run):
         properties = {
@@ -183,21 +225,17 @@ def render(run: Run, hostname: str | None = None) -> str:
             properties[f"matrix.warning.{number}"] = warning
         suite = TestSuite(
             clean(suite_name),
-            [_case(r, *ids[r.task_id]) for r in results],
+            [_case(r, *ids[r.task_id], warnings_fail) for r in results],
             properties={clean(k): clean(v) for k, v in properties.items()},
             stderr=clean("\n".join(f"warning: {w}" for w in run.warnings)) or None,
         )
         element = suite.build_xml_doc()
-        millis = [_millis(r.duration) for r in results]
         element.attrib.clear()
         element.attrib.update(
             {
                 "name": clean(suite_name),
-                **_counts(results),
-                "skipped": str(
-                    sum(r.status is Status.skipped and not _cut_off(r) for r in results)
-                ),
-                "time": _format(sum(millis)),
+                **_counts(results, warnings_fail),
+                "time": seconds(wall_time(results)),
                 "timestamp": _timestamp(results, run.started_at),
                 "hostname": hostname,
             }
@@ -208,20 +246,21 @@ def render(run: Run, hostname: str | None = None) -> str:
             case.attrib.update(
                 {"name": name, "classname": classname, "time": seconds(result.duration)}
             )
-            for outcome in (child for child in case if child.tag in OUTCOMES):
-                message, kind = outcome.get("message"), outcome.get("type")
-                outcome.attrib.clear()
-                outcome.set("message", message or "")
-                if outcome.tag != "skipped":  # junit-xml's constant "skipped" says nothing
-                    outcome.set("type", kind or outcome.tag)
+            for shown in (child for child in case if child.tag in OUTCOMES):
+                message, kind = shown.get("message"), shown.get("type")
+                shown.attrib.clear()
+                shown.set("message", message or "")
+                if shown.tag != "skipped":  # junit-xml's constant "skipped" says nothing
+                    shown.set("type", kind or shown.tag)
         root.append(element)
     ET.indent(root)
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, "unicode") + "\n"
 
 
 class JunitReporter(Reporter):
-    def __init__(self, destination: str):
+    def __init__(self, destination: str, warnings_fail: bool = False):
         self.path = Path(destination)
+        self.warnings_fail = warnings_fail
 
     def finish(self, run: Run) -> None:
-        write_report(self.path, render(run))
+        write_report(self.path, render(run, warnings_fail=self.warnings_fail))

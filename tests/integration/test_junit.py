@@ -109,13 +109,32 @@ def validated(path: Path) -> JUnitXml:
 
 
 def expected_name(result: dict[str, Any]) -> str:
-    """The failure mode (else category, else id): stable whatever the outcome."""
-    name = result["failure"] or result["category"] or result["check_id"]
+    """The check's stable name (its plain title, else its id): the same whatever the outcome."""
+    name = result["name"]
     if result["target"] != "local":
         name += f" @ {result['target']}"
     if result["cell"]:
         name += " [" + ",".join(f"{k}={v}" for k, v in result["cell"].items()) + "]"
     return name
+
+
+def expected_tag(result: dict[str, Any]) -> str | None:
+    """The mapping: critical failures and errors are red; a failed warning or info check is a
+    skip, like a task that did not run; a pass has no element."""
+    if result["status"] in ("fail", "error") and result["severity"] != "critical":
+        return "skipped"
+    return {"fail": "failure", "error": "error", "skip": "skipped"}.get(result["status"])
+
+
+def expected_message(result: dict[str, Any]) -> str:
+    return " — ".join(filter(None, [result["failure"], result["diagnostic"]]))
+
+
+def wall(results: list[dict[str, Any]]) -> float:
+    timed = [r for r in results if r["started_at"] is not None]
+    if not timed:
+        return 0.0
+    return max(r["started_at"] + r["duration"] for r in timed) - min(r["started_at"] for r in timed)
 
 
 def cases_of(xml: JUnitXml) -> dict[tuple[str, str], Any]:
@@ -139,10 +158,11 @@ def test_junit_matches_the_json_report_of_the_same_run(write_spec, cli, report, 
 
     # root: spec name, totals and the run's own duration
     assert xml.name == "ci-demo"
+    tags = [expected_tag(r) for r in results]
     assert (xml.tests, xml.failures, xml.errors) == (
         len(results),
-        data["counts"]["fail"],
-        data["counts"]["error"],
+        tags.count("failure"),
+        tags.count("error"),
     )
     assert abs(xml.time - data["duration"]) <= 0.001
 
@@ -156,13 +176,12 @@ def test_junit_matches_the_json_report_of_the_same_run(write_spec, cli, report, 
     phases = {p["id"]: p for p in data["phases"]}
     for suite in xml:
         mine = members[suite.name]
-        statuses = [r["status"] for r in mine]
+        tags = [expected_tag(r) for r in mine]
         assert suite.tests == len(mine)
-        assert suite.failures == statuses.count("fail")
-        assert suite.errors == statuses.count("error")
-        assert suite.skipped == statuses.count("skip")
-        times = [case.time for case in suite]
-        assert suite.time == pytest.approx(round(sum(times), 3), abs=1e-9)
+        assert suite.failures == tags.count("failure")
+        assert suite.errors == tags.count("error")
+        assert suite.skipped == tags.count("skipped")
+        assert suite.time == pytest.approx(wall(mine), abs=0.0011)  # wall time, not a sum
         assert TIME.match(suite._elem.get("time"))
         assert TIMESTAMP.match(suite.timestamp)
         assert suite.hostname
@@ -194,9 +213,13 @@ def test_junit_matches_the_json_report_of_the_same_run(write_spec, cli, report, 
         (only,) = outcome
         if result["status"] == "skip":
             assert isinstance(only, Skipped) and only.message == result["reason"]
+            assert only.text == result["reason"]  # not self-closing: Codecov reads it right
+            continue
+        if expected_tag(result) == "skipped":
+            assert only.message == f"{result['severity']}: {expected_message(result)}"
             continue
         assert isinstance(only, Failure if result["status"] == "fail" else Error)
-        assert only.message == result["diagnostic"]
+        assert only.message == expected_message(result)
         if result["fix"]:
             assert f"Fix: {result['fix']}" in only.text
             assert case.system_out == f"Fix: {result['fix']}"
@@ -205,8 +228,12 @@ def test_junit_matches_the_json_report_of_the_same_run(write_spec, cli, report, 
         (only,) = by_task[task_id].result
         return type(only).__name__, only.type, only.message
 
-    assert outcome("broken") == ("Failure", "critical", "exit code 3")
-    assert outcome("soft") == ("Failure", "warning", "limit is 7, want 8")
+    assert outcome("broken")[:2] == ("Failure", "critical")
+    assert outcome("broken")[2].endswith("exit code 3")
+    assert outcome("soft")[:2] == ("Skipped", None)
+    assert outcome("soft")[2].startswith("warning: ") and outcome("soft")[2].endswith(
+        "limit is 7, want 8"
+    )
     assert outcome("slow") == ("Error", "timeout", "timed out after 0.3s (probe killed)")
     assert outcome("missing")[:2] == ("Error", "probe-error")
     assert "no-such-program-for-matrix" in outcome("missing")[2]
@@ -256,6 +283,7 @@ def result(task_id: str, status: Status, **fields: Any) -> Result:
         "cell": {},
         "severity": "critical",
         "title": "T",
+        "name": "N",
         "failure": "F",
         "duration": 0.0123456,
         "started_at": 1_700_000_000.0,
@@ -291,8 +319,8 @@ def test_a_failure_with_no_diagnostic_and_no_reason_still_fails(tmp_path):
     xml = write(run, tmp_path / "out.xml")
     assert (xml.tests, xml.failures, xml.errors) == (2, 1, 1)
     failure, error = (case.result[0] for case in next(iter(xml)))
-    assert (type(failure), failure.message, failure.type) == (Failure, "failed", "critical")
-    assert (type(error), error.message, error.type) == (Error, "error", "probe-error")
+    assert (type(failure), failure.message, failure.type) == (Failure, "F", "critical")
+    assert (type(error), error.message, error.type) == (Error, "F", "probe-error")
     assert xml._elem.get("time") == "1.235"
 
 
@@ -303,6 +331,7 @@ def test_illegal_xml_characters_anywhere_never_break_the_file(tmp_path):
             "c",
             Status.error,
             title=f"title {nasty}",
+            name=f"name {nasty}",
             failure=f"failure {nasty}",
             diagnostic=f"diag {nasty}",
             reason=f"probe c crashed: ValueError: {nasty}",
@@ -315,8 +344,8 @@ def test_illegal_xml_characters_anywhere_never_break_the_file(tmp_path):
     ((_, case),) = cases_of(xml).items()
     (error,) = case.result
     assert error.type == "crash"
-    assert error.message == "diag abcdeghi\x85j\tk"
-    assert case.name == "failure abcdeghi\x85j\tk"
+    assert error.message == "failure abcdeghi\x85j\tk — diag abcdeghi\x85j\tk"
+    assert case.name == "name abcdeghi\x85j\tk"
     assert len(error.text) < 6_000  # facts bounded to a few KB
     assert "more chars" in error.text
 
@@ -329,7 +358,7 @@ def test_names_stay_unique_when_titles_collide(tmp_path):
         result("c[x=1]@alt", Status.passed, check_id="c", cell={"x": 1}, target="alt"),
     )
     names = [name for _, name in cases_of(write(run, tmp_path / "out.xml"))]
-    assert names == ["F [x=1] (c[x=1])", "F [x=1] (c[x='1'])", "F @ alt [x=1]"]
+    assert names == ["N [x=1] (c[x=1])", "N [x=1] (c[x='1'])", "N @ alt [x=1]"]
 
 
 def test_xsd_is_where_ci_puts_it():
@@ -340,10 +369,43 @@ def test_xsd_is_where_ci_puts_it():
 
 def test_case_name_does_not_change_with_the_outcome(tmp_path):
     # CI servers track history by classname+name: a check that starts failing keeps its name
-    passing = run_of(result("c", Status.passed, title="Python 3.11.7", failure="Wrong Python"))
-    failing = run_of(result("c", Status.failed, title="Python 3.8", failure="Wrong Python"))
+    def python(status: Status, title: str) -> Run:
+        return run_of(result("c", status, title=title, name="Python", failure="Wrong Python"))
+
+    passing, failing = python(Status.passed, "Python 3.11.7"), python(Status.failed, "Python 3.8")
     names = [
         [name for _, name in cases_of(write(run, tmp_path / f"{i}.xml"))]
         for i, run in enumerate((passing, failing))
     ]
-    assert names == [["Wrong Python"], ["Wrong Python"]]
+    assert names == [["Python"], ["Python"]]  # the check's name, not its failure mode
+
+
+def test_codecovs_parser_reads_every_case_as_the_verdict_does(write_spec, cli, report, tmp_path):
+    """Codecov's own parser (test-results-parser) counts a self-closing skip as a pass: every
+    skip here must read as a skip, and only what blocks the run as a failure."""
+    from test_results_parser import parse_junit_xml
+
+    write_spec(SPEC)
+    cli("run", "spec.yaml", "--junit", "out.xml", "--json", "out.json", "--quiet")
+    results = report(tmp_path / "out.json")["results"]
+    runs = parse_junit_xml((tmp_path / "out.xml").read_bytes()).testruns
+    seen = {(run.classname, run.name): str(run.outcome).lower() for run in runs}
+    wanted = {
+        (f"matrix.{r['phase_id']}.{r['check_id']}", expected_name(r)): {
+            None: "pass",
+            "skipped": "skip",
+            "failure": "failure",
+            "error": "error",
+        }[expected_tag(r)]
+        for r in results
+    }
+    assert seen == wanted
+    assert "skip" in seen.values() and "failure" in seen.values()
+
+
+def test_junit_warnings_fail_makes_failed_warnings_failures(write_spec, cli, tmp_path):
+    write_spec(SPEC)
+    cli("run", "spec.yaml", "--junit", "out.xml", "--junit-warnings-fail", "--quiet")
+    cases = {case.name: case for case in cases_of(validated(tmp_path / "out.xml")).values()}
+    (soft,) = cases["Soft limit"].result
+    assert (type(soft), soft.type) == (Failure, "warning")
