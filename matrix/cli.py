@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 from types import ModuleType
 
-from matrix import interrupt, redact
+from matrix import __version__, interrupt, redact
 from matrix.commands import EXIT_INTERRUPTED, EXIT_INVALID
 
 COMMANDS = {  # subcommand (its module in matrix/commands/) → what `matrix --help` says of it
@@ -39,6 +39,11 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="matrix",
         description="Probe every failure mode of a pipeline before you deploy it.",
+    )
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=f"matrix {__version__} (Python {sys.version.split()[0]})",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, help_text in COMMANDS.items():

@@ -280,3 +280,11 @@ def test_explain_renders_the_title_with_vars_and_names_default_params(cli) -> No
     assert done.stdout.startswith("disk-space — 250GB+ free on /mnt/training\n")
     memory = cli("explain", spec, "python-version")
     assert "  probe:      python (defaults)" in memory.stdout
+
+
+def test_version_names_matrix_and_its_python(cli):
+    from matrix import __version__
+
+    done = cli("--version")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"matrix {__version__} (Python 3.")
