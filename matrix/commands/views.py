@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
+import shutil
+import textwrap
 from collections.abc import Sequence
 
 from matrix.plan import Plan, Task
@@ -19,11 +22,24 @@ def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 
 def probe_table() -> str:
-    rows = [
-        [kind, cls.runs_on, (cls.__doc__ or "").strip().splitlines()[0]]
-        for kind, cls in sorted(registry().items())
-    ]
+    """Every kind with the first sentence of its docstring, whole: wrapped to the terminal's
+    width (COLUMNS), never cut."""
+    kinds = sorted(registry().items())
+    left = max(len(kind) for kind, _ in kinds) + len("controller") + 4
+    width = max(shutil.get_terminal_size((100, 24)).columns - left, 20)
+    rows: list[list[str]] = []
+    for kind, cls in kinds:
+        first, *rest = textwrap.wrap(
+            _first_sentence(cls.__doc__ or ""), width, break_on_hyphens=False
+        ) or [""]
+        rows += [[kind, cls.runs_on, first], *([["", "", line] for line in rest])]
     return table(["KIND", "RUNS ON", "WHAT IT OBSERVES"], rows)
+
+
+def _first_sentence(doc: str) -> str:
+    text = " ".join(doc.split())
+    end = re.search(r"[.!?](\s|$)", text)
+    return text[: end.start() + 1] if end else text
 
 
 def plan_table(plan: Plan) -> str:

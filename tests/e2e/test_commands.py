@@ -167,6 +167,23 @@ def test_list_probes(cli):
     assert re.search(r"^command\s+target\s+Run a program", done.stdout, re.M)
 
 
+@pytest.mark.parametrize("columns", [60, 100, 200])
+def test_list_probes_wraps_whole_sentences_to_the_terminal(cli, columns):
+    from matrix.probe import registry
+
+    lines = cli("list", "--probes", env={"COLUMNS": str(columns)}).stdout.splitlines()[2:]
+    assert max(len(line) for line in lines) <= columns
+    start = lines[0].index(lines[0].split()[2])  # where the description column begins
+    said: dict[str, str] = {}
+    kind = ""
+    for line in lines:
+        kind = line[:start].split()[0] if line[:start].strip() else kind
+        said[kind] = (said.get(kind, "") + " " + line[start:]).strip()
+    for kind, cls in registry().items():
+        doc = " ".join((cls.__doc__ or "").split())
+        assert doc.startswith(said[kind]) and said[kind][-1] in ".!?", (kind, said[kind])
+
+
 def test_schema_is_json_schema_with_a_command_probe(cli):
     done = cli("schema")
     assert done.returncode == 0
