@@ -61,9 +61,11 @@ def observe_train(params, device, deadline):
     if problem is None and record["skipped_steps"] == steps:
         problem = f"GradScaler skipped all {steps} steps: fp16 gradients overflow; try bf16"
     elif problem is None and not decreased:
-        problem = (
-            f"the loss did not decrease over {steps} steps at lr={params['lr']:g} "
-            f"(first {losses[0]:.4g}, last {losses[-1]:.4g})"
+        early, late = statistics.mean(losses[:half]), statistics.mean(losses[half:])
+        problem = (  # the words of the test itself: the later half's mean against the earlier
+            f"the loss did not decrease over {steps} steps at lr={params['lr']:g}: the mean "
+            f"of the last {steps - half} steps ({late:.4g}) is not below that of the first "
+            f"{half} ({early:.4g})"
         )
     return {
         "losses": losses,
