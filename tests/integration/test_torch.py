@@ -610,3 +610,39 @@ def test_loading_the_probes_imports_no_torch() -> None:
     )
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     subprocess.run([sys.executable, "-c", code], check=True, env=env, timeout=60)
+
+
+def test_a_loss_that_does_not_fall_is_reported_in_the_words_of_the_test(tmp_path: Path) -> None:
+    """The check compares the mean loss of the later half of the steps with the earlier half:
+    the problem quotes those two means, not the first and last losses."""
+    path = write_modules(
+        tmp_path,
+        {
+            "frozen": """
+                import torch
+
+                def build(batch_size, device):
+                    model = torch.nn.Linear(4, 1)
+                    x = torch.ones(batch_size, 4)
+
+                    def loss(model, batch):  # gradient zero: the loss never moves
+                        return model(batch).sum() * 0 + 0.75
+
+                    return {"model": model, "batch": lambda: x, "loss": loss}
+                """
+        },
+    )
+    spec = check(
+        "frozen",
+        "torch.train",
+        entrypoint="frozen:build",
+        pythonpath=path,
+        device="cpu",
+        steps=6,
+        lr=0.003,
+    )
+    problem = run_torch(tmp_path, [spec])["frozen"].facts["problem"]
+    assert problem == (
+        "the loss did not decrease over 6 steps at lr=0.003: the mean of the last 3 steps "
+        "(0.75) is not below that of the first 3 (0.75)"
+    )
