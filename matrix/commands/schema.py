@@ -1,5 +1,6 @@
 """`matrix schema`: the JSON Schema of specs for YAML editors, with each probe kind's params
-spelled out. The models are imported when the schema is built, not with the parser."""
+spelled out: `kind` is an enum of every kind, and each kind's params hang off an if/then on
+it. The models are imported when the schema is built, not with the parser."""
 
 from __future__ import annotations
 
@@ -52,19 +53,37 @@ def probe_schema(kind: str, params: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _kind_is(kind: str) -> dict[str, Any]:
+    return {"properties": {"kind": {"const": kind}}, "required": ["kind"]}
+
+
+def _kind_choice(kinds: list[str]) -> dict[str, Any]:
+    """`kind` offers every kind to complete, and a spec's kind picks the one branch (if/then,
+    not oneOf) whose params are checked: an editor completes all kinds, and an error about a
+    param comes from that kind alone."""
+    from matrix.spec.models import ProbeRef
+
+    return {"enum": kinds, "description": ProbeRef.model_fields["kind"].description}
+
+
 def spec_schema() -> dict[str, Any]:
     from matrix.probe import registry
     from matrix.spec.models import Spec
 
     schema = copy.deepcopy(Spec.model_json_schema())
     defs = schema.setdefault("$defs", {})
-    choices = []
+    branches = []
     for kind, cls in sorted(registry().items()):
         params = cls.model_json_schema(ref_template="#/$defs/{model}")
         defs.update(params.pop("$defs", {}))
-        choices.append(probe_schema(kind, params))
-    description = defs["ProbeRef"].get("description", "")
-    defs["ProbeRef"] = {"description": description, "oneOf": choices}
+        branches.append({"if": _kind_is(kind), "then": probe_schema(kind, params)})
+    defs["ProbeRef"] = {
+        "description": defs["ProbeRef"].get("description", ""),
+        "type": "object",
+        "properties": {"kind": _kind_choice(sorted(registry()))},
+        "required": ["kind"],
+        "allOf": branches,
+    }
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "matrix spec"
     return schema

@@ -190,12 +190,43 @@ def test_schema_is_json_schema_with_a_command_probe(cli):
     schema = json.loads(done.stdout)
     assert "$defs" in schema
     assert schema["$schema"].startswith("https://json-schema.org/")
-    choices = schema["$defs"]["ProbeRef"]["oneOf"]
-    command = next(c for c in choices if c["properties"]["kind"]["const"] == "command")
+    branches = schema["$defs"]["ProbeRef"]["allOf"]
+    command = next(
+        b["then"] for b in branches if b["if"]["properties"]["kind"]["const"] == "command"
+    )
     assert {"argv", "shell", "stdin"} <= set(command["properties"])
     assert command["additionalProperties"] is False
     assert {"version", "name"} <= set(schema["required"])
     assert "phases" in schema["properties"]
+
+
+def test_schema_completes_every_kind_and_blames_the_right_one(cli, write_spec):
+    """What an editor offers under `kind:` is every registered kind, and a real JSON Schema
+    validator accepts the shipped specs and pins a bad param on the probe's own kind."""
+    from jsonschema import Draft202012Validator
+    from jsonschema.exceptions import best_match
+
+    from matrix.probe import registry
+    from matrix.spec.yaml import parse_yaml, read_yaml
+
+    schema = json.loads(cli("schema").stdout)
+    assert schema["$defs"]["ProbeRef"]["properties"]["kind"]["enum"] == sorted(registry())
+    validator = Draft202012Validator(schema)
+    for shipped in (
+        "specs/pipeline.yaml",
+        "specs/training-readiness.yaml",
+        "examples/quickstart.yaml",
+    ):
+        document = read_yaml(Path(__file__).parents[2] / shipped)  # YAML 1.2, as editors read
+        assert not list(validator.iter_errors(document)), shipped
+    bad = parse_yaml(
+        "version: 1\nname: t\nphases:\n  - id: p\n    checks:\n"
+        "      - id: c\n        probe: {kind: port, port: 22, mode: opne}\n",
+        "bad.yaml",
+    )
+    error = best_match(validator.iter_errors(bad))
+    assert list(error.absolute_path) == ["phases", 0, "checks", 0, "probe", "mode"]
+    assert any("'opne' is not one of ['open', 'free']" in e.message for e in error.context)
 
 
 def test_explain_shows_probe_expectation_diagnostic_and_fix(cli, write_spec):
