@@ -53,7 +53,8 @@ def open_files() -> tuple[int, int]:
 def test_the_entry_point_is_what_makes_the_kinds_known(cli, acme):
     listed = cli("list", "--probes", env=acme)
     assert listed.returncode == 0, listed.stderr
-    runs_on = {row.split()[0]: row.split()[1] for row in listed.stdout.splitlines()[2:]}
+    rows = [row.split() for row in listed.stdout.splitlines()[2:] if not row[:1].isspace()]
+    runs_on = {row[0]: row[1] for row in rows}  # a wrapped description's next lines are indented
     assert runs_on["acme.ulimit"] == "target"
     assert runs_on["acme.git_clean"] == "controller"
     assert runs_on["command"] == "target"  # built-ins still there
