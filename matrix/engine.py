@@ -22,7 +22,7 @@ from matrix.errors import ProbeError
 from matrix.listener import Listener, Listeners
 from matrix.plan.model import Plan, Task
 from matrix.probe import ProbeContext
-from matrix.redact import redact, remember
+from matrix.redact import redact
 from matrix.results import (
     Attempt,
     Result,
@@ -69,8 +69,6 @@ class _Execution:
             if transport(ref.via).remote and ref.options is not None
         }
         self.exclusive: dict[str, anyio.Lock] = {}
-        for value in plan.secret_values.values():
-            remember(value)
         self.interrupted = False
         self.stopped_early: Skip | None = None
         self.scope = anyio.CancelScope()

@@ -56,7 +56,6 @@ def spec_options(parser: argparse.ArgumentParser) -> None:
 def plan(args: argparse.Namespace, filters: Filters | None = None) -> Plan:
     """Load the spec named on the command line, with its overrides, and plan it."""
     from matrix.plan import build_plan
-    from matrix.redact import remember
     from matrix.spec.load import load
 
     loaded = load(
@@ -67,7 +66,4 @@ def plan(args: argparse.Namespace, filters: Filters | None = None) -> Plan:
         target_args=getattr(args, "target", ()),
         allow_include_outside=getattr(args, "allow_include_outside", False),
     )
-    planned = build_plan(loaded, filters)
-    for value in planned.secret_values.values():  # masked in whatever the command prints
-        remember(value)
-    return planned
+    return build_plan(loaded, filters)

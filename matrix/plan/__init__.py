@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from matrix.plan import graph
 from matrix.plan.expand import Planner
 from matrix.plan.model import Filters, Need, Plan, Task
+from matrix.redact import remember
 from matrix.spec.load import Loaded
 from matrix.spec.problems import Position, Problem, SpecInvalid
 from matrix.spec.yaml import display_name
@@ -47,6 +48,9 @@ def build_plan(
         raise SpecInvalid([Problem(Position("command line", 1, 1), filters.describe(), message)])
     graph.select(tasks, filtered)
     tasks = planner.gate_tasks(tasks)
+    secrets = {name: environ[name] for name in loaded.spec.secrets if name in environ}
+    for value in secrets.values():  # masked in everything written from now on
+        remember(value)
     return Plan(
         loaded.spec,
         display_name(loaded.path),
@@ -55,5 +59,5 @@ def build_plan(
         graph.order(tasks),
         {t.target.name: t.target for t in tasks.values()},
         planner.warnings,
-        {name: environ[name] for name in loaded.spec.secrets if name in environ},
+        secrets,
     )
