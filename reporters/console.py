@@ -1,8 +1,9 @@
 """The console: a line per task under a header per phase, then the verdict and the fixes.
 
-Lines come out in plan order as soon as every earlier task has finished, so the output is
-the same run after run (stable CI logs) yet still streams. On a TTY a rich progress bar shows
-what is running; NO_COLOR and non-TTY output get plain text with no escape codes.
+In a pipe (CI logs) lines come out in plan order as soon as every earlier task has finished,
+so the log is the same run after run yet still streams, with no escape codes. On a terminal a
+person is watching: each result prints the moment it finishes, and a status line below says
+what is running and for how long.
 """
 
 from __future__ import annotations
@@ -104,7 +105,9 @@ class ConsoleReporter(Reporter):
         self.live = self.stream.isatty() if live is None else live
         self.order: list[str] = []
         self.titles: dict[str, str] = {}
-        self.pending: dict[str, Result] = {}
+        self.pending: dict[str, Result] = {}  # finished, waiting for earlier tasks (pipe)
+        self.shown: set[str] = set()  # printed as they finished (terminal)
+        self.running: dict[str, None] = {}  # started and not finished, in start order
         self.next = 0
         self.phase: str | None = None
         self.filtered = 0
@@ -117,30 +120,54 @@ class ConsoleReporter(Reporter):
         self.titles = {p.id: p.title or p.id for p in plan.spec.phases}
         if self.live:
             from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                SpinnerColumn,
+                TextColumn,
+                TimeElapsedColumn,
+            )
 
             self.console = Console(file=self.stream, highlight=False)
             self.progress = Progress(
-                TextColumn("{task.description}"),
-                BarColumn(),
+                SpinnerColumn(),
+                TimeElapsedColumn(),
+                BarColumn(bar_width=20),
                 MofNCompleteColumn(),
+                TextColumn("{task.description}"),
                 console=self.console,
                 transient=True,
             )
-            self.bar = self.progress.add_task("probing", total=len(self.order))
+            self.bar = self.progress.add_task("starting", total=len(self.order))
             self.progress.start()
 
     def task_started(self, task: Task) -> None:
-        if self.progress is not None:
-            self.progress.update(self.bar, description=f"probing {task.id}")
+        self.running[task.id] = None
+        self._status()
 
     def task_finished(self, result: Result) -> None:
-        self.pending[result.task_id] = result
+        self.running.pop(result.task_id, None)
         if self.progress is not None:
             self.progress.advance(self.bar)
+            self._status()
+            self.shown.add(result.task_id)
+            self._show(result)
+            return
+        self.pending[result.task_id] = result
         while self.next < len(self.order) and self.order[self.next] in self.pending:
             self._show(self.pending.pop(self.order[self.next]))
             self.next += 1
+
+    def _status(self) -> None:
+        """The status line: how many tasks run and which, oldest first, cut to fit."""
+        if self.progress is None:
+            return
+        names = list(self.running)
+        listed = ", ".join(plain(name) for name in names[:3])
+        more = f" +{len(names) - 3} more" if len(names) > 3 else ""
+        running = f"running {listed}{more}" if names else "waiting"
+        self.progress.update(self.bar, description=running)
 
     def _show(self, result: Result) -> None:
         if result.skip is not None and result.skip.kind is SkipKind.filtered:
@@ -174,7 +201,8 @@ class ConsoleReporter(Reporter):
     def finish(self, run: Run) -> None:
         by_id = {result.task_id: result for result in run.results}
         for task_id in self.order[self.next :]:
-            self._show(by_id[task_id])
+            if task_id not in self.shown:
+                self._show(by_id[task_id])
         self.next = len(self.order)
         if self.progress is not None:
             self.progress.stop()

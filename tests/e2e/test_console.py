@@ -23,7 +23,7 @@ phases:
 COLOUR = re.compile(r"\x1b\[[0-9;]*3[0-7]m|\x1b\[[0-9;]*9[0-7]m")
 
 
-def run_on_terminal(cwd, env: dict[str, str]) -> str:
+def run_on_terminal(cwd, env: dict[str, str], expect_rc: int = 1) -> str:
     """Run `matrix run` with a pseudo-terminal as stdout and return everything it wrote."""
     leader, follower = pty.openpty()
     proc = subprocess.Popen(
@@ -44,7 +44,7 @@ def run_on_terminal(cwd, env: dict[str, str]) -> str:
             break
         chunks.append(chunk)
     os.close(leader)
-    assert proc.wait(timeout=60) == 1
+    assert proc.wait(timeout=60) == expect_rc
     return b"".join(chunks).decode(errors="replace")
 
 
@@ -62,7 +62,7 @@ def test_terminal_gets_live_progress_in_colour(cli, write_spec, tmp_path):
     write_spec(SPEC)
     env = {k: v for k, v in cli.env().items() if k != "NO_COLOR"}
     out = run_on_terminal(tmp_path, {**env, "TERM": "xterm-256color"})
-    assert "probing" in out  # the live bar
+    assert "running" in out or "waiting" in out  # the live status line
     assert COLOUR.search(out)
     assert "DEPLOYMENT BLOCKED: 1 critical issue" in out
 
@@ -154,3 +154,36 @@ def test_the_summary_says_what_matters_first(cli, write_spec):
     assert "| ❌ Setup | 3/4 | 2250/3000 - 1 critical issue |" in markdown
     assert "| ⚠️ Hygiene | 1/2 | 1/1 - 1 warning |" in markdown
     assert markdown.index("**Learning rate diverges**") < markdown.index("**early-warning**")
+
+
+SLOW_THEN_FAST = """
+version: 1
+name: t
+phases:
+  - id: p
+    checks:
+      - id: slow
+        probe: {kind: command, argv: [sleep, "2.5"]}
+      - id: fast
+        probe: {kind: command, argv: ["true"]}
+"""
+
+
+def test_a_terminal_sees_each_result_as_it_finishes(cli, write_spec, tmp_path):
+    """A person watching sees the fast check at once, not after the slow one listed above
+    it, and a status line names what is still running and for how long."""
+    write_spec(SLOW_THEN_FAST)
+    env = {**cli.env(), "TERM": "xterm-256color", "COLUMNS": "120"}
+    out = run_on_terminal(tmp_path, env, expect_rc=0)
+    assert out.index("✅ fast") < out.index("✅ slow")
+    assert re.search(r"running slow", out), out
+    assert re.search(r"0:00:0[12]", out), out  # the elapsed time ticks
+
+
+def test_a_pipe_keeps_plan_order(cli, write_spec):
+    """A CI log is the same run after run: results come in spec order whatever finished
+    first."""
+    write_spec(SLOW_THEN_FAST)
+    out = cli("run", "spec.yaml", env={"NO_COLOR": ""}).stdout
+    assert out.index("✅ slow") < out.index("✅ fast")
+    assert "\x1b" not in out
