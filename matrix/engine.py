@@ -318,7 +318,7 @@ def _text(source: str | None, context: dict[str, Any]) -> str | None:
     if source is None:
         return None
     try:
-        return str(template.render(source, context))
+        return template.render_text(source, context)
     except template.RenderError:
         return None
 

@@ -26,7 +26,7 @@ from functools import wraps
 from itertools import chain
 from typing import Any
 
-from jinja2 import StrictUndefined, nodes, pass_environment
+from jinja2 import StrictUndefined, Undefined, nodes, pass_environment
 from jinja2.compiler import CodeGenerator
 from jinja2.filters import make_attrgetter
 from jinja2.sandbox import SandboxedEnvironment, SandboxedFormatter
@@ -287,6 +287,14 @@ def _sum(environment: SandboxedEnvironment, iterable: Any, attribute: Any = None
     return type(start)(total)
 
 
+def _default(value: Any, default_value: Any = "", boolean: bool = False) -> Any:
+    """Jinja's `default`, with null counted as missing: a fact a probe could not observe is
+    null, and `{{ facts.typed | default(vars.workers) }}` must not print None."""
+    if value is None or isinstance(value, Undefined) or (boolean and not value):
+        return default_value
+    return value
+
+
 def _metered_filter(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
     """A filter that checks the clock, runs only when what it will make fits in what is left
     of the budget (its input's size, or its cost when it can make more than it is given),
@@ -399,7 +407,12 @@ class Sandbox(SandboxedEnvironment):
         self.globals["namespace"] = _ShortNamespace
         self.filters = {
             name: _metered_filter(name, fn)
-            for name, fn in {**self.filters, "sum": _sum}.items()
+            for name, fn in {
+                **self.filters,
+                "sum": _sum,
+                "default": _default,
+                "d": _default,
+            }.items()
             if name not in _DROPPED_FILTERS
         }
 

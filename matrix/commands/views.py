@@ -130,6 +130,6 @@ def _title(task: Task) -> str:
     check = task.check
     title = check.title or check.failure or check.id
     try:
-        return str(template.render(title, {**task.context, "facts": {}, "error": ""}))
+        return template.render_text(title, {**task.context, "facts": {}, "error": ""})
     except template.RenderError:
         return title

@@ -87,7 +87,7 @@ class Planner:
             refs = []
             for i, host in enumerate(spec.hosts):
                 try:
-                    host = str(template.render(host, self.base)).strip()
+                    host = template.render_text(host, self.base).strip()
                 except template.RenderError as exc:
                     if ("targets", name, "hosts", i) not in self.unrenderable:
                         self.problem(("targets", name, "hosts", i), str(exc))
@@ -205,7 +205,7 @@ class Planner:
 
     def _targets_of(self, loc: tuple, check: Check) -> list[TargetRef]:
         try:
-            name = str(template.render(check.on, self.base))
+            name = template.render_text(check.on, self.base)
         except template.RenderError as exc:
             self.problem((*loc, "on"), str(exc))
             return []

@@ -12,6 +12,7 @@ exactly, integers of any size included.
 from __future__ import annotations
 
 import difflib
+import json
 import math
 import operator
 import re
@@ -62,6 +63,20 @@ def _number(value: Any) -> int | float:
         return float(value)  # "1.5", "1e400" (inf), "nan"; else ValueError
 
 
+SHOWN_CHARS = 1000  # of a value in a problem line: a 1 MiB output would drown the report
+
+
+def _shown(value: Any) -> str:
+    """A value as the spec would write it (`true`, `null`, `"abc"`, `["a", "b"]`: JSON, which
+    YAML reads), cut short; a value JSON cannot show (nested past the recursion limit, an int
+    past Python's 4300 digits) is named by its type."""
+    try:
+        text = json.dumps(value, ensure_ascii=False, default=str)
+    except Exception as exc:
+        return f"<{type(value).__name__} that cannot be shown: {type(exc).__name__}>"
+    return text if len(text) <= SHOWN_CHARS else f"{text[:SHOWN_CHARS]}… ({len(text)} chars)"
+
+
 def _same(actual: Any, expected: Any) -> bool:
     """Equality that forgives '100' vs 100 and 'true' vs true (vars from --var and command
     output arrive as strings)."""
@@ -89,7 +104,7 @@ def _compare(symbol: str, fn: Callable[[float, float], bool]) -> Callable[..., M
         except (TypeError, ValueError):
             bound = math.nan
         if bound != bound:  # nan: no value would ever compare
-            raise ExpectError(path, f"expected a number, got {expected!r}")
+            raise ExpectError(path, f"expected a number, got {_shown(expected)}")
         return Matcher(lambda v: fn(_number(v), bound), f"{symbol} {expected}")
 
     return build
@@ -128,7 +143,7 @@ def _match(expected: Any, path: tuple[Any, ...]) -> Matcher:
         detail = f"{names[0]} is not supported ({why})" if names else why
         raise ExpectError(
             path,
-            f"invalid regular expression {expected!r}: {detail}; matrix matches with RE2 "
+            f"invalid regular expression /{expected}/: {detail}; matrix matches with RE2 "
             "syntax, in linear time",
         ) from None
     return Matcher(
@@ -142,7 +157,7 @@ def _version(expected: Any, path: tuple[Any, ...]) -> Matcher:
         spec = SpecifierSet(str(expected))
     except InvalidSpecifier:
         raise ExpectError(
-            path, f"expected a PEP 440 specifier like '>=2.5,<3', got {expected!r}"
+            path, f"expected a PEP 440 specifier like '>=2.5,<3', got {_shown(expected)}"
         ) from None
     if not str(spec):
         raise ExpectError(path, "expected a PEP 440 specifier like '>=2.5,<3', got nothing")
@@ -151,8 +166,8 @@ def _version(expected: Any, path: tuple[Any, ...]) -> Matcher:
 
 def _in(expected: Any, path: tuple[Any, ...]) -> Matcher:
     if not isinstance(expected, list):
-        raise ExpectError(path, f"`in` takes a list of allowed values, got {expected!r}")
-    return Matcher(lambda v: any(_same(v, e) for e in expected), f"one of {expected}")
+        raise ExpectError(path, f"`in` takes a list of allowed values, got {_shown(expected)}")
+    return Matcher(lambda v: any(_same(v, e) for e in expected), f"one of {_shown(expected)}")
 
 
 def _len(expected: Any, path: tuple[Any, ...]) -> Matcher:
@@ -178,14 +193,14 @@ def _group(name: str, combine: Callable[..., bool]) -> Callable[..., Matcher]:
 
 
 OPERATORS: dict[str, Callable[[Any, tuple[Any, ...]], Matcher]] = {
-    "eq": lambda e, _: Matcher(lambda v: _same(v, e), f"== {e!r}"),
-    "ne": lambda e, _: Matcher(lambda v: not _same(v, e), f"!= {e!r}"),
+    "eq": lambda e, _: Matcher(lambda v: _same(v, e), f"== {_shown(e)}"),
+    "ne": lambda e, _: Matcher(lambda v: not _same(v, e), f"!= {_shown(e)}"),
     "gt": _compare(">", operator.gt),
     "ge": _compare(">=", operator.ge),
     "lt": _compare("<", operator.lt),
     "le": _compare("<=", operator.le),
     "match": _match,
-    "contains": lambda e, _: Matcher(lambda v: _contains(v, e), f"containing {e!r}"),
+    "contains": lambda e, _: Matcher(lambda v: _contains(v, e), f"containing {_shown(e)}"),
     "in": _in,
     "len": _len,
     "version": _version,
@@ -241,18 +256,7 @@ def lookup(facts: Mapping[str, Any], path: str) -> Any:
     return value
 
 
-SHOWN_CHARS = 1000  # of a value in a problem line: a 1 MiB output would drown the report
 SHOWN_NAMES = 30  # fact names listed when an expected one is missing
-
-
-def _shown(value: Any) -> str:
-    """repr, cut short; a value repr cannot show (nested past the recursion limit, an int past
-    Python's 4300 digits) is named by its type."""
-    try:
-        text = repr(value)
-    except Exception as exc:
-        return f"<{type(value).__name__} that cannot be shown: {type(exc).__name__}>"
-    return text if len(text) <= SHOWN_CHARS else f"{text[:SHOWN_CHARS]}… ({len(text)} chars)"
 
 
 def _names(facts: Any) -> str:

@@ -37,8 +37,9 @@ class NotConfigured(RenderError):
     """An environment variable or secret a template needs is not set on this machine."""
 
 
-_PLAIN = Sandbox(finalize=charge)
-_SHELL = Sandbox(finalize=lambda value: shlex.quote(str(charge(value))))
+NO_VALUE = "(no value)"  # what a null reads as in text for people: not Python's None
+_PLAIN = Sandbox(finalize=lambda value: charge(NO_VALUE if value is None else value))
+_SHELL = Sandbox(finalize=lambda value: shlex.quote(str(charge("" if value is None else value))))
 
 
 def is_template(text: Any) -> bool:
@@ -80,6 +81,13 @@ def render(text: Any, context: Mapping[str, Any], *, shell: bool = False) -> Any
     except Exception as exc:
         raise RenderError(f"{type(exc).__name__}: {exc} in {_shown(text)}") from None
     return value
+
+
+def render_text(text: Any, context: Mapping[str, Any]) -> str:
+    """Render a value to the text a person reads (a title, a diagnostic, a host name): a
+    template that is one `{{ expression }}` of null reads as NO_VALUE too."""
+    value = render(text, context)
+    return NO_VALUE if value is None else str(value)
 
 
 def render_tree(value: Any, context: Mapping[str, Any], *, shell_keys: frozenset = frozenset()):

@@ -67,7 +67,7 @@ def test_the_entry_point_is_what_makes_the_kinds_known(cli, acme):
     assert explained.returncode == 0, explained.stderr
     assert "probe:      acme.ulimit" in explained.stdout
     assert "A resource limit (open files by default) of a new process" in explained.stdout
-    assert "ok == True" in explained.stdout  # the kind's default_expect
+    assert "ok == true" in explained.stdout  # the kind's default_expect
     assert "raisable       the hard limit meets `at_least`" in explained.stdout
 
     without = cli("validate", SPEC)  # the repo alone: no plugin installed

@@ -63,7 +63,7 @@ def test_critical_failure_blocks_with_diagnostic_and_fix(cli, write_spec):
     out = done.stdout
     assert "❌ Disk full" in out
     assert "   Only 12GB free, need 100GB" in out
-    assert "   ↳ stdout is '12', expected >= 100" in out
+    assert '   ↳ stdout is "12", expected >= 100' in out
     assert "   Fix: Resize the volume to 100GB" in out
     assert "DEPLOYMENT BLOCKED: 1 critical issue" in out
     assert "1. Disk full: Only 12GB free, need 100GB" in out

@@ -182,11 +182,17 @@ def test_broken_server_configuration_lists_every_problem_in_one_run(
             "METRICS_PORT": str(busy_port),
             "HOST": "127.0.0.1",
             "LOG_LEVEL": "verbose",
+            "WORKERS": "abc",
             "TRUST_REMOTE_CODE": "yes",
         }
         out = tmp_path / "broken.json"
-        done = cli("run", SPEC, "--vars", settings, "--json", out, env=env)
+        junit = tmp_path / "broken.xml"
+        done = cli("run", SPEC, "--vars", settings, "--json", out, "--junit", junit, env=env)
     data, results = results_of(out)
+    # a value that is not a number is quoted as it was set, never as Python's None
+    assert "None" not in done.stdout and "None" not in junit.read_text()
+    assert results["workers"]["diagnostic"].startswith("WORKERS='abc' is not an int")
+    assert results["max-batch-size"]["title"] == "MAX_BATCH_SIZE=8 (default)"
     assert done.returncode == 1, done.stdout + done.stderr
     assert data["verdict"] == "BLOCKED"
 
@@ -215,6 +221,7 @@ def test_broken_server_configuration_lists_every_problem_in_one_run(
             "LOG_LEVEL=verbose is not one of debug, info, warning, error, critical",
         ),
         "remote-code-off": ("warning", "TRUST_REMOTE_CODE=yes: the server will run Python code"),
+        "workers": ("critical", "WORKERS must be an integer between 1 and 64"),
     }
     for task_id, (severity, diagnostic) in expected.items():
         result = results[task_id]

@@ -105,7 +105,7 @@ def test_faulty_node_fails_with_a_diagnostic_per_gpu(bin_dir: Path, gpu_run) -> 
         "ticket; GPU 5 (NVIDIA H100 80GB HBM3) is throttled (hw_slowdown, sw_thermal_slowdown) — "
         "check cooling and power (nvidia-smi -q -d PERFORMANCE -i 5); GPU 6 (NVIDIA H100 80GB "
         "HBM3) has a memory row remap pending — reset the GPU (nvidia-smi -r -i 6) or reboot the "
-        "node before use (ok is False, expected == True)"
+        "node before use (ok is false, expected == true)"
     )
     assert results["ecc"].diagnostic == (
         "GPU 3 (NVIDIA H100 80GB HBM3) has 2 uncorrected ECC errors — drain the node and open a "
@@ -148,7 +148,7 @@ def test_host_without_nvidia_tools_reports_facts_not_errors(bin_dir: Path, gpu_r
     assert results["default"].status.value == "fail"
     assert results["default"].reason == (
         "nvidia-smi is not on PATH — install the NVIDIA driver, or run this check only on GPU "
-        "hosts (nvidia_smi is False, expected == True; ok is False, expected == True)"
+        "hosts (nvidia_smi is false, expected == true; ok is false, expected == true)"
     )
     assert results["dcgm-required"].status.value == "pass"  # its own expect: only gpus
     assert results["dcgm-required"].facts["problems"][1] == (

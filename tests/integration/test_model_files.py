@@ -121,7 +121,7 @@ def test_missing_shard_and_dangling_link(tmp_path: Path, model_run) -> None:
     assert results["missing"].status.value == "fail"
     assert results["missing"].reason == (
         f"Model dir {missing} is missing shard model-00002-of-00003.safetensors (named in "
-        "model.safetensors.index.json) — download it again (ok is False, expected == True)"
+        "model.safetensors.index.json) — download it again (ok is false, expected == true)"
     )
     facts = results["missing"].facts
     assert facts["missing_shards"] == ["model-00002-of-00003.safetensors"]

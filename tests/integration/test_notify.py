@@ -209,7 +209,7 @@ def test_webhook_error_answers_fail_with_a_readable_error(
     assert result.status.value == "fail"
     assert result.facts["status"] == status and result.facts["ok"] is False
     assert result.facts["error"].startswith(expected)
-    assert result.reason.startswith(expected) and "ok is False" in result.reason
+    assert result.reason.startswith(expected) and "ok is false" in result.reason
     assert result.diagnostic == f"Alert channel broken: {result.facts['error']}"
     # a redirected POST is reported, never followed as a GET without the message
     assert [r.method for r in receiver.requests] == ["POST"]
@@ -427,7 +427,7 @@ def test_alert_content_inline_templates(run_notify) -> None:
     assert text.facts["format"] == "text"
     assert text.facts["rendered"] == "Run sample-run_id failed"
     assert text.facts["missing"] == ["instance_id", "error"]
-    assert text.reason.startswith("Alert missing instance_id, error (ok is False")
+    assert text.reason.startswith("Alert missing instance_id, error (ok is false")
     broken = results["broken-json"].facts
     assert broken["problem"].startswith("Alert is not valid JSON (Expecting value")
 

@@ -94,12 +94,12 @@ def test_file_reports_content_hash_and_metadata(tmp_path: Path) -> None:
     assert facts["size_bytes"] == len(content) and facts["type"] == "file" and facts["readable"]
     assert facts["owner"] and facts["group"] and facts["mtime"] > 0
     assert results["lacks"].facts["contains_missing"] == ["epochs:"]
-    assert results["lacks"].reason == "contains_ok is False, expected == True"
+    assert results["lacks"].reason == "contains_ok is false, expected == true"
     link = results["link"].facts
     assert link["symlink"] and link["type"] == "file" and link["link_target"] == str(config)
     gone = results["gone"].facts
     assert (gone["exists"], gone["type"]) == (False, "missing")
-    assert results["gone"].reason == "exists is False, expected == True"
+    assert results["gone"].reason == "exists is false, expected == true"
     assert (
         results["dir"].reason == f"{tmp_path} is a dir; `contains` and `sha256` need a regular file"
     )
@@ -126,7 +126,7 @@ def test_dir_reports_missing_required_patterns(tmp_path: Path) -> None:
 
     assert status(before) == {"model": "fail", "absent": "fail"}
     assert before["model"].facts["missing"] == ["*.safetensors"]
-    assert before["model"].reason == "missing is ['*.safetensors'], expected length == 0"
+    assert before["model"].reason == "missing is [\"*.safetensors\"], expected length == 0"
     absent = before["absent"].facts
     assert (absent["exists"], absent["is_dir"], absent["missing"]) == (False, False, required)
     assert status(after) == {"model": "pass"}
@@ -401,4 +401,4 @@ def test_failed_expectation_is_explained_by_the_probes_own_problem_fact(tmp_path
     results = run_checks(tmp_path, [check("workers", "env", name="MX_WORKERS", type="int")])
     reason = results["workers"].reason
     assert reason.startswith("MX_WORKERS='abc' is not an int (")
-    assert "valid is False, expected == True" in reason
+    assert "valid is false, expected == true" in reason

@@ -437,7 +437,7 @@ def test_env_on_a_cpu_host(tmp_path: Path) -> None:
     # the checks really ran bf16 and fp16 autocast matmuls on this CPU
     assert (env["bf16"], env["fp16"], env["dtype_errors"]) == (True, True, {})
     assert results["env"].reason == (
-        "cuda is False, expected == True; gpu_memory_gb is None, expected >= 24"
+        "cuda is false, expected == true; gpu_memory_gb is null, expected >= 24"
     )
     assert results["cuda"].reason.startswith(
         f"device cuda was asked for, but torch {env['torch']} ("

@@ -90,7 +90,7 @@ def test_invalid_version_specifier_is_an_expect_error(bad):
 @pytest.mark.parametrize(
     ("spec", "message"),
     [
-        ({"gt": "many"}, "expected a number, got 'many'"),
+        ({"gt": "many"}, 'expected a number, got "many"'),
         ({"match": "(unclosed"}, "invalid regular expression"),
         ({"in": "abc"}, "`in` takes a list"),
         ({"and": []}, "`and` takes a non-empty list"),
@@ -133,8 +133,8 @@ def test_mismatch_texts_for_compound_matchers():
         "a is 1, expected not (== 1)",
         "b is 5, expected (< 0) or (> 10)",
         "c is [1], expected length >= 2",
-        "d is 'nope', expected matching /^ok/",
-        "e is 'z', expected one of ['x', 'y']",
+        'd is "nope", expected matching /^ok/',
+        'e is "z", expected one of ["x", "y"]',
     ]
 
 
@@ -205,7 +205,7 @@ def test_nan_and_inf_facts_fail_or_pass_without_crashing():
 
 
 def test_a_nan_bound_is_an_expect_error():
-    with pytest.raises(ExpectError, match="expected a number, got nan"):
+    with pytest.raises(ExpectError, match="expected a number, got NaN"):
         compile_matcher({"ge": float("nan")})
 
 
@@ -295,8 +295,8 @@ def test_a_value_too_deep_to_check_fails_even_under_not():
 def test_a_long_value_is_cut_short_and_an_unprintable_one_named():
     expectation = compile_expect({"out": {"contains": "ok"}, "n": {"lt": 0}})
     long_line, big_line = evaluate(expectation, {"out": "x" * 10_000, "n": 10**5000})
-    assert long_line.startswith("out is 'xxx")
-    assert "… (10002 chars), expected containing 'ok'" in long_line
+    assert long_line.startswith('out is "xxx')
+    assert '… (10002 chars), expected containing "ok"' in long_line
     assert big_line == "n is <int that cannot be shown: ValueError>, expected < 0"
 
 

@@ -263,12 +263,12 @@ def test_counts_and_json_shape():
     [
         ("free_gb is 12, expected >= 100", "Only 12GB free, need 100GB", True),
         (
-            "AccessDenied: no (ok is False, expected == True)",
+            "AccessDenied: no (ok is false, expected == true)",
             "Cannot read: AccessDenied: no",
             False,
         ),
         ("timed out after 5s", "timed out after 5s", False),
-        ("AccessDenied: no (ok is False, expected == True)", "Cannot read data", True),
+        ("AccessDenied: no (ok is false, expected == true)", "Cannot read data", True),
     ],
 )
 def test_reason_is_shown_only_when_it_adds_to_the_diagnostic(reason, diagnostic, shown):

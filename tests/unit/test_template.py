@@ -84,6 +84,20 @@ def test_single_expression_keeps_native_type():
     assert template.render("min={{ vars.min }}", context) == "min=100"
 
 
+def test_null_reads_as_missing_not_as_python_none():
+    """A fact a probe could not observe is null: `default` replaces it as it replaces a
+    missing name, and text for people says "(no value)", never "None"."""
+    context = {"facts": {"typed": None, "n": 0}, "vars": {"workers": 4}}
+    assert template.render("W {{ facts.typed | default(vars.workers) }}", context) == "W 4"
+    assert template.render("{{ facts.typed | d('?') }}", context) == "?"
+    assert template.render("{{ facts.n | default(7) }}", context) == 0
+    assert template.render("{{ facts.n | default(7, true) }}", context) == 7
+    assert template.render("W {{ facts.typed }}", context) == "W (no value)"
+    assert template.render_text("{{ facts.typed }}", context) == "(no value)"
+    assert template.render("{{ facts.typed }}", context) is None  # a param keeps its null
+    assert template.render("echo {{ facts.typed }}", context, shell=True) == "echo ''"
+
+
 def test_plain_strings_and_non_strings_pass_through():
     assert template.render("no braces", {}) == "no braces"
     assert template.render(42, {}) == 42
