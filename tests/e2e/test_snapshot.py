@@ -54,7 +54,7 @@ def test_a_node_that_differs_fails_with_what_differs(cli, tmp_path: Path) -> Non
     path.write_text(text.replace(current, "~=3.0.0"))
     ran = cli("run", "baseline.yaml")
     assert ran.returncode == 1
-    said = f"localhost differs from {platform.node()}: version is \"{platform.python_version()}\""
+    said = f'localhost differs from {platform.node()}: version is "{platform.python_version()}"'
     assert said in ran.stdout
 
 

@@ -126,7 +126,7 @@ def test_dir_reports_missing_required_patterns(tmp_path: Path) -> None:
 
     assert status(before) == {"model": "fail", "absent": "fail"}
     assert before["model"].facts["missing"] == ["*.safetensors"]
-    assert before["model"].reason == "missing is [\"*.safetensors\"], expected length == 0"
+    assert before["model"].reason == 'missing is ["*.safetensors"], expected length == 0'
     absent = before["absent"].facts
     assert (absent["exists"], absent["is_dir"], absent["missing"]) == (False, False, required)
     assert status(after) == {"model": "pass"}
