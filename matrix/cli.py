@@ -85,8 +85,10 @@ def _dispatch(argv: list[str]) -> int:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
         count = len(exc.problems)
+        places = count + sum(len(problem.also) for problem in exc.problems)
+        at = f" at {places} places" if places > count else ""
         print(
-            f"matrix: {count} problem{'s' if count != 1 else ''} found; nothing was run",
+            f"matrix: {count} problem{'s' if count != 1 else ''} found{at}; nothing was run",
             file=sys.stderr,
         )
         return EXIT_INVALID

@@ -87,6 +87,27 @@ def test_validate_reports_planner_problems_together(cli, write_spec):
     assert "matrix: 2 problems found; nothing was run" in done.stderr
 
 
+def test_one_problem_at_many_places_is_one_line_that_counts_them(cli, write_spec):
+    """A group with no hosts that 12 checks run on is one thing to fix: one line at the
+    first place, the others by line, and a count."""
+    checks = "".join(
+        f'      - {{id: c{i}, on: gpu, probe: {{kind: command, argv: ["true"]}}}}\n'
+        for i in range(12)
+    )
+    write_spec(
+        "version: 1\nname: t\ntargets:\n  gpu: {hosts: []}\n"
+        "phases:\n  - id: p\n    checks:\n" + checks
+    )
+    done = cli("validate", "spec.yaml")
+    assert done.returncode == 2
+    lines = done.stderr.splitlines()
+    assert len(lines) == 2, done.stderr
+    assert lines[0].startswith("spec.yaml:8:")
+    assert "target group 'gpu' has no hosts" in lines[0]
+    assert lines[0].endswith("(and 11 more places: lines 9, 10, 11, 12, 13, 14, 15, …, 19)")
+    assert lines[1] == "matrix: 1 problem found at 12 places; nothing was run"
+
+
 def test_run_on_a_bad_spec_exits_2_and_runs_nothing(cli, write_spec, tmp_path):
     marker = tmp_path / "ran"
     write_spec(
