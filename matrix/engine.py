@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, AbstractContextManager, nullcontext
 from dataclasses import dataclass, replace
 from typing import Any
@@ -234,10 +234,10 @@ class _Execution:
             name = type(exc).__name__
             why = json_safe(f"probe {task.params.kind} crashed: {name}: {exc}")
             return ended(Status.error, why, "crash", name), {}
-        problems = evaluate(task.expect, facts)
-        if not problems:
+        unmet = evaluate(task.expect, facts)
+        if not unmet:
             return ended(Status.passed), facts
-        return ended(Status.failed, _explain(facts, problems), "assertion"), facts
+        return ended(Status.failed, _explain(facts, unmet), "assertion"), facts
 
     def _result(
         self,
@@ -257,7 +257,8 @@ class _Execution:
         facts = facts or {}
         cause = error or reason or (skip.text if skip else None)
         bad = status in (Status.failed, Status.error)
-        why = error or (_own_account(facts) if bad else None) or ""
+        account = _own_account(facts, evaluate(task.expect, facts)) if bad else None
+        why = error or account or ""
         context = {**task.context, "facts": facts, "error": why, "reason": cause or ""}
         failure = check.failure if bad else None  # a failed line leads with what went wrong
         title = failure or _text(check.title, context) or check.category or check.id
@@ -298,18 +299,29 @@ def _name(check: Check) -> str:
     return str(check.title) if plain else check.id
 
 
-def _own_account(facts: dict[str, Any]) -> str | None:
-    """The probe's own account of what is wrong, when it gave one: by convention a `problem`
-    or `error` fact, e.g. "PORT='abc' is not an int" or "AccessDenied: ..."."""
+def _own_account(facts: dict[str, Any], unmet: Mapping[str, str]) -> str | None:
+    """The probe's own account of what is wrong, when it gave one. By convention a probe
+    says it in a `problems` fact, a sentence per fact ({"missing.text": "Records missing
+    'text' field: 3 of 10"}), of which the one for the first unmet fact (or its nearest
+    parent) speaks for the check; else in a `problem` or `error` fact, e.g. "PORT='abc' is
+    not an int" or "AccessDenied: ..."."""
+    said = facts.get("problems")
+    if isinstance(said, dict):
+        for path in unmet:
+            parts = path.split(".")
+            for end in range(len(parts), 0, -1):
+                sentence = said.get(".".join(parts[:end]))
+                if isinstance(sentence, str) and sentence:
+                    return sentence
     detail = facts.get("problem") or facts.get("error")
     return detail if isinstance(detail, str) and detail else None
 
 
-def _explain(facts: dict[str, Any], problems: list[str]) -> str:
+def _explain(facts: dict[str, Any], unmet: Mapping[str, str]) -> str:
     """Unmet matchers, led by the probe's own account of what is wrong."""
-    detail = _own_account(facts)
-    unmet = "; ".join(problems)
-    return f"{detail} ({unmet})" if detail else unmet
+    detail = _own_account(facts, unmet)
+    problems = "; ".join(unmet.values())
+    return f"{detail} ({problems})" if detail else problems
 
 
 def _text(source: str | None, context: dict[str, Any]) -> str | None:

@@ -36,12 +36,17 @@ def _paths(value: Any) -> Any:
         "files": {"gt": 0},
         "unreadable": {"len": 0},
         "records": {"gt": 0},
+        "empty_files": {"len": 0},
         "invalid": 0,
         "incomplete": 0,
     },
     facts={
         "files": "files (and S3 objects) opened and read",
         "paths": "the files read, in order, at most 50",
+        "per_file": "{path, records, valid, invalid, empty_text} for each file read, in order, at "
+        "most 50: which shard is bad",
+        "empty_files": "files read that hold no records (empty, or blank lines only), at most 50; "
+        "a shard cut to nothing among full ones",
         "unreadable": '"path: reason" for each path that could not be read to its end, and '
         'each pattern that matches nothing ("path: no file matches"); at most 50, `problem` '
         "counts the rest",
@@ -66,6 +71,9 @@ def _paths(value: Any) -> Any:
         "problem": 'the first thing wrong in one sentence, e.g. "Invalid JSON in '
         "/data/train.jsonl:17: Expecting ',' delimiter at column 42 (1 of 1000 records "
         'invalid)"; null when nothing is',
+        "problems": "{fact: one sentence on what is wrong with it} (`unreadable`, `invalid`, "
+        "`records`, `empty_files`, `missing.<field>`, `incomplete`, `valid`, …): a failed "
+        "check's `{{ error }}` is the sentence for its first unmet fact",
     },
 )
 class Jsonl(AwsParams):

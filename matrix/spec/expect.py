@@ -267,21 +267,22 @@ def _names(facts: Any) -> str:
     return ", ".join(names[:SHOWN_NAMES]) + more or "none"
 
 
-def evaluate(expectation: Expectation, facts: Mapping[str, Any]) -> list[str]:
-    """One readable line per unmet matcher; empty means the check passes. Never raises: a
-    value no matcher can take (nested too deep to compare…) is a problem too."""
-    problems = []
+def evaluate(expectation: Expectation, facts: Mapping[str, Any]) -> dict[str, str]:
+    """{fact path: a readable line} for each unmet matcher, in the expectation's order; empty
+    means the check passes. Never raises: a value no matcher can take (nested too deep to
+    compare…) is a problem too."""
+    problems = {}
     for path, matcher in expectation.items():
         value = lookup(facts, path)
         if value is _MISSING:
-            problems.append(f"{path} was not observed (facts: {_names(facts)})")
+            problems[path] = f"{path} was not observed (facts: {_names(facts)})"
             continue
         try:
             held = matcher(value)
         except Exception as exc:
             why = f"{type(exc).__name__}: {exc}"
-            problems.append(f"{path} could not be checked ({why}), expected {matcher.text}")
+            problems[path] = f"{path} could not be checked ({why}), expected {matcher.text}"
             continue
         if not held:
-            problems.append(f"{path} is {_shown(value)}, expected {matcher.text}")
+            problems[path] = f"{path} is {_shown(value)}, expected {matcher.text}"
     return problems

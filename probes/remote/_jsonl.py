@@ -82,14 +82,25 @@ def _human_size(count):
 
 
 class _FileAt:
-    """Where the scan is in one file: its name, line number and records taken."""
+    """One file of the scan: where it is (line number), what it held, and whether a bound
+    stopped it before its end."""
 
-    __slots__ = ("name", "number", "taken")
+    __slots__ = ("cut", "empty_text", "invalid", "name", "number", "taken", "valid")
 
     def __init__(self, name):
         self.name = name
         self.number = 0
-        self.taken = 0
+        self.taken = self.valid = self.invalid = self.empty_text = 0
+        self.cut = False
+
+    def counts(self):
+        return {
+            "path": self.name,
+            "records": self.taken,
+            "valid": self.valid,
+            "invalid": self.invalid,
+            "empty_text": self.empty_text,
+        }
 
 
 def _field_getter(path):
@@ -132,6 +143,7 @@ class Scan:
         self.max_line = max_line
         self.files = 0
         self.paths = []
+        self.opened = []  # every file's _FileAt, for per-file counts and empty files
         self.unreadable = []
         self.unreadable_more = 0  # unreadable paths past MAX_PATHS: counted, not named
         self.records = self.valid = self.invalid = self.empty_text = self.bytes = 0
@@ -146,7 +158,9 @@ class Scan:
         self.files += 1
         if len(self.paths) < MAX_PATHS:
             self.paths.append(name)
-        return _FileAt(name)
+        at = _FileAt(name)
+        self.opened.append(at)
+        return at
 
     def cannot_read(self, name, reason):
         """A source that could not be read (to its end): `reason` says why."""
@@ -193,7 +207,7 @@ class Scan:
         if (self.sample is not None and at.taken >= self.sample) or (
             self.limit is not None and self.records >= self.limit
         ):
-            self.complete = False
+            self.complete, at.cut = False, True
             return False
         at.taken += 1
         self.records += 1
@@ -220,20 +234,32 @@ class Scan:
                 ok = False
         if self.text is not None and _is_blank(self.text(record)):
             self.empty_text += 1
+            at.empty_text += 1
             ok = False
         if ok:
             self.valid += 1
+            at.valid += 1
         return True
 
     def _invalid(self, at, why):
         self.invalid += 1
+        at.invalid += 1
         if len(self.errors) < MAX_ERRORS:
             self.errors.append(f"{at.name}:{at.number}: {why}")
 
     def stats(self):
+        unreadable = {name for name, _ in self.unreadable}
+        empty = [
+            at.name
+            for at in self.opened
+            if not at.taken and not at.cut and at.name not in unreadable
+        ]
         return {
             "files": self.files,
             "paths": self.paths,
+            "per_file": [at.counts() for at in self.opened[:MAX_PATHS]],
+            "empty_files": empty[:MAX_PATHS],
+            "empty_files_more": max(len(empty) - MAX_PATHS, 0),
             "unreadable": self.unreadable,
             "unreadable_more": self.unreadable_more,
             "records": self.records,
@@ -311,10 +337,11 @@ def merge(a, b):
     merged = {key: a[key] + b[key] for key in summed}
     merged.update(
         paths=(a["paths"] + b["paths"])[:MAX_PATHS],
+        per_file=(a["per_file"] + b["per_file"])[:MAX_PATHS],
         unreadable=(a["unreadable"] + b["unreadable"])[:MAX_PATHS],
-        unreadable_more=a["unreadable_more"]
-        + b["unreadable_more"]
-        + max(len(a["unreadable"]) + len(b["unreadable"]) - MAX_PATHS, 0),
+        unreadable_more=_more(a, b, "unreadable"),
+        empty_files=(a["empty_files"] + b["empty_files"])[:MAX_PATHS],
+        empty_files_more=_more(a, b, "empty_files"),
         errors=(a["errors"] + b["errors"])[:MAX_ERRORS],
         missing=missing,
         complete=a["complete"] and b["complete"],
@@ -322,6 +349,12 @@ def merge(a, b):
         peak_rss_mb=max(peaks) if peaks else None,
     )
     return merged
+
+
+def _more(a, b, key):
+    """How many of `key`'s entries two stats hold past the MAX_PATHS they keep together."""
+    kept = len(a[key]) + len(b[key])
+    return a[f"{key}_more"] + b[f"{key}_more"] + max(kept - MAX_PATHS, 0)
 
 
 def _nest_fields(flat):
@@ -345,7 +378,8 @@ def finish(stats, text_field="text"):
     }
     seconds = stats["seconds"]
     facts = dict(stats)
-    del facts["unreadable_more"]  # told in `problem`: "(and N more unreadable)"
+    del facts["unreadable_more"], facts["empty_files_more"]  # told in `problems`
+    problems = _problems(stats, objects, text_field)
     facts.update(
         unreadable=[f"{name}: {reason}" for name, reason in stats["unreadable"]],
         missing=_nest_fields(stats["missing"]),
@@ -353,34 +387,57 @@ def finish(stats, text_field="text"):
         seconds=round(seconds, 3),
         incomplete=objects - stats["valid"],
         records_per_second=round(stats["records"] / seconds) if seconds > 0 else 0,
-        problem=_problem_of(stats, objects, text_field),
+        problem=next(iter(problems.values()), None),
+        problems=problems,
     )
     return facts
 
 
-def _problem_of(stats, objects, text_field):
-    """One sentence for the first thing wrong; None when nothing is."""
+def _problems(stats, objects, text_field):
+    """{fact: one sentence on what is wrong with it}, the first thing wrong first, so a
+    check that expects `missing.text` is told about missing text, not about another file."""
+    said = {}
     unreadable = stats["unreadable"]
     if unreadable:
         name, reason = unreadable[0]
-        if reason == "no file matches":
-            first = f"No file matches {name}"
-        else:
-            first = f"Cannot read {name}: {reason}"
+        first = (
+            f"No file matches {name}"
+            if reason == "no file matches"
+            else (f"Cannot read {name}: {reason}")
+        )
         more = len(unreadable) - 1 + stats["unreadable_more"]
-        return first + (f" (and {more} more unreadable)" if more else "")
-    records, invalid = stats["records"], stats["invalid"]
+        said["unreadable"] = first + (f" (and {more} more unreadable)" if more else "")
+    records, invalid, files = stats["records"], stats["invalid"], stats["files"]
     if invalid:
-        return f"Invalid JSON in {stats['errors'][0]} ({invalid} of {records} records invalid)"
-    if not stats["files"]:
-        return "No files to read"
-    if not records:
-        if stats["files"] == 1:
-            return f"No records in {stats['paths'][0]}"
-        return f"No records in {stats['files']} files"
+        said["invalid"] = (
+            f"Invalid JSON in {stats['errors'][0]} ({invalid} of {records} records invalid)"
+        )
+    if not files:
+        said["files"] = "No files to read"
+    if files and not records:
+        said["records"] = (
+            f"No records in {stats['paths'][0]}" if files == 1 else f"No records in {files} files"
+        )
+    empty = stats["empty_files"]
+    if empty and records:
+        count = len(empty) + stats["empty_files_more"]
+        others = f" and {count - 1} more" if count > 1 else ""
+        said["empty_files"] = f"No records in {empty[0]}{others} ({count} of {files} files empty)"
     for name, count in stats["missing"].items():
         if count:
-            return f"Records missing '{name}' field: {count} of {objects}"
+            said[f"missing.{name}"] = said[f"coverage.{name}"] = (
+                f"Records missing '{name}' field: {count} of {objects}"
+            )
     if stats["empty_text"]:
-        return f"Records with empty '{text_field}': {stats['empty_text']} of {objects}"
-    return None
+        said["empty_text"] = (
+            f"Records with empty '{text_field}': {stats['empty_text']} of {objects}"
+        )
+    incomplete = [text for key, text in said.items() if key.startswith(("missing.", "empty_text"))]
+    if incomplete:
+        said["incomplete"] = "; ".join(dict.fromkeys(incomplete))
+    if records > stats["valid"]:
+        reasons = [text for key, text in said.items() if key in ("invalid", "incomplete")]
+        said["valid"] = f"{stats['valid']} of {records} records valid: " + "; ".join(reasons)
+    if not stats["complete"] and "unreadable" not in said:
+        said["complete"] = "A bound (sample, limit or max_files) stopped reading before the end"
+    return said

@@ -271,12 +271,68 @@ def test_missing_files_and_empty_globs_are_unreadable(tmp_path: Path, data_run) 
     assert results["dir"].facts["unreadable"] == [f"{tmp_path}: Is a directory"]
     assert results["dir"].facts["problem"] == f"Cannot read {tmp_path}: Is a directory"
     assert results["empty"].facts["problem"] == f"No records in {empty}"
-    assert results["empty"].reason == f"No records in {empty} (records is 0, expected > 0)"
+    assert results["empty"].reason.startswith(
+        f"No records in {empty} (records is 0, expected > 0; empty_files is ["
+    )
     many = results["many"].facts
     assert len(many["unreadable"]) == 50  # the facts stay small; the problem counts the rest
     assert (
         many["problem"] == f"No file matches {tmp_path}/nothing-0/*.jsonl (and 59 more unreadable)"
     )
+
+
+def test_each_file_is_counted_and_an_empty_one_in_a_glob_is_seen(tmp_path: Path, data_run) -> None:
+    """Per-file counts show which shard is bad; an empty shard among full ones fails the
+    default expectation and is named."""
+    root = tmp_path / "shards"
+    good = write(root / "part-0.jsonl", lines(samples(4)))
+    mixed = write(root / "part-1.jsonl", lines([{"text": ""}, {"id": 1}]) + b"{cut\n")
+    empty = write(root / "part-2.jsonl", b"")
+    blank = write(root / "part-3.jsonl.gz", gzip.compress(b"\n \n"))
+
+    results = data_run({"all": {"paths": f"{root}/part-*"}})
+
+    facts = results["all"].facts
+    assert facts["per_file"] == [
+        {"path": str(good), "records": 4, "valid": 4, "invalid": 0, "empty_text": 0},
+        {"path": str(mixed), "records": 3, "valid": 0, "invalid": 1, "empty_text": 1},
+        {"path": str(empty), "records": 0, "valid": 0, "invalid": 0, "empty_text": 0},
+        {"path": str(blank), "records": 0, "valid": 0, "invalid": 0, "empty_text": 0},
+    ]
+    assert facts["empty_files"] == [str(empty), str(blank)]
+    assert facts["problems"]["empty_files"] == (
+        f"No records in {empty} and 1 more (2 of 4 files empty)"
+    )
+    assert "empty_files is" in results["all"].reason
+
+
+def test_each_fact_has_its_own_problem_sentence(tmp_path: Path, data_run) -> None:
+    """A check about missing fields is told about missing fields, even when another file of
+    the same paths cannot be read: `{{ error }}` is the sentence for the first unmet fact."""
+    train = write(tmp_path / "train.jsonl", lines([*samples(7), {"id": 8}, {"id": 9}]))
+    cut = write(tmp_path / "cut.jsonl.gz", gzip.compress(lines(samples(50)))[:40])
+    paths = [str(cut), str(train)]
+
+    results = data_run(
+        {
+            "content": {"paths": paths, "expect": {"missing.text": 0}},
+            "volume": {"paths": paths, "expect": {"valid": {"ge": 100}}},
+            "readable": {"paths": paths, "expect": {"unreadable": {"len": 0}}},
+        }
+    )
+
+    assert status(results) == {"content": "fail", "volume": "fail", "readable": "fail"}
+    said = results["content"].facts["problems"]
+    assert said["missing.text"] == "Records missing 'text' field: 2 of 9"
+    assert said["unreadable"].startswith(f"Cannot read {cut}: truncated gzip")
+    assert results["content"].facts["problem"] == said["unreadable"]  # the first thing wrong
+    assert results["content"].reason == (
+        "Records missing 'text' field: 2 of 9 (missing.text is 2, expected == 0)"
+    )
+    assert results["volume"].reason.startswith(
+        "7 of 9 records valid: Records missing 'text' field: 2 of 9 (valid is 7"
+    )
+    assert results["readable"].reason.startswith(f"Cannot read {cut}: truncated gzip")
 
 
 def test_sample_and_limit_bound_the_work(tmp_path: Path, data_run) -> None:
