@@ -4,6 +4,7 @@ and a real AWS endpoint (moto's server) for the AWS probes."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -84,8 +85,9 @@ def by_id() -> Callable[[Run], dict[str, Result]]:
 class Cli:
     """`python -m matrix ...` in tmp_path, the way a user runs it."""
 
-    def __init__(self, cwd: Path):
+    def __init__(self, cwd: Path, limit: float = math.inf):
         self.cwd = cwd
+        self.limit = limit  # the test's own pytest-timeout: a run must be given less
 
     def env(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
         env = {**os.environ, "NO_COLOR": "1", "PYTHONPATH": str(REPO)}
@@ -95,6 +97,12 @@ class Cli:
     def __call__(
         self, *args: str, env: Mapping[str, str] | None = None, timeout: float = 60
     ) -> subprocess.CompletedProcess[str]:
+        if timeout >= self.limit:
+            pytest.fail(
+                f"this run may take {timeout:g}s but pytest-timeout stops the test at "
+                f"{self.limit:g}s: mark the test @pytest.mark.timeout(...) above {timeout:g}",
+                pytrace=False,
+            )
         return subprocess.run(
             [sys.executable, "-m", "matrix", *map(str, args)],
             capture_output=True,
@@ -115,9 +123,17 @@ class Cli:
         )
 
 
+def time_limit(node: pytest.Item) -> float:
+    """The limit pytest-timeout holds a test to: its `timeout` mark, else the ini value."""
+    marker = node.get_closest_marker("timeout")
+    if marker is not None and marker.args:
+        return float(marker.args[0])
+    return float(node.config.getini("timeout") or 0) or math.inf
+
+
 @pytest.fixture
-def cli(tmp_path: Path) -> Cli:
-    return Cli(tmp_path)
+def cli(tmp_path: Path, request: pytest.FixtureRequest) -> Cli:
+    return Cli(tmp_path, time_limit(request.node))
 
 
 @pytest.fixture

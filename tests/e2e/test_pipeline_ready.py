@@ -17,6 +17,7 @@ from http_server import Handler, serving
 from integration.sshd import SshServer
 from moto_server import MotoServer
 
+pytestmark = pytest.mark.timeout(360)  # each test runs the whole pipeline (300 s at most)
 pytest.importorskip("transformers", reason="the pipeline's model rows load a transformers model")
 pytest.importorskip("datasets", reason="the pipeline's dataset row loads with `datasets`")
 
@@ -159,7 +160,7 @@ def run_pipeline(
     done = cli(
         "run", SPEC, "--vars", team_vars, "--inventory", inventory, "--json", out, *options,
         env=env,
-        timeout=600,
+        timeout=300,
     )  # fmt: skip
     report = json.loads(out.read_text())
     report["exit_code"], report["stdout"] = done.returncode, done.stdout

@@ -42,6 +42,7 @@ def test_shipped_spec_validates_and_plans(spec: str, cli) -> None:
     assert planned.stdout.strip()
 
 
+@pytest.mark.timeout(360)  # torch rows on a loaded 2-core machine
 def test_training_readiness_is_ready_on_this_cpu(cli, tmp_path: Path) -> None:
     spec = REPO / "specs" / "training-readiness.yaml"
     out = tmp_path / "out.json"
@@ -59,6 +60,7 @@ TORCH_ROWS = {
 }  # fmt: skip
 
 
+@pytest.mark.timeout(360)
 def test_training_readiness_runs_the_users_model_in_every_torch_row(cli, tmp_path) -> None:
     """One var points the spec at a model that is not the built-in one (an MLP whose batches
     are (x, y), with its own loss): every torch row runs it, and says so."""
@@ -82,6 +84,7 @@ def test_training_readiness_runs_the_users_model_in_every_torch_row(cli, tmp_pat
     assert results["memory-estimate"]["title"] == "torch_model.regressor:build fits in memory"
 
 
+@pytest.mark.timeout(360)
 def test_training_readiness_blocks_a_broken_setup_with_its_diagnostics(cli, tmp_path) -> None:
     spec = REPO / "specs" / "training-readiness.yaml"
     out = tmp_path / "out.json"

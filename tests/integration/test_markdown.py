@@ -370,7 +370,7 @@ def assert_verdict_and_fixes(text: str) -> None:
 
 def test_budget_drops_passing_detail_first(cli, write_spec, tmp_path):
     write_spec(big_spec(300))
-    done = cli("run", "spec.yaml", "--markdown", "full.md", timeout=120)
+    done = cli("run", "spec.yaml", "--markdown", "full.md", timeout=100)
     assert done.returncode == 1, done.stdout + done.stderr
     assert size(tmp_path / "full.md") > 65536  # the test means something
     done = cli("run", "spec.yaml", "--markdown", "out.md", "--markdown-max-chars", "65536")
