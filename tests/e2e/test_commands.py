@@ -260,7 +260,7 @@ def test_explain_shows_probe_expectation_diagnostic_and_fix(cli, write_spec):
     assert 'probe:      command {"shell": "df -k ."}' in out
     assert "expects (declared):" in out
     assert "exit_code == 0" in out
-    assert "stdout containing 'Filesystem'" in out
+    assert 'stdout containing "Filesystem"' in out
     assert "diagnostic: Only {{ facts.stdout }}GB free, need {{ vars.min_free_gb }}GB" in out
     assert "fix:        Resize EBS" in out
     assert "timeout:    5s, retry 2× from 1s" in out
