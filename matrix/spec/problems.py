@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
@@ -17,6 +18,7 @@ class Position:
         return f"{self.file}:{self.line}:{self.col}"
 
 
+_LAST_KEY = re.compile(r"[.\]]")
 SHOWN_PLACES = 8  # other places a repeated problem lists by line
 
 
@@ -51,11 +53,13 @@ class Problem:
 
 
 def merged(problems: Iterable[Problem]) -> list[Problem]:
-    """One problem per distinct message, at its first place, counting the others: a target
-    group with no hosts that 20 checks run on is one thing to fix, so it is one line."""
-    places: dict[tuple[str, str], list[Problem]] = {}
+    """One problem per distinct message and kind of key, at its first place, counting the
+    others: a target group with no hosts that 20 checks run `on` is one thing to fix, so it
+    is one line; "no values" for two different matrix axes stays two."""
+    places: dict[tuple[str, str, str], list[Problem]] = {}
     for problem in sorted(set(problems), key=lambda p: (p.where, p.key, p.message)):
-        places.setdefault((problem.message, problem.code), []).append(problem)
+        kind = _LAST_KEY.split(problem.key)[-1]  # `on` of phases[p].checks[c].on
+        places.setdefault((problem.message, problem.code, kind), []).append(problem)
     firsts = []
     for same in places.values():
         others = tuple(dict.fromkeys(p.where for p in same[1:] if p.where != same[0].where))
