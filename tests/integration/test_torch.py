@@ -87,7 +87,7 @@ def test_training_learns_and_a_high_learning_rate_is_caught(tmp_path: Path) -> N
     assert (nan["finite"], nan["first_nonfinite"], nan["nonfinite_step"]) == (False, "loss", 2)
     assert nan["losses"][0] > 0 and nan["losses"][1] is None
     assert nan["problem"] == "the loss went NaN/Inf at step 2"
-    assert results["nan"].reason.startswith("the loss went NaN/Inf at step 2 (finite is False")
+    assert results["nan"].reason.startswith("the loss went NaN/Inf at step 2 (finite is false")
 
     ok = results["lr-ok"].facts
     assert ok["diverged"] is False and ok["loss_ratio"] < 1 and ok["problem"] is None

@@ -526,9 +526,9 @@ def test_weights_must_be_finite_and_sensible(spec_problems, value, message):
                 probe: {{kind: command, argv: ["true"]}}
         """
     )
-    assert [(p.key, p.where.line, p.message) for p in problems] == [
-        ("phases[p].weight", 5, message),
-        ("phases[p].checks[a].weight", 8, message),
+    # the same problem with a weight at two places: one line, naming the other place
+    assert [(p.key, p.where.line, p.message, [a.line for a in p.also]) for p in problems] == [
+        ("phases[p].weight", 5, message, [8])
     ]
 
 
