@@ -423,7 +423,7 @@ def versions() -> str:
 def start_fleet(workdir: Path, count: int, login: str) -> SshServer:
     """sshd on `count` loopback ports, from the integration tests' helper (imported here, so
     the floor worker does not pay for pytest). The plain login adds `SetEnv SHLVL=1`."""
-    sys.path.insert(0, str(ROOT / "tests" / "integration"))
+    sys.path[:0] = [str(ROOT / "tests" / "integration"), str(ROOT / "tests")]
     import pytest
     import sshd
 

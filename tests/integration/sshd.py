@@ -15,7 +15,7 @@ import subprocess
 import time
 from pathlib import Path
 
-import pytest
+from required import unavailable
 
 SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
 PORTS_PER_DAEMON = 16
@@ -29,9 +29,7 @@ def require_sshd() -> None:
     elif os.geteuid() != 0:
         problem = "sshd tests need root (sshd's privilege separation)"
     if problem:
-        if os.environ.get("MATRIX_REQUIRE_SSHD"):
-            pytest.fail(f"MATRIX_REQUIRE_SSHD is set but {problem}")
-        pytest.skip(problem)
+        unavailable(problem, "MATRIX_REQUIRE_SSHD")
 
 
 def free_ports(count: int) -> list[int]:

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from required import unavailable
 
 REPO = Path(__file__).resolve().parents[2]
 V1_MEMORY = Path("/sys/fs/cgroup/memory")
@@ -30,11 +31,10 @@ TINY = {"d_model": 32, "layers": 2, "heads": 4, "vocab": 1024, "seq_len": 64, "d
 
 
 def _unavailable(reason: str) -> None:
-    if os.environ.get("MATRIX_REQUIRE_CGROUP"):
-        pytest.fail(f"MATRIX_REQUIRE_CGROUP is set but {reason}")
-    pytest.skip(
+    unavailable(
         f"{reason}: run as root on Linux with the cgroup v1 memory controller mounted at "
-        "/sys/fs/cgroup/memory (CI sets MATRIX_REQUIRE_CGROUP=1 to require this)"
+        "/sys/fs/cgroup/memory (CI sets MATRIX_REQUIRE_CGROUP=1 to require this)",
+        "MATRIX_REQUIRE_CGROUP",
     )
 
 

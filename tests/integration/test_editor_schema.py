@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from required import unavailable
 
 from matrix.probe import registry
 
@@ -31,9 +32,7 @@ def server_argv() -> list[str]:
         f"yaml-language-server not found: `npm install -g yaml-language-server@{VERSION}` "
         "(or set MATRIX_YAMLLS to its path)"
     )
-    if os.environ.get("MATRIX_REQUIRE_YAMLLS"):
-        pytest.fail(f"MATRIX_REQUIRE_YAMLLS is set but {why}")
-    pytest.skip(why)
+    unavailable(why, "MATRIX_REQUIRE_YAMLLS")
 
 
 class LanguageServer:

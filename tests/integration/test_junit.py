@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import xmlschema
 from junitparser import Error, Failure, JUnitXml, Skipped
+from required import unavailable
 
 from matrix.results import PhaseInfo, Result, Run, Status
 from reporters.junit import JunitReporter
@@ -93,9 +94,7 @@ def schema() -> xmlschema.XMLSchema:
             f"Jenkins' junit-10.xsd not found at {XSD}: put it at shared/schemas/junit-10.xsd "
             "beside the checkout (as CI has it), or set MATRIX_JUNIT_XSD to a copy of it"
         )
-        if os.environ.get("MATRIX_REQUIRE_SHARED"):
-            pytest.fail(f"MATRIX_REQUIRE_SHARED is set but {why}")
-        pytest.skip(why)
+        unavailable(why, "MATRIX_REQUIRE_SHARED")
     return xmlschema.XMLSchema(XSD)
 
 
