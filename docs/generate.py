@@ -5,7 +5,7 @@
 
 - docs/spec-reference.md: every model reachable from `Spec` in matrix/spec/models.py, its docstring
   and a table of its keys (type, default, required, meaning from the attribute docstrings).
-- docs/probes.md: every built-in probe kind (the modules in `probes.builtin.MODULES`;
+- docs/probes.md: every built-in probe kind (the kinds in `probes.builtin.KINDS`;
   installed plugins are left out, so the page does not depend on the machine), with its
   params, facts, default expectation and an example check from docs/probe-examples.yaml.
 
@@ -43,8 +43,9 @@ from pydantic.fields import FieldInfo  # noqa: E402
 
 from matrix.probe import ProbeClass, registry  # noqa: E402
 from matrix.spec import models as spec_models  # noqa: E402
+from matrix.spec.docstrings import field_docs  # noqa: E402
 from matrix.spec.yaml import _yaml12_booleans  # noqa: E402
-from probes.builtin import MODULES  # noqa: E402
+from probes.builtin import KINDS  # noqa: E402
 
 DOCS = ROOT / "docs"
 SPEC_REFERENCE = DOCS / "spec-reference.md"
@@ -266,7 +267,7 @@ def model_section(model: type[BaseModel]) -> list[str]:
     out = [f"## {model.__name__}", "", paragraphs(doc(model)), ""]
     out += ["| key | type | default | required | meaning |", "|---|---|---|---|---|"]
     for name, info in model.model_fields.items():
-        meaning = info.description or ""
+        meaning = field_docs(model).get(name, "")
         guide = GUIDE.get((model.__name__, name))
         if guide:
             meaning += f" Guide: [{guide[0]}](spec.md#{guide[1]})."
@@ -390,7 +391,7 @@ def load_examples(path: Path = EXAMPLES) -> Examples:
 
 def builtin_kinds() -> dict[str, ProbeClass]:
     """The registry's kinds defined by matrix's own probe modules, sorted by kind."""
-    builtin = {module.__name__ for module in MODULES}
+    builtin = set(KINDS.values())
     return {kind: cls for kind, cls in sorted(registry().items()) if cls.__module__ in builtin}
 
 
@@ -442,7 +443,7 @@ def probe_section(kind: str, cls: ProbeClass, example: Example | None, ex: Examp
             default = "*required*" if info.is_required() else default_text(info)
             out.append(
                 f"| `{name}` | {cell(type_text(info.annotation, info.metadata, link=False))} "
-                f"| {cell(default)} | {cell(info.description or '')} |"
+                f"| {cell(default)} | {cell(field_docs(cls).get(name, ''))} |"
             )
     else:
         out.append("None: `probe: {kind: " + kind + "}`.")

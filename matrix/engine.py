@@ -60,6 +60,13 @@ class _Execution:
         self.listeners = listeners if isinstance(listeners, Listeners) else Listeners(listeners)
         self.results: dict[str, Result] = {}
         self.done = {task_id: anyio.Event() for task_id in plan.tasks}
+        self.done.update((name, anyio.Event()) for name in plan.groups)  # set by its last task
+        self.unfinished = {name: len(members) for name, members in plan.groups.items()}
+        self.member_of: dict[str, list[str]] = {}
+        for name, members in plan.groups.items():
+            for task_id in members:
+                self.member_of.setdefault(task_id, []).append(name)
+        self.group_blockers: dict[tuple[str, bool], str | None] = {}
         concurrency = options.concurrency or default_concurrency()
         self.limit = anyio.CapacityLimiter(concurrency)
         self.pool = TargetPool()
@@ -147,7 +154,14 @@ class _Execution:
                 env = self.listeners.probe_env(task)
                 self._record(await self._observe(task, env))
         finally:
-            self.done[task.id].set()
+            self._done(task.id)
+
+    def _done(self, task_id: str) -> None:
+        self.done[task_id].set()
+        for name in self.member_of.get(task_id, ()):
+            self.unfinished[name] -= 1
+            if not self.unfinished[name]:
+                self.done[name].set()
 
     def _turn(self, task: Task) -> AbstractAsyncContextManager[Any]:
         """An exclusive probe waits for its target's previous exclusive task to finish,
@@ -171,18 +185,38 @@ class _Execution:
         """The root task whose outcome blocks this one, if any."""
         for need in task.needs:
             finished = self.done[need.task_id]
-            if not finished.is_set():  # a phase need links to thousands of tasks, mostly done
+            if not finished.is_set():  # a group of thousands is waited on as one
                 await finished.wait()
-            needed = self.results.get(need.task_id)
-            if needed is None:
-                continue
-            if needed.skip is not None and needed.skip.kind is SkipKind.blocked:
-                root = needed.skip.detail
-                cause = self.results.get(root)
-                if need.strict or (cause is not None and cause.severity == "critical"):
-                    return root
-            elif needed.bad and (need.strict or needed.severity == "critical"):
-                return needed.task_id
+            if need.task_id in self.plan.groups:
+                root = self._group_blocker(need.task_id, need.strict)
+            else:
+                root = self._blocker_in(need.task_id, need.strict)
+            if root:
+                return root
+        return None
+
+    def _group_blocker(self, name: str, strict: bool) -> str | None:
+        """The first root among a finished group's tasks, found once for all who wait on it."""
+        key = (name, strict)
+        if key not in self.group_blockers:
+            members = self.plan.groups[name]
+            found = (self._blocker_in(task_id, strict) for task_id in members)
+            self.group_blockers[key] = next((root for root in found if root), None)
+        return self.group_blockers[key]
+
+    def _blocker_in(self, task_id: str, strict: bool) -> str | None:
+        """The root task whose outcome, seen through this finished task, blocks a task that
+        needs it: any failure for a strict need, only a critical one otherwise."""
+        needed = self.results.get(task_id)
+        if needed is None:
+            return None
+        if needed.skip is not None and needed.skip.kind is SkipKind.blocked:
+            root = needed.skip.detail
+            cause = self.results.get(root)
+            if strict or (cause is not None and cause.severity == "critical"):
+                return root
+        elif needed.bad and (strict or needed.severity == "critical"):
+            return needed.task_id
         return None
 
     async def _observe(self, task: Task, env: dict[str, str]) -> Result:

@@ -1,10 +1,10 @@
 """The probe contract: a probe kind is a pydantic params model with an async `observe`, and
 the registry of every kind there is.
 
-Built-in kinds live in `probes/` (listed in probes/builtin.py); third-party kinds register
-through the `matrix.probes` entry-point group. Importing a probe module must stay cheap (no
-torch/boto/asyncssh at module level) because `validate` and `list` load every kind to check
-params.
+Built-in kinds live in `probes/` (indexed in probes/builtin.py, imported on first use);
+third-party kinds register through the `matrix.probes` entry-point group. Importing a probe
+module must stay cheap (no torch/boto/asyncssh at module level) because `validate` imports
+the modules of every kind a spec uses, and `list` all of them.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from matrix.errors import ProbeError
 if TYPE_CHECKING:
     from matrix.transport.base import Completed, Target
 
-BUILTIN = "probes.builtin"  # its MODULES: the built-in probe families
+BUILTIN = "probes.builtin"  # its KINDS: each built-in kind and the module declaring it
 ENTRY_POINT_GROUP = "matrix.probes"
 RunsOn = Literal["target", "controller"]
 __all__ = ["ProbeContext", "ProbeError", "ProbeParams", "ScriptProbe", "probe", "registry"]
@@ -37,9 +37,7 @@ class ProbeParams(BaseModel):
     """Base of every probe kind: fields are the probe's params, validated from the spec."""
 
     # coerce: `argv: [sleep, "{{ vars.secs }}"]` renders 1 (native), argv wants "1"
-    model_config = ConfigDict(
-        extra="forbid", use_attribute_docstrings=True, coerce_numbers_to_str=True
-    )
+    model_config = ConfigDict(extra="forbid", coerce_numbers_to_str=True)
 
     kind: ClassVar[str]
     runs_on: ClassVar[RunsOn] = "target"
@@ -89,13 +87,18 @@ def _as_text(value: Any) -> Any:
 class ScriptProbe(ProbeParams):
     """A probe observed entirely by one remote script (`script`, in probes/remote/ or a path):
     the params travel with `op` set to the probe's kind, so one script can serve a family.
-    `libraries` are shared remote modules sent ahead of the script (e.g. "_torch")."""
+    `libraries` are shared remote modules sent ahead of the script (e.g. "_torch");
+    `preload` the modules it imports that take seconds (torch), which a target's agent
+    imports once and then forks each such script from itself."""
 
     script: ClassVar[str]
     libraries: ClassVar[tuple[str, ...]] = ()
+    preload: ClassVar[tuple[str, ...]] = ()
 
     async def observe(self, ctx: ProbeContext) -> dict[str, Any]:
-        return await ctx.python(self.script, self.script_params(ctx), libraries=self.libraries)
+        return await ctx.python(
+            self.script, self.script_params(ctx), libraries=self.libraries, preload=self.preload
+        )
 
     def script_params(self, ctx: ProbeContext) -> dict[str, Any]:
         """What the script gets: the params, and `op` (the kind). A kind that derives a param
@@ -127,33 +130,39 @@ def probe(
 
 
 class Registry(Mapping[str, ProbeClass]):
-    """Every probe kind: built-ins first, then entry-point plugins (a plugin may replace a
-    built-in kind). What went wrong on the way is kept to be named where it matters: a plugin
-    that failed to import (`broken`: its module → why) only when a spec uses an unknown kind,
-    a replaced kind (`replaced`: kind → (first module, the one that took it over)) only when
-    a spec uses it."""
+    """Every probe kind: built-ins (imported on first use, by the index in probes/builtin.py),
+    then entry-point plugins (a plugin may replace a built-in kind). What went wrong on the
+    way is kept to be named where it matters: a plugin that failed to import (`broken`: its
+    module → why) only when a spec uses an unknown kind, a replaced kind (`replaced`: kind →
+    (first module, the one that took it over)) only when a spec uses it."""
 
-    def __init__(self) -> None:
+    def __init__(self, index: Mapping[str, str]) -> None:
+        self._index = dict(index)  # built-in kind → its module, not imported yet
         self._kinds: dict[str, ProbeClass] = {}
         self.broken: dict[str, str] = {}
         self.replaced: dict[str, tuple[str, str]] = {}
 
     def add(self, source: ModuleType | ProbeClass) -> None:
-        """The kinds a module declares (or one probe class an entry point names)."""
+        """The kinds a plugin's module declares (or one probe class an entry point names)."""
         for cls in _declared(source):
-            previous = self._kinds.get(cls.kind)
-            if previous is not None and previous.__module__ != cls.__module__:
-                self.replaced[cls.kind] = (previous.__module__, cls.__module__)
+            loaded = self._kinds.get(cls.kind)
+            previous = loaded.__module__ if loaded is not None else self._index.get(cls.kind)
+            if previous is not None and previous != cls.__module__:
+                self.replaced[cls.kind] = (previous, cls.__module__)
             self._kinds[cls.kind] = cls
 
     def __getitem__(self, kind: str) -> ProbeClass:
+        if kind not in self._kinds:
+            module = importlib.import_module(self._index[kind])  # KeyError: no such kind
+            for cls in _declared(module):
+                self._kinds.setdefault(cls.kind, cls)  # a plugin's replacement stays
         return self._kinds[kind]
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._kinds)
+        return iter({**self._index, **self._kinds})
 
     def __len__(self) -> int:
-        return len(self._kinds)
+        return len({**self._index, **self._kinds})
 
 
 def _declared(source: ModuleType | ProbeClass) -> list[ProbeClass]:
@@ -171,12 +180,11 @@ def _declared(source: ModuleType | ProbeClass) -> list[ProbeClass]:
 
 @cache
 def registry() -> Registry:
-    """The registry, built once per process (importing every probe module is not free)."""
+    """The registry, built once per process; a built-in kind's module is imported when the
+    kind is first looked up."""
     from importlib.metadata import entry_points
 
-    found = Registry()
-    for module in importlib.import_module(BUILTIN).MODULES:
-        found.add(module)
+    found = Registry(importlib.import_module(BUILTIN).KINDS)
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         try:
             found.add(ep.load())
@@ -210,6 +218,7 @@ class ProbeContext:
         params: Mapping[str, Any],
         *,
         libraries: tuple[str, ...] = (),
+        preload: tuple[str, ...] = (),
     ) -> dict[str, Any]:
         """Run a remote script with the target's python; return the facts it printed.
 
@@ -217,7 +226,7 @@ class ProbeContext:
         plugin's file. The source travels on stdin with `params` inside it, so nothing is left
         on the host and no param shows in its process list.
         """
-        source = remote.program(script, tuple(libraries), params)
+        source = remote.program(script, tuple(libraries), params, tuple(preload))
         done = await self.run([self.target.python, "-"], input=source)
         try:
             reply = json.loads(done.stdout)

@@ -16,10 +16,14 @@ from pathlib import Path
 from typing import Any
 
 PRELUDE = "_prelude"
+# A program's second line names the modules it imports that are slow to import (torch): an
+# agent imports them once and forks each such program from itself (agent_remote.preloads).
+PRELOAD = "# preload: "
 # Runs on the target: Python >= 3.8, stdlib only. Its names are deleted before the script runs,
 # so the script sees a namespace as bare as `python script.py` gives it.
 BOOTSTRAP = """\
 # matrix remote program (matrix/remote.py): {script}
+{preload}
 import sys
 
 
@@ -36,15 +40,17 @@ def program(
     script: str | Path,
     libraries: tuple[str, ...] = (),
     params: Mapping[str, Any] | None = None,
+    preload: tuple[str, ...] = (),
 ) -> bytes:
     """The program that runs `script` after the prelude and `libraries` on a target.
 
     `script` and each library is a built-in name in probes/remote/ ("gpu", "_torch") or a path
     to a plugin's .py file; a library is imported by its file stem. `params` travel in the
     entry call, inside the program: never in argv, which the host's process list shows to
-    every user (a header, a URL or a token may be among them).
+    every user (a header, a URL or a token may be among them). `preload`: the slow imports
+    an agent may do once for every program that names them.
     """
-    body = _body(str(script), tuple(str(name) for name in libraries))
+    body = _body(str(script), tuple(str(name) for name in libraries), tuple(preload))
     return (
         body
         + f"__import__({PRELUDE!r}).main(observe, {json.dumps(dict(params or {}))!r})\n".encode()
@@ -52,11 +58,12 @@ def program(
 
 
 @cache
-def _body(script: str, libraries: tuple[str, ...]) -> bytes:
+def _body(script: str, libraries: tuple[str, ...], preload: tuple[str, ...]) -> bytes:
     """Everything but the entry call: the same bytes each time, so the SSH agent, which compiles
     each distinct body once (transport/agent_remote.py), gets a hit for every task of this
     script."""
-    parts = [BOOTSTRAP.format(script=_filename(script))]
+    header = PRELOAD + " ".join(preload) if preload else "#"
+    parts = [BOOTSTRAP.format(script=_filename(script), preload=header)]
     for name in (PRELUDE, *libraries):
         module = Path(name).stem
         parts.append(f"_module({module!r}, {_filename(name)!r}, {_read(name)!r})\n")

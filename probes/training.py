@@ -35,6 +35,7 @@ def _entrypoint(entrypoint: str | None) -> str | None:
 
 class _Torch(ScriptProbe):
     libraries = ("_torch",)
+    preload = ("torch",)  # seconds to import: once per target and run, each probe a fork
     exclusive = True  # timings and memory peaks are only true with the device to itself
 
     device: str = "auto"

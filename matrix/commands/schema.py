@@ -37,15 +37,13 @@ def main(_: argparse.Namespace) -> int:
 
 
 def probe_schema(kind: str, params: dict[str, Any]) -> dict[str, Any]:
-    from matrix.spec.models import ProbeRef
-
     properties = {name: _templatable(value) for name, value in params.get("properties", {}).items()}
     return {
         "type": "object",
         "title": kind,
         "description": params.get("description", ""),
         "properties": {
-            "kind": {"const": kind, "description": ProbeRef.model_fields["kind"].description},
+            "kind": {"const": kind, "description": _kind_doc()},
             **properties,
         },
         "required": ["kind", *params.get("required", [])],
@@ -61,20 +59,28 @@ def _kind_choice(kinds: list[str]) -> dict[str, Any]:
     """`kind` offers every kind to complete, and a spec's kind picks the one branch (if/then,
     not oneOf) whose params are checked: an editor completes all kinds, and an error about a
     param comes from that kind alone."""
+    return {"enum": kinds, "description": _kind_doc()}
+
+
+def _kind_doc() -> str:
+    from matrix.spec.docstrings import field_docs
     from matrix.spec.models import ProbeRef
 
-    return {"enum": kinds, "description": ProbeRef.model_fields["kind"].description}
+    return field_docs(ProbeRef).get("kind", "")
 
 
 def spec_schema() -> dict[str, Any]:
     from matrix.probe import registry
+    from matrix.spec.docstrings import describe
     from matrix.spec.models import Spec
 
     schema = copy.deepcopy(Spec.model_json_schema())
+    describe(schema, Spec)
     defs = schema.setdefault("$defs", {})
     branches = []
     for kind, cls in sorted(registry().items()):
         params = cls.model_json_schema(ref_template="#/$defs/{model}")
+        describe(params, cls)
         defs.update(params.pop("$defs", {}))
         branches.append({"if": _kind_is(kind), "then": probe_schema(kind, params)})
     defs["ProbeRef"] = {

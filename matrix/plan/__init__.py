@@ -31,7 +31,7 @@ def build_plan(
     tasks = planner.tasks()
     graph.find_cycle(loaded.spec, planner.problem)
     graph.check_references(loaded.spec, loaded.dropped, planner.problem)
-    graph.link(loaded.spec, tasks, planner.problem)
+    graph.link(loaded.spec, tasks)
     if planner.problems:
         raise SpecInvalid(planner.problems)
     remote = {t.target.name for t in tasks.values() if transport(t.target.via).remote}
@@ -48,6 +48,7 @@ def build_plan(
         raise SpecInvalid([Problem(Position("command line", 1, 1), filters.describe(), message)])
     graph.select(tasks, filtered)
     tasks = planner.gate_tasks(tasks)
+    groups = graph.groups(tasks)
     secrets = {name: environ[name] for name in loaded.spec.secrets if name in environ}
     for value in secrets.values():  # masked in everything written from now on
         remember(value)
@@ -56,8 +57,9 @@ def build_plan(
         display_name(loaded.path),
         planner.vars,
         tasks,
-        graph.order(tasks),
+        graph.order(tasks, groups),
         {t.target.name: t.target for t in tasks.values()},
         planner.warnings,
         secrets,
+        groups,
     )

@@ -3,8 +3,7 @@ in, and the selection closed over what selected tasks strictly need."""
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 
 from matrix.plan.model import Need, Task
 from matrix.results import Skip
@@ -13,9 +12,6 @@ from matrix.spec.problems import did_you_mean
 
 Report = Callable[..., None]  # (location in the spec, message, *, code="")
 UNKNOWN_NEED = "unknown-need"
-# Task-to-task links in a plan, a shared pointer each (~320 MB at the cap): the reference
-# spec on a fleet of 1,000 hosts needs 36 million (its training phase needs environment).
-MAX_NEEDS = 40_000_000
 
 
 def check_references(spec: Spec, dropped: Collection[str], report: Report) -> None:
@@ -39,66 +35,44 @@ def check_references(spec: Spec, dropped: Collection[str], report: Report) -> No
                     )
 
 
-def link(spec: Spec, tasks: Mapping[str, Task], report: Report) -> None:
-    """Turn each task's check and phase `needs` into needs on tasks: a needed check on the
-    same host when it runs there, else all of its tasks; a needed phase, all of its tasks.
-
-    A phase need links every task of one phase to every task of another, so links are counted
-    before they are made and capped at MAX_NEEDS, and the work stops there too (every list
-    looked at adds at least one link). Each Need is made once per needed task and shared; the
-    needs a phase hands its tasks are one list, copied whole into each."""
-    strict: dict[str, list[Need]] = {}  # check id → a strict need on each of its tasks
-    here: dict[tuple[str, str, str], list[Need]] = {}  # (check id, group, host) → those there
-    loose: dict[str, list[Need]] = {}  # phase id → a non-strict need on each of its tasks
+def link(spec: Spec, tasks: Mapping[str, Task]) -> None:
+    """Turn each task's check and phase `needs` into Needs: a needed check's tasks on the same
+    host when it runs there; else its whole group, every task of the needed check (strict) or
+    phase (loose), as one Need. Links grow with tasks and `needs:` entries, never with tasks
+    × tasks: a fleet's training phase needing its environment phase is one link a task."""
+    here: dict[tuple[str, str, str], list[Need]] = {}  # (check id, group, host) → tasks there
     for task in tasks.values():
-        need = Need(task.id, True)
-        strict.setdefault(task.check.id, []).append(need)
-        here.setdefault((task.check.id, task.target.group, task.target.name), []).append(need)
-        loose.setdefault(task.phase.id, []).append(Need(task.id, False))
+        place = (task.check.id, task.target.group, task.target.name)
+        here.setdefault(place, []).append(Need(task.id, True))
+    with_tasks = {task.check.id for task in tasks.values()}
+    phases = {task.phase.id for task in tasks.values()}
     check_ids = {check.id for phase in spec.phases for check in phase.checks}
-    refs: dict[int, list[str]] = {}  # per check or phase: what it needs that has tasks
-    where: dict[int, tuple] = {}  # per check or phase: its `needs:` in the spec
-    for p, phase in enumerate(spec.phases):
-        refs[id(phase)] = [r for r in dict.fromkeys(phase.needs) if r in loose]
-        where[id(phase)] = ("phases", p, "needs")
-        for c, check in enumerate(phase.checks):
-            refs[id(check)] = [r for r in dict.fromkeys(check.needs) if r in strict or r in loose]
-            where[id(check)] = ("phases", p, "checks", c, "needs")
-    handed: dict[int, list[Need]] = {}  # per phase, made at its first task: what it hands on
-    links: Counter[tuple] = Counter()  # per `needs:` key in the spec
-    total = 0
-    planned: list[tuple[Task, list[list[Need]]]] = []
+    shared: dict[str, Need] = {}  # one Need per group, shared by every task that waits on it
+
+    def group(kind: str, ref: str) -> Need:
+        name = f"{kind}:{ref}"
+        return shared.setdefault(name, Need(name, kind == "check"))
+
     for task in tasks.values():
-        place = (task.target.group, task.target.name)
-        own = [
-            here.get((ref, *place)) or strict[ref] if ref in check_ids else loose[ref]
-            for ref in refs[id(task.check)]
-        ]
-        phase = id(task.phase)
-        if phase not in handed:
-            handed[phase] = [need for ref in refs[phase] for need in loose[ref]]
-        count = sum(map(len, own))
-        links[where[id(task.check)]] += count
-        links[where[phase]] += len(handed[phase])
-        total += count + len(handed[phase])
-        if total > MAX_NEEDS:
-            report(*_too_many_links(links))
-            return
-        planned.append((task, [*own, handed[phase]]))
-    for task, parts in planned:
-        for part in parts:
-            task.needs.extend(part)
+        for ref in dict.fromkeys(task.check.needs):
+            if ref in check_ids:
+                if ref in with_tasks:
+                    local = here.get((ref, task.target.group, task.target.name))
+                    task.needs.extend(local) if local else task.needs.append(group("check", ref))
+            elif ref in phases:
+                task.needs.append(group("phase", ref))
+        task.needs.extend(group("phase", ref) for ref in task.phase.needs if ref in phases)
 
 
-def _too_many_links(links: Counter[tuple]) -> tuple[tuple, str]:
-    where, most = links.most_common(1)[0]
-    message = (
-        f"the plan would link more than {MAX_NEEDS:,} pairs of tasks, the most it may hold, "
-        f"{most:,} of them through these needs: a phase need links every task of the phase to "
-        "every task of the needed phase; a check need links only to the needed check's tasks "
-        "on the same host"
-    )
-    return where, message
+def groups(tasks: Mapping[str, Task]) -> dict[str, list[str]]:
+    """Every group a Need names → its tasks in plan order."""
+    named = {need.task_id for task in tasks.values() for need in task.needs}
+    found: dict[str, list[str]] = {}
+    for task in tasks.values():
+        for name in (f"phase:{task.phase.id}", f"check:{task.check.id}"):
+            if name in named:
+                found.setdefault(name, []).append(task.id)
+    return found
 
 
 def find_cycle(spec: Spec, report: Report) -> None:
@@ -154,37 +128,51 @@ def select(tasks: Mapping[str, Task], filtered: Mapping[str, Skip]) -> None:
     check pulls in the checks it needs, and they cannot be skipped."""
     if not filtered:
         return
+    members = groups(tasks)
     kept: set[str] = set()
+    opened: set[str] = set()  # groups already pulled in
     pending = [t for t in tasks.values() if t.id not in filtered and t.skip is None]
     while pending:
         for need in pending.pop().needs:
-            if need.strict and need.task_id in filtered and need.task_id not in kept:
-                kept.add(need.task_id)
-                if tasks[need.task_id].skip is None:
-                    pending.append(tasks[need.task_id])
+            if not need.strict or need.task_id in opened:
+                continue
+            if need.task_id in members:
+                opened.add(need.task_id)
+            for task_id in members.get(need.task_id, [need.task_id]):
+                if task_id in filtered and task_id not in kept:
+                    kept.add(task_id)
+                    if tasks[task_id].skip is None:
+                        pending.append(tasks[task_id])
     for task_id, reason in filtered.items():
         if task_id not in kept:
             tasks[task_id].skip = reason
 
 
-def order(tasks: Mapping[str, Task]) -> list[str]:
+def order(tasks: Mapping[str, Task], members: Mapping[str, list[str]]) -> list[str]:
     """Spec order, moved only as far as dependencies require (for the fix list): each task
-    after what it needs, depth-first with an explicit stack."""
+    after what it needs (a group: each of its tasks), depth-first with an explicit stack."""
+
+    def after(node: str) -> Iterator[str]:
+        if node in members:
+            return iter(members[node])
+        return (need.task_id for need in tasks[node].needs)
+
     found: list[str] = []
     seen: set[str] = set()
     for root in tasks:
         if root in seen:
             continue
         seen.add(root)
-        stack = [(root, iter(tasks[root].needs))]
+        stack = [(root, after(root))]
         while stack:
-            task_id, needs = stack[-1]
+            node, needs = stack[-1]
             for need in needs:
-                if need.task_id not in seen:
-                    seen.add(need.task_id)
-                    stack.append((need.task_id, iter(tasks[need.task_id].needs)))
+                if need not in seen:
+                    seen.add(need)
+                    stack.append((need, after(need)))
                     break
             else:
                 stack.pop()
-                found.append(task_id)
+                if node not in members:
+                    found.append(node)
     return found

@@ -19,7 +19,9 @@ from matrix.transport.base import TargetRef
 
 @dataclass(frozen=True)
 class Need:
-    """`strict` needs must pass; phase needs only block on critical failures."""
+    """What a task waits for: one task, or every task of a group (`phase:<id>`, `check:<id>`,
+    listed in Plan.groups), so that a phase need on a fleet is one link, not one per task of
+    the phase. `strict` needs must pass; phase needs only block on critical failures."""
 
     task_id: str
     strict: bool
@@ -120,3 +122,5 @@ class Plan:
     warnings: list[str] = field(default_factory=list)
     # the values of `secrets:` in the environment the plan was rendered with, for redaction
     secret_values: dict[str, str] = field(default_factory=dict)
+    # every group a Need names → its tasks, in plan order
+    groups: dict[str, list[str]] = field(default_factory=dict)

@@ -44,7 +44,7 @@ Id = Annotated[str, Field(pattern=ID_PATTERN)]
 
 
 class Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+    model_config = ConfigDict(extra="forbid")
 
 
 class Severity(str, Enum):
@@ -68,7 +68,7 @@ class ProbeRef(BaseModel):
     """`kind` picks the probe; every other key is one of that kind's params, templated and
     validated against the kind's model (`matrix list --probes` lists the installed kinds)."""
 
-    model_config = ConfigDict(extra="allow", use_attribute_docstrings=True)
+    model_config = ConfigDict(extra="allow")
 
     kind: str
     """Probe kind, e.g. `disk`, `command`, `python` (see `matrix list --probes`)."""

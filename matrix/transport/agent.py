@@ -41,10 +41,11 @@ class AgentUnavailable(Exception):
     """The helper did not start (no such python, a restricted shell): use a session per task."""
 
 
-def command(python: str, source: bytes, marker: bytes) -> str:
+def command(python: str, source: bytes, marker: bytes, token: str | None = None) -> str:
     """The remote command line that reads the agent's source from stdin and runs it; the agent
-    prints `marker` before its first frame (a fresh one per start, so no banner can fake it)."""
-    settings = [python, str(OUTPUT_LIMIT), marker.decode()]
+    prints `marker` before its first frame (a fresh one per start, so no banner can fake it).
+    `token` starts the marks of its tasks (by default its own, made there)."""
+    settings = [python, str(OUTPUT_LIMIT), marker.decode(), *([token] if token else [])]
     return shlex.join([python, "-c", BOOTSTRAP, str(len(source)), *settings])
 
 
@@ -68,10 +69,13 @@ class HostAgent:
     _stderr: bytearray = field(default_factory=bytearray)
 
     @classmethod
-    async def start(cls, connection: Any, python: str, where: str, timeout: float) -> HostAgent:
+    async def start(
+        cls, connection: Any, python: str, where: str, timeout: float, token: str | None = None
+    ) -> HostAgent:
         source = resources.files(__package__).joinpath("agent_remote.py").read_bytes()
         marker = f"matrix-agent-{secrets.token_hex(8)}".encode()
-        process = await connection.create_process(command(python, source, marker), encoding=None)
+        argv = command(python, source, marker, token)
+        process = await connection.create_process(argv, encoding=None)
         process.stdin.write(source)
         agent = cls(process, where, marker)
         try:

@@ -290,6 +290,7 @@ def fork_script(source, args, env):
     here, so every fork inherits its code object, and only the entry is compiled per task
     (each fork still compiles a probe's prelude, libraries and script as modules)."""
     body, entry = split_entry(source)
+    preload(preloads(body))
     code = _compiled.get(body)
     if code is None:
         if len(_compiled) >= MAX_COMPILED:  # a run of many distinct programs: start afresh
@@ -312,6 +313,24 @@ def fork_script(source, args, env):
 
 
 ENTRY = b"__import__('_prelude').main("  # how matrix/remote.py's programs end
+PRELOAD = b"# preload: "  # a program's second line naming its slow imports (matrix/remote.py)
+
+
+def preloads(source):
+    """The modules a matrix program asks to find imported (torch): [] for any other."""
+    lines = source.split(b"\n", 2)
+    if len(lines) < 3 or not lines[1].startswith(PRELOAD):
+        return []
+    return lines[1][len(PRELOAD) :].decode().split()
+
+
+def preload(names):
+    """Import them here, once: every script forked after finds them loaded. One that fails
+    to import is the script's to report, as it would be without the agent."""
+    for name in names:
+        if name not in sys.modules:
+            with contextlib.suppress(Exception):
+                __import__(name)
 
 
 def split_entry(source):
@@ -391,8 +410,11 @@ def warm():
 
 def main(argv):
     """argv: the target's `python` as configured (requests for it run this interpreter), the
-    bytes kept per stream, and the marker printed before the first frame, after any banner."""
-    _settings.update(python=argv[2], limit=int(argv[3]), token=secrets.token_hex(8))
+    bytes kept per stream, the marker printed before the first frame, after any banner, and
+    optionally the token that starts its tasks' marks (matrix's own, on this machine, so that
+    its last sweep finds what an agent that died left)."""
+    token = argv[5] if len(argv) > 5 else secrets.token_hex(8)
+    _settings.update(python=argv[2], limit=int(argv[3]), token=token)
     started = boot_ticks()
     subreaper(True)
     warm()

@@ -5,6 +5,11 @@ timeout, Ctrl-C) the rest of its process group is killed, and so is every descen
 the group: while targets are open matrix is a child subreaper, so such an orphan becomes its
 child, known by its session or its mark. The containment code is shared with the SSH agent
 (agent_remote.py). Closing the target sweeps what no task could claim.
+
+A remote program that preloads a slow import (torch) goes to a local agent instead, the SSH
+hosts' helper run here: it imports torch once and forks each such probe from itself, so a
+run pays for torch once, and each probe is still a process of its own, killed and swept
+the same way.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import anyio
 from anyio.abc import ByteSendStream, Process
 
 from matrix.errors import TransportError
+from matrix.transport.agent import AgentUnavailable, HostAgent
 from matrix.transport.agent_remote import (
     MARK,
     Claim,
@@ -32,6 +38,7 @@ from matrix.transport.agent_remote import (
     end_task,
     kill_strays,
     killpg,
+    preloads,
     settle,
     subreaper,
 )
@@ -67,6 +74,9 @@ class LocalTarget:
     # the environment probes inherit, read once: os.environ decodes each entry on every read,
     # which made up most of the cost of giving each probe its mark
     _environ: dict[str, str] = field(default_factory=lambda: dict(os.environ))
+    _agent: HostAgent | None = None
+    _agent_lock: anyio.Lock = field(default_factory=anyio.Lock)
+    agent_problem: str | None = None  # why the agent could not start: probes run as before
 
     async def run(
         self,
@@ -75,6 +85,10 @@ class LocalTarget:
         input: bytes | None = None,
         env: Mapping[str, str] | None = None,
     ) -> Completed:
+        if input is not None and list(argv) == [self.python, "-"] and preloads(input):
+            agent = await self._warm_agent()
+            if agent is not None:
+                return await agent.run(argv, input=input, env=env)
         started = time.perf_counter()
         mark = f"{self._token}.{next(self._ids)}."
         proc = await self._start(argv, input, {**self._environ, **(env or {}), MARK: mark})
@@ -111,14 +125,56 @@ class LocalTarget:
         _leaders.add(proc.pid)
         return proc
 
+    async def _warm_agent(self) -> HostAgent | None:
+        """The local agent, started by the first program that wants one; None (and the
+        reason kept) when it cannot start."""
+        async with self._agent_lock:
+            if self._agent is None and self.agent_problem is None:
+                try:
+                    self._agent = await HostAgent.start(
+                        _Here(), self.python, self.name, 30, token=f"{self._token}.agent"
+                    )
+                except AgentUnavailable as exc:
+                    self.agent_problem = str(exc)
+            return self._agent
+
     async def connect(self) -> dict[str, Any]:
         return {"via": "local"}
 
     async def aclose(self) -> None:
-        """The last sweep: whatever of this target's probes is still here (marked, in one of
-        their sessions, or unmarked and started while the target was open) is killed."""
+        """Close the agent (it ends its probes), then the last sweep: whatever of this
+        target's probes is still here (marked, in one of their sessions, or unmarked and
+        started while the target was open) is killed."""
+        if self._agent is not None:
+            await self._agent.aclose()
         claim = Claim((), f"{self._token}.", since=self._since)
         await _settle(claim, kill_strays(claim, _leaders))
+
+
+class _Here:
+    """This machine in the place of an SSH connection, to start an agent on."""
+
+    async def create_process(self, command: str, encoding: None = None) -> _AgentProcess:
+        import asyncio
+
+        pipe = asyncio.subprocess.PIPE
+        process = await asyncio.create_subprocess_shell(
+            command, stdin=pipe, stdout=pipe, stderr=pipe, start_new_session=True
+        )
+        return _AgentProcess(process)
+
+
+class _AgentProcess:
+    """An asyncio subprocess with the shape of asyncssh's: stdin, stdout, stderr, close()."""
+
+    def __init__(self, process: Any) -> None:
+        self.process = process
+        self.stdin, self.stdout, self.stderr = process.stdin, process.stdout, process.stderr
+
+    def close(self) -> None:
+        if self.process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.process.kill()
 
 
 async def _collect(

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from matrix.plan import graph
 from matrix.plan.expand import MAX_TASKS
 from matrix.spec.load import load
 from matrix.spec.problems import SpecInvalid
@@ -87,20 +86,15 @@ def test_a_fleet_of_a_thousand_hosts_and_thirty_checks_plans(plan_spec):
     assert time.perf_counter() - started < 30
 
 
-def test_phase_needs_are_linked_without_copying(plan_spec):
+def test_a_phase_need_is_one_link_a_task_however_big_the_phase(plan_spec):
+    """Links grow with tasks, not tasks × tasks: each task of p1 holds one Need on p0's
+    group (plus its host's gate), and the group lists p0's tasks once."""
     plan = plan_spec(fleet("h[1-300]", checks=2, phase_needs=True))
     first, second = plan.tasks["c1-0@h1"].needs, plan.tasks["c1-1@h7"].needs
-    assert len([n for n in first if not n.strict]) == 600
-    assert first[1] is second[1]  # one Need per needed task, shared
-
-
-def test_phase_needs_past_the_link_cap_are_a_problem(spec_problems, monkeypatch):
-    monkeypatch.setattr(graph, "MAX_NEEDS", 10_000)
-    [problem] = spec_problems(fleet("h[1-100]", checks=2, phase_needs=True))
-    assert (problem.where.line, problem.key) == (15, "phases[p1].needs")
-    assert problem.message.startswith("the plan would link more than 10,000 pairs of tasks")
-    assert "10,200 of them through these needs" in problem.message
-    assert "a check need links only to the needed check's tasks on the same host" in problem.message
+    assert [n.task_id for n in first] == ["phase:p0", "ssh-connect@h1"]
+    assert first[0] is second[0]  # one Need per group, shared
+    assert len(plan.groups["phase:p0"]) == 300 * 2 + 300  # its checks and the hosts' gates
+    assert sum(len(t.needs) for t in plan.tasks.values()) <= 2 * len(plan.tasks)
 
 
 def test_host_ranges_are_counted_without_listing():

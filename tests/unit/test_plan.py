@@ -213,10 +213,12 @@ def test_phase_needs_imply_task_needs(plan_spec):
                 probe: {kind: command, argv: ["true"]}
         """
     )
-    assert plan.tasks["c"].needs == [Need("a", False), Need("b", False)]
-    assert plan.tasks["d"].needs == [Need("c", True), Need("a", False), Need("b", False)]
-    assert Need("a", False) in plan.tasks["e"].needs
+    infra = Need("phase:infra", False)
+    assert plan.tasks["c"].needs == [infra]
+    assert plan.tasks["d"].needs == [Need("c", True), infra]
+    assert infra in plan.tasks["e"].needs
     assert plan.tasks["a"].needs == []
+    assert plan.groups == {"phase:infra": ["a", "b"]}
 
 
 def test_order_respects_dependencies(plan_spec):
