@@ -1,20 +1,26 @@
-"""Wall time of specs/training-readiness.yaml, split into torch import and probe work.
+"""specs/training-readiness.yaml against the same torch work done in one process.
 
-    python bench/bench_torch.py                      # CPU; writes bench/RESULTS.md
+    python bench/bench_torch.py                      # CPU; prints, --write records it
     python bench/bench_torch.py --var device=cuda    # on a GPU host
-    python bench/bench_torch.py --no-write
 
-Every torch check starts a fresh python on its target that imports torch before doing any
-work, so a check's duration is that import plus the probe's own work. The import is timed on
-its own (`python -c "import torch"`), and each check's probe time is its duration minus that
-median. Torch checks take turns on a target (they are exclusive), so the run's wall time is
-close to the sum of the checks.
+Interleaved, run by run:
+
+- matrix: `matrix run specs/training-readiness.yaml --quiet --json …` as a user runs it
+  (every check of the spec; the torch ones take turns on the target).
+- in-process: one python that imports torch once, then runs each torch check's own program
+  (the bytes matrix sends, with the same params) one after another, in that process.
+- fresh python each: the same programs, each in a new `python -` that imports torch again:
+  what matrix paid before its agent kept torch imported.
+
+The ratio of interest is matrix / in-process: what matrix adds to the work itself.
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime as dt
+import base64
+import contextlib
+import io
 import json
 import statistics
 import subprocess
@@ -23,90 +29,111 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import ROOT, machine, matrix_argv, run_quietly, timed, write_section
+from common import ROOT, machine, matrix_argv, run_quietly, write_section
 
 SPEC = ROOT / "specs" / "training-readiness.yaml"
 
 
-def import_seconds(repeat: int) -> list[float]:
-    argv = [sys.executable, "-c", "import torch"]
-    return timed(lambda: run_quietly(argv), repeat)
+def torch_programs(extra_vars: list[str]) -> list[str]:
+    """Each torch check's program, as matrix would send it (params rendered for this run)."""
+    sys.path.insert(0, str(ROOT))
+    from matrix import remote
+    from matrix.plan import build_plan
+    from matrix.probe import ProbeContext, ScriptProbe
+    from matrix.spec.load import load
 
-
-def run_spec(extra: list[str], repeat: int, workdir: Path) -> tuple[list[float], dict]:
-    """Wall times of `repeat` runs, and the JSON report of the last one."""
-    report = workdir / "report.json"
-    argv = [*matrix_argv(), "run", str(SPEC), "--quiet", "--json", str(report), *extra]
-    walls = timed(lambda: run_quietly(argv, (0, 1)), repeat)
-    return walls, json.loads(report.read_text())
-
-
-def check_table(report: dict, torch_import: float) -> str:
-    rows = [
-        "| check | status | duration (s) | torch import (s) | probe (s) |",
-        "|---|---|---:|---:|---:|",
-    ]
-    for result in report["results"]:
-        duration = result["duration"]
-        if result["status"] == "skip":
-            rows.append(f"| {result['check_id']} | skip | – | – | – |")
+    plan = build_plan(load(SPEC, var_args=extra_vars))
+    programs = []
+    for task in plan.tasks.values():
+        params = task.params
+        if task.skip or not isinstance(params, ScriptProbe) or "torch" not in params.preload:
             continue
-        probe = max(duration - torch_import, 0.0)
-        rows.append(
-            f"| {result['check_id']} | {result['status']} | {duration:.2f} "
-            f"| {torch_import:.2f} | {probe:.2f} |"
+        ctx = ProbeContext(target=None, task_id=task.id, timeout=task.check.timeout)  # type: ignore[arg-type]
+        source = remote.program(
+            params.script, params.libraries, params.script_params(ctx), params.preload
         )
-    return "\n".join(rows)
+        programs.append(base64.b64encode(source).decode())
+    return programs
+
+
+def in_process(programs_file: Path) -> int:
+    """The floor: import torch once, then every program here, its output kept apart."""
+    import torch  # noqa: F401
+
+    for encoded in json.loads(programs_file.read_text()):
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.suppress(SystemExit):
+            exec(compile(base64.b64decode(encoded), "<program>", "exec"), {"__name__": "__main__"})
+        if '"facts"' not in out.getvalue():
+            raise SystemExit(f"a program gave no facts: {out.getvalue()[-300:]}")
+    return 0
+
+
+def fresh_each(programs_file: Path) -> int:
+    """The same programs, each in a new python that imports torch for itself."""
+    for encoded in json.loads(programs_file.read_text()):
+        source = base64.b64decode(encoded)
+        done = subprocess.run([sys.executable, "-"], input=source, capture_output=True)
+        if b'"facts"' not in done.stdout:
+            raise SystemExit(f"a program gave no facts: {done.stderr[-300:]!r}")
+    return 0
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeat", type=int, default=3, help="runs of the spec")
-    parser.add_argument("--import-repeat", type=int, default=5, help="timed torch imports")
+    parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--var", action="append", default=[], help="passed to matrix run")
-    parser.add_argument("--no-write", action="store_true", help="do not write bench/RESULTS.md")
+    parser.add_argument("--write", action="store_true", help="record the table in RESULTS.md")
+    parser.add_argument("--worker", nargs=2, metavar=("MODE", "FILE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.worker:
+        mode, path = args.worker
+        return (in_process if mode == "in-process" else fresh_each)(Path(path))
 
-    started = time.perf_counter()
     extra = [arg for var in args.var for arg in ("--var", var)]
-    torch_import = statistics.median(import_seconds(args.import_repeat))
     with tempfile.TemporaryDirectory(prefix="matrix-bench-torch-") as tmp:
-        walls, report = run_spec(extra, args.repeat, Path(tmp))
-    ran = [r for r in report["results"] if r["status"] != "skip"]
-    total = sum(r["duration"] for r in ran)
-    imports = torch_import * len(ran)
+        work = Path(tmp)
+        programs = work / "programs.json"
+        programs.write_text(json.dumps(torch_programs(args.var)))
+        count = len(json.loads(programs.read_text()))
+        report = work / "report.json"
+        cases = {
+            "matrix run": [*matrix_argv(), "run", str(SPEC), "--quiet", "--json", str(report),
+                           "--var", f"checkpoint_dir={work}", *extra],
+            "in-process (one torch import)": [sys.executable, __file__, "--worker", "in-process",
+                                              str(programs)],
+            "fresh python each": [sys.executable, __file__, "--worker", "fresh", str(programs)],
+        }  # fmt: skip
+        times: dict[str, list[float]] = {name: [] for name in cases}
+        for _ in range(args.repeat):
+            for name, argv in cases.items():
+                started = time.perf_counter()
+                run_quietly(argv, (0, 1))
+                times[name].append(time.perf_counter() - started)
+        verdict = json.loads(report.read_text())["verdict"]
+    floor = statistics.median(times["in-process (one torch import)"])
+    rows = ["| case | median s | × in-process |", "|---|---:|---:|"]
+    for name, seen in times.items():
+        rows.append(
+            f"| {name} | {statistics.median(seen):.2f} | {statistics.median(seen) / floor:.2f} |"
+        )
     torch_version = subprocess.run(
         [sys.executable, "-c", "import torch; print(torch.__version__)"],
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout.strip()
-    command = "python bench/bench_torch.py" + "".join(f" --var {v}" for v in args.var)
+        capture_output=True, text=True, check=False,
+    ).stdout.strip()  # fmt: skip
+    command = "python bench/bench_torch.py " + " ".join(sys.argv[1:])
     text = "\n".join(
         [
-            "# training-readiness spec (torch probes)",
+            "## training-readiness: matrix against the same torch work in one process (issue 16)",
             "",
-            f"Command: `{command}`",
-            f"Date: {dt.date.today().isoformat()}",
-            f"Machine: {machine()}, torch {torch_version}",
+            f"`{command.strip()}` — {machine()}, torch {torch_version}; {count} torch checks, "
+            f"matrix's verdict {verdict}; medians of {args.repeat} interleaved runs.",
             "",
-            f"`matrix run specs/training-readiness.yaml` ({len(ran)} checks ran, verdict "
-            f"{report['verdict']}, score {report['score']}): median wall "
-            f"**{statistics.median(walls):.2f} s** over {args.repeat} runs "
-            f"({min(walls):.2f}–{max(walls):.2f} s). `import torch` alone: median "
-            f"**{torch_import:.2f} s** of {args.import_repeat}. Summed check durations "
-            f"{total:.2f} s, of which torch imports ≈ {imports:.2f} s "
-            f"({imports / total:.0%}) and probe work ≈ {total - imports:.2f} s.",
-            "",
-            "Per check, last run:",
-            "",
-            check_table(report, torch_import),
-            "",
-            f"(benchmark took {time.perf_counter() - started:.0f} s)",
+            *rows,
         ]
     )
     print(text)
-    if not args.no_write:
+    if args.write:
         write_section("torch", text)
     return 0
 

@@ -36,9 +36,12 @@ from matrix.results import (
 )
 from matrix.spec import template
 from matrix.spec.expect import evaluate
-from matrix.spec.models import Check
+from matrix.spec.models import Check, TargetSpec
 from matrix.transport import TargetPool, address, transport
 from matrix.transport.base import LOCAL
+
+AGENT_TASKS = 64  # a host's tasks at once through its agent, unless `max_sessions` says
+CHANNELS = 4  # SSH channels at once per host without the agent (servers allow 10 by default)
 
 
 def default_concurrency() -> int:
@@ -71,7 +74,7 @@ class _Execution:
         self.limit = anyio.CapacityLimiter(concurrency)
         self.pool = TargetPool()
         self.host_limits = {
-            name: anyio.CapacityLimiter(ref.options.max_sessions)
+            name: anyio.CapacityLimiter(_tasks_at_once(ref.options))
             for name, ref in plan.targets.items()
             if transport(ref.via).remote and ref.options is not None
         }
@@ -325,6 +328,14 @@ class _Execution:
             address=host,
             port=port,
         )
+
+
+def _tasks_at_once(options: TargetSpec) -> int:
+    """A remote host's bound: its `max_sessions`; unset, all its ready tasks with the agent
+    (one session carries them), 4 SSH channels without."""
+    if options.max_sessions is not None:
+        return options.max_sessions
+    return AGENT_TASKS if options.agent else CHANNELS
 
 
 def _name(check: Check) -> str:

@@ -104,9 +104,11 @@ class TargetSpec(Model):
     """Skip host key verification; every report warns about it."""
     connect_timeout: Duration = 10.0
     """Seconds to wait for a connection."""
-    max_sessions: int = Field(4, ge=1, le=64)
-    """Tasks at once per host (with `agent: false`, SSH channels at once: keep it below the
-    server's MaxSessions)."""
+    max_sessions: int | None = Field(None, ge=1, le=64)
+    """Tasks at once per host. Unset: with the agent, every task of the host that is ready
+    (it sends them at once, over one session, and its processes run side by side there, so a
+    host's checks cost one round trip, not one per task), at most 64; with `agent: false`, 4
+    (each is an SSH channel: keep it below the server's MaxSessions)."""
     agent: bool = True
     """Run the host's tasks through one helper python over one SSH session, so the host pays
     one login instead of one per task; `false` opens a session per task (hosts without

@@ -86,6 +86,16 @@ def test_a_fleet_of_a_thousand_hosts_and_thirty_checks_plans(plan_spec):
     assert time.perf_counter() - started < 30
 
 
+def test_a_fleet_whose_phases_need_each_other_plans_in_linear_time(plan_spec):
+    """A guard against quadratic planning coming back (2,000 hosts, a phase need between
+    phases of 10,000 tasks each: 100 million links before groups); not a benchmark."""
+    started = time.perf_counter()
+    plan = plan_spec(fleet("h[0001-2000]", checks=5, phase_needs=True))
+    assert len(plan.tasks) == 2000 + 2 * 5 * 2000
+    assert sum(len(task.needs) for task in plan.tasks.values()) <= 2 * len(plan.tasks)
+    assert time.perf_counter() - started < 60
+
+
 def test_a_phase_need_is_one_link_a_task_however_big_the_phase(plan_spec):
     """Links grow with tasks, not tasks × tasks: each task of p1 holds one Need on p0's
     group (plus its host's gate), and the group lists p0's tasks once."""
