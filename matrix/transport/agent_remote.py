@@ -417,9 +417,9 @@ def main(argv):
     _settings.update(python=argv[2], limit=int(argv[3]), token=token)
     started = boot_ticks()
     subreaper(True)
-    warm()
     sys.stdout.buffer.write(argv[4].encode())
     send({"python": sys.executable, "pid": os.getpid()})
+    warm()  # after the hello: the first requests are on their way while these import
     serving = []
     while True:
         request = receive()
