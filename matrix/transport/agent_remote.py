@@ -36,7 +36,8 @@ from collections.abc import Collection, Iterable
 MARK = "MATRIX_PROBE"  # "<token>.<task>." in each task's environment, inherited by descendants
 PR_SET_CHILD_SUBREAPER = 36
 PR_GET_CHILD_SUBREAPER = 37
-UNSURE_WAIT = 0.1  # seconds to keep sweeping while a child's environment cannot be read yet
+UNSURE_WAIT = 1.0  # seconds to keep sweeping while a child's environment cannot be read yet
+# (a process in the middle of an exec; on a loaded machine that can take well over 0.1 s)
 
 
 class Claim:
