@@ -37,7 +37,7 @@ from matrix.transport.base import (
 _UNRENDERED = object()  # a template in it could not be rendered; the problem is reported
 # Tasks per spec, counted before any is made: a fleet of 1,000 hosts × 30 checks fits with
 # room to spare; a typo'd range or matrix (100 × 100 × 100) is refused in milliseconds.
-MAX_TASKS = 50_000
+MAX_TASKS = 500_000  # 10,000 hosts × 50 checks; a task costs about 1.5 KB
 
 
 class Planner:
@@ -181,9 +181,11 @@ class Planner:
         if not self._fits(where, f"{' × '.join(sizes)} =", count, "tasks", self.planned):
             return []
         self.planned += count
+        cells = list(enumerate(itertools.product(*axes.values())))
+        shared: dict[int, _Outcome] | None = None if _reads_target(check) else {}
         return [
-            self._task(loc, phase, check, target, dict(zip(axes, cell)), kind)
-            for target, cell in itertools.product(targets, itertools.product(*axes.values()))
+            self._task(loc, phase, check, target, dict(zip(axes, cell)), kind, (shared, i))
+            for target, (i, cell) in itertools.product(targets, cells)
         ]
 
     def _fits(self, loc: tuple, what: str, count: int, noun: str, before: int) -> bool:
@@ -251,7 +253,11 @@ class Planner:
         target: TargetRef,
         cell: dict[str, Any],
         kind: ProbeClass | None,
+        sharing: tuple[dict[int, _Outcome] | None, int] = (None, 0),
     ) -> Task:
+        """One task. `sharing`: where the outcome of rendering the check for a matrix cell is
+        kept, so that a check whose templates never read `target` is rendered and validated
+        once per cell, not once per host of a fleet (None: it reads `target`)."""
         task_id = check.id
         if cell:
             task_id += "[" + ",".join(f"{k}={v}" for k, v in cell.items()) + "]"
@@ -271,16 +277,32 @@ class Planner:
             "matrix": cell,
         }
         task = Task(task_id, check, phase, target, cell, context)
+        shared, key = sharing
+        outcome = shared.get(key) if shared is not None else None
+        if outcome is None:
+            outcome = self._outcome(loc, check, kind, context)
+            if shared is not None:
+                shared[key] = outcome
+        task.skip, task.params, task.expect, task.error = outcome
+        return task
+
+    def _outcome(
+        self, loc: tuple, check: Check, kind: ProbeClass | None, context: dict
+    ) -> _Outcome:
+        """The check rendered in one context: (skip, params, expectation, error)."""
+        skip: Skip | None = None
+        params: ProbeParams | None = None
+        expect: Expectation = {}
         try:
             if check.when is not None and not self._applies(loc, check.when, context):
                 condition = str(check.when).replace("{{", "").replace("}}", "").strip()
-                task.skip = Skip(SkipKind.not_applicable, condition)
+                skip = Skip(SkipKind.not_applicable, condition)
             if kind is not None:
-                task.params = self._params(loc, check, kind, context, unused=task.skip is not None)
-                task.expect = self._expect(loc, check, kind, context)
+                params = self._params(loc, check, kind, context, unused=skip is not None)
+                expect = self._expect(loc, check, kind, context)
         except template.NotConfigured as exc:
-            task.error = str(exc)
-        return task
+            return skip, params, expect, str(exc)
+        return skip, params, expect, None
 
     def _applies(self, loc: tuple, when: str | bool, context: dict) -> bool:
         """Whether `when` renders true. One that cannot render (an undefined name, a division
@@ -418,6 +440,28 @@ class Planner:
 
 def _short(text: str) -> str:
     return repr(text if len(text) <= 60 else text[:60] + "…")
+
+
+_Outcome = tuple[Skip | None, ProbeParams | None, Expectation, str | None]
+
+
+def _reads_target(check: Check) -> bool:
+    """Whether a template of the check's `when`, probe or expect reads `target` (or cannot be
+    read, to be safe): only then do its hosts render it differently."""
+    pending: list[Any] = [check.when, check.probe.model_extra or {}, check.expect or {}]
+    while pending:
+        value = pending.pop()
+        if isinstance(value, dict):
+            pending += [*value.keys(), *value.values()]
+        elif isinstance(value, list):
+            pending += value
+        elif template.is_template(value):
+            try:
+                if any(name == "target" for name, _ in template.references(value)):
+                    return True
+            except template.RenderError:
+                return True
+    return False
 
 
 def _product(sizes: Sequence[int]) -> int:

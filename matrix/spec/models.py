@@ -84,7 +84,7 @@ class TargetSpec(Model):
     """Host names or addresses: `host`, `host:port`, `[fe80::1]:22`, or a range such as
     `gpu-[01-16]` (padding kept). Hosts that render empty are dropped, and a check `on` a group
     with no hosts is a spec error. Ranges are counted before they are listed: a spec plans at
-    most 50,000 tasks, so a range past that is a spec error."""
+    most 500,000 tasks, so a range past that is a spec error."""
     user: str | None = None
     """SSH login user (default: ~/.ssh/config, then the local user)."""
     port: int | None = Field(None, ge=1, le=65535)
@@ -165,7 +165,7 @@ class Check(Model):
     matrix: dict[str, list[Any] | str] = {}
     """Axes to expand: `{batch_size: [8, 16]}` → one task per combination; an axis may be a
     template that renders to a list (`"{{ vars.batch_sizes }}"`). Hosts × combinations are
-    counted before any task is made: a spec plans at most 50,000 tasks."""
+    counted before any task is made: a spec plans at most 500,000 tasks."""
     weight: Weight = 1.0
     """Share of its phase's score relative to sibling checks."""
 

@@ -714,3 +714,32 @@ def test_a_when_that_reads_a_missing_env_var_is_the_tasks_error(plan_spec):
         environ={},
     )
     assert "MATRIX_NOT_SET_ANYWHERE is not set" in plan.tasks["a"].error
+
+
+def test_a_check_is_rendered_once_per_cell_unless_it_reads_target(plan_spec):
+    """On a fleet, a check whose templates never read `target` is rendered and validated once
+    (its tasks share the params); one that does is rendered for each host."""
+    plan = plan_spec(
+        """
+        version: 1
+        name: t
+        vars: {word: hi}
+        targets:
+          fleet: {hosts: ["h[1-3]"]}
+        phases:
+          - id: p
+            checks:
+              - id: same
+                on: fleet
+                matrix: {n: [1, 2]}
+                probe: {kind: command, argv: [echo, "{{ vars.word }}", "{{ matrix.n }}"]}
+              - id: own
+                on: fleet
+                probe: {kind: command, argv: [echo, "{{ target.host }}"]}
+        """
+    )
+    same = [plan.tasks[f"same[n={n}]@h{i}"].params for n in (1, 2) for i in (1, 2, 3)]
+    assert same[0] is same[1] is same[2] and same[3] is same[4] is same[5]
+    assert (same[0].argv, same[3].argv) == (["echo", "hi", "1"], ["echo", "hi", "2"])
+    own = [plan.tasks[f"own@h{i}"].params.argv for i in (1, 2, 3)]
+    assert own == [["echo", "h1"], ["echo", "h2"], ["echo", "h3"]]
