@@ -35,7 +35,9 @@ def _entrypoint(entrypoint: str | None) -> str | None:
 
 class _Torch(ScriptProbe):
     libraries = ("_torch",)
-    preload = ("torch",)  # seconds to import: once per target and run, each probe a fork
+    # seconds to import, so once per target and run, each probe a fork; torch._dynamo is what
+    # an optimizer's first step and torch.export import on first use (about a second each time)
+    preload = ("torch", "torch._dynamo")
     exclusive = True  # timings and memory peaks are only true with the device to itself
 
     device: str = "auto"
