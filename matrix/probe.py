@@ -37,7 +37,7 @@ class ProbeParams(BaseModel):
     """Base of every probe kind: fields are the probe's params, validated from the spec."""
 
     # coerce: `argv: [sleep, "{{ vars.secs }}"]` renders 1 (native), argv wants "1"
-    model_config = ConfigDict(extra="forbid", coerce_numbers_to_str=True)
+    model_config = ConfigDict(extra="forbid", coerce_numbers_to_str=True, defer_build=True)
 
     kind: ClassVar[str]
     runs_on: ClassVar[RunsOn] = "target"

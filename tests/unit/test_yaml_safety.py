@@ -99,7 +99,8 @@ def test_on_and_needs_no_work_in_a_spec(plan_spec):
     )
     after = plan.tasks["after@yes"]
     assert after.check.on == "yes"
-    assert [n.task_id for n in after.needs] == ["no"]
+    assert [n.task_id for n in after.needs] == ["check:no"]  # on another host: its group
+    assert plan.groups["check:no"] == ["no"]
 
 
 @pytest.mark.parametrize(
