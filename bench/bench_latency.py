@@ -41,7 +41,7 @@ from bench_fleet import (
     ports,
     start_fleet,
 )
-from common import machine, write_section
+from common import machine, publish
 from latency import delayed
 
 
@@ -154,19 +154,11 @@ def main() -> int:
             cells.append(f"{median:.2f} ({median / floor:.2f}×)")
         rows.append(f"| {name} | {' | '.join(cells)} |")
     command = shlex.join(["python", "bench/bench_latency.py", *sys.argv[1:]])
-    text = "\n".join(
-        [
-            "## A fleet at a network's round-trip time (issue 16)",
-            "",
-            f"`{command}` — {machine()}; N = {args.hosts} hosts × {CHECKS} checks, medians of "
-            f"{args.repeat} interleaved runs; RTT added by bench/latency.py.",
-            "",
-            *rows,
-        ]
+    how = (
+        f"`{command}` — {machine()}; N = {args.hosts} hosts × {CHECKS} checks, medians of "
+        f"{args.repeat} interleaved runs; RTT added by bench/latency.py."
     )
-    print(text)
-    if args.write:
-        write_section("latency", text)
+    publish("latency", "A fleet at a network's round-trip time (issue 16)", how, rows, args.write)
     return 0
 
 

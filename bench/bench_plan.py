@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-from common import ROOT, PeakRss, machine, run_quietly, write_section
+from common import ROOT, PeakRss, machine, publish, run_quietly
 
 FLOOR = ["-c", "import pydantic, yaml, jinja2"]
 
@@ -78,18 +78,8 @@ def main() -> int:
                 f"| {tree.name} | {name} | {seconds:.2f} | {per_host} | {peak:.0f} | {growth} |"
             )
     command = "python bench/bench_plan.py " + " ".join(sys.argv[1:])
-    text = "\n".join(
-        [
-            "## Planning a fleet (issue 16)",
-            "",
-            f"`{command}` — {machine()}; medians of {args.repeat}, interleaved.",
-            "",
-            *rows,
-        ]
-    )
-    print(text)
-    if args.write:
-        write_section("plan-growth", text)
+    how = f"`{command}` — {machine()}; medians of {args.repeat}, interleaved."
+    publish("plan-growth", "Planning a fleet (issue 16)", how, rows, args.write)
     return 0
 
 

@@ -29,7 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import ROOT, machine, matrix_argv, run_quietly, write_section
+from common import ROOT, machine, matrix_argv, publish, run_quietly
 
 SPEC = ROOT / "specs" / "training-readiness.yaml"
 
@@ -122,19 +122,17 @@ def main() -> int:
         capture_output=True, text=True, check=False,
     ).stdout.strip()  # fmt: skip
     command = "python bench/bench_torch.py " + " ".join(sys.argv[1:])
-    text = "\n".join(
-        [
-            "## training-readiness: matrix against the same torch work in one process (issue 16)",
-            "",
-            f"`{command.strip()}` — {machine()}, torch {torch_version}; {count} torch checks, "
-            f"matrix's verdict {verdict}; medians of {args.repeat} interleaved runs.",
-            "",
-            *rows,
-        ]
+    how = (
+        f"`{command.strip()}` — {machine()}, torch {torch_version}; {count} torch checks, "
+        f"matrix's verdict {verdict}; medians of {args.repeat} interleaved runs."
     )
-    print(text)
-    if args.write:
-        write_section("torch", text)
+    publish(
+        "torch",
+        "training-readiness: matrix against the same torch work in one process (issue 16)",
+        how,
+        rows,
+        args.write,
+    )
     return 0
 
 

@@ -96,6 +96,15 @@ def write_section(name: str, text: str) -> None:
     RESULTS.write_text(new.rstrip() + "\n")
 
 
+def publish(section: str, heading: str, how: str, rows: list[str], write: bool) -> None:
+    """Print a result table under its heading and how it was measured; with `write`, also
+    put it in RESULTS.md as `section`."""
+    text = "\n".join([f"## {heading}", "", how, "", *rows])
+    print(text)
+    if write:
+        write_section(section, text)
+
+
 class Proc(NamedTuple):
     parent: int
     name: str
