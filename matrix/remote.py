@@ -20,17 +20,19 @@ PRELUDE = "_prelude"
 # agent imports them once and forks each such program from itself (agent_remote.preloads).
 PRELOAD = "# preload: "
 # Runs on the target: Python >= 3.8, stdlib only. Its names are deleted before the script runs,
-# so the script sees a namespace as bare as `python script.py` gives it.
+# so the script sees a namespace as bare as `python script.py` gives it. Every source is
+# compiled by a `compile(SOURCE, FILENAME, "exec")` call with literal arguments: an agent finds
+# them without running anything and compiles each once for all its forks (agent_remote.py).
 BOOTSTRAP = """\
 # matrix remote program (matrix/remote.py): {script}
 {preload}
 import sys
 
 
-def _module(name, filename, source):
+def _module(name, code):
     module = sys.modules[name] = type(sys)(name)
-    module.__file__ = filename
-    exec(compile(source, filename, "exec"), module.__dict__)
+    module.__file__ = code.co_filename
+    exec(code, module.__dict__)
 
 
 """
@@ -66,10 +68,14 @@ def _body(script: str, libraries: tuple[str, ...], preload: tuple[str, ...]) -> 
     parts = [BOOTSTRAP.format(script=_filename(script), preload=header)]
     for name in (PRELUDE, *libraries):
         module = Path(name).stem
-        parts.append(f"_module({module!r}, {_filename(name)!r}, {_read(name)!r})\n")
+        parts.append(f"_module({module!r}, {_compile(name)})\n")
     parts.append(f"del sys, _module\n__file__ = {_filename(script)!r}\n")
-    parts.append(f'exec(compile({_read(script)!r}, __file__, "exec"))\n')
+    parts.append(f"exec({_compile(script)})\n")
     return "".join(parts).encode()
+
+
+def _compile(name: str) -> str:
+    return f"compile({_read(name)!r}, {_filename(name)!r}, 'exec')"
 
 
 def _filename(name: str) -> str:

@@ -18,6 +18,7 @@ machine running matrix; only run as a program does this module serve requests.
 from __future__ import annotations
 
 import base64
+import builtins
 import contextlib
 import json
 import os
@@ -191,6 +192,8 @@ GRACE = 2.0  # seconds a task's output may still flow once its processes are gon
 _send_lock = threading.Lock()
 _children: dict[int, int] = {}
 _compiled: dict[bytes, object] = {}
+_sources: dict[tuple, object] = {}  # (source, filename, mode) of a program's modules: code
+_compile = compile
 MAX_COMPILED = 64
 _settings = {"python": sys.executable, "limit": 1 << 20, "token": ""}
 # Imported once at start so that each forked script finds them loaded (the built-in scripts'
@@ -285,16 +288,19 @@ def fork_script(source, args, env):
     """`python - ARGS` with the script on stdin, as a fork of this interpreter: the same
     python, without its start-up (~20 ms a probe, the bulk of a fleet run's remote work).
     A program is its body (the same bytes for every task of a script) and a last line, the
-    entry call that carries the task's params (matrix/remote.py): the body is compiled once
-    here, so every fork inherits its code object, and only the entry is compiled per task
-    (each fork still compiles a probe's prelude, libraries and script as modules)."""
+    entry call that carries the task's params (matrix/remote.py): the body, and every source
+    it compiles as it runs (the prelude, libraries and script), is compiled once here, so
+    every fork inherits the code objects and only the entry is compiled per task."""
     body, entry = split_entry(source)
     preload(preloads(body))
     code = _compiled.get(body)
     if code is None:
         if len(_compiled) >= MAX_COMPILED:  # a run of many distinct programs: start afresh
             _compiled.clear()
+            _sources.clear()
         code = _compiled[body] = compile(body, "<stdin>", "exec")
+        for key in literal_compiles(body):
+            _sources[key] = compile(*key)
     code = (code, compile(entry, "<stdin>", "exec"))
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
@@ -332,6 +338,33 @@ def preload(names):
                 __import__(name)
 
 
+def literal_compiles(body):
+    """The (source, filename, mode) of each `compile` call with three literal strings in a
+    program: matrix/remote.py compiles every module and the script that way. Read from its
+    syntax tree, so nothing of the program runs here."""
+    import ast  # here: only an agent that is sent programs pays for it
+
+    for node in ast.walk(ast.parse(body)):
+        args = getattr(node, "args", None)
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id == "compile"
+            and not node.keywords
+            and len(args) == 3
+            and all(isinstance(arg, ast.Constant) and isinstance(arg.value, str) for arg in args)
+        ):
+            yield tuple(arg.value for arg in args)
+
+
+def compile_known(source, filename, mode, *args, **kwargs):
+    """`compile` in a forked script: what the agent compiled already is handed over as is."""
+    known = None
+    if not args and not kwargs and type(source) is str:
+        known = _sources.get((source, filename, mode))
+    return known if known is not None else _compile(source, filename, mode, *args, **kwargs)
+
+
 def split_entry(source):
     """(body, entry call) of a matrix program; any other program is all body."""
     body, newline, entry = source.rstrip(b"\n").rpartition(b"\n")
@@ -353,6 +386,7 @@ def run_script(code_objects, args, env, out_w, err_w):
         sys.stdout = open(1, "w", closefd=False)  # noqa: SIM115
         sys.stderr = open(2, "w", closefd=False)  # noqa: SIM115
         os.environ.update(env)
+        builtins.compile = compile_known
         sys.argv = ["-", *args]
         code = 0
         namespace = {"__name__": "__main__"}
