@@ -35,7 +35,10 @@ SPEC = ROOT / "specs" / "training-readiness.yaml"
 
 
 def torch_programs(extra_vars: list[str]) -> list[str]:
-    """Each torch check's program, as matrix would send it (params rendered for this run)."""
+    """Each torch check's program, as matrix would send it (params rendered for this run).
+    torch.distributed's comes first: it forks its ranks, which is safe only from a process
+    that has imported torch but run nothing on it yet (its thread pools do not survive a
+    fork), as each of matrix's probes is: a fork of the agent, which only imports."""
     sys.path.insert(0, str(ROOT))
     from matrix import remote
     from matrix.plan import build_plan
@@ -43,7 +46,7 @@ def torch_programs(extra_vars: list[str]) -> list[str]:
     from matrix.spec.load import load
 
     plan = build_plan(load(SPEC, var_args=extra_vars))
-    programs = []
+    programs: list[tuple[bool, str]] = []
     for task in plan.tasks.values():
         params = task.params
         if task.skip or not isinstance(params, ScriptProbe) or "torch" not in params.preload:
@@ -52,8 +55,8 @@ def torch_programs(extra_vars: list[str]) -> list[str]:
         source = remote.program(
             params.script, params.libraries, params.script_params(ctx), params.preload
         )
-        programs.append(base64.b64encode(source).decode())
-    return programs
+        programs.append((params.script != "torch_distributed", base64.b64encode(source).decode()))
+    return [program for _, program in sorted(programs, key=lambda pair: pair[0])]
 
 
 def in_process(programs_file: Path) -> int:

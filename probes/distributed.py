@@ -1,6 +1,7 @@
 """`torch.distributed`: can this host run multi-process training? Observed by
-probes/remote/torch_distributed.py, which starts `world_size` ranks on the target, has them
-meet over TCP at 127.0.0.1 and checks an all_reduce and a broadcast of known tensors.
+probes/remote/torch_distributed.py, which forks `world_size` ranks on the target from its own
+process (torch imported once), has them meet over TCP at 127.0.0.1 and checks an all_reduce
+and a broadcast of known tensors.
 
 Every wait is bounded by `timeout` (torch's own default is 30 minutes), and no rank outlives
 the probe: ranks are killed and reaped on failure, at the deadline, and when the probe is.
@@ -43,6 +44,7 @@ class TorchDistributed(ScriptProbe):
     than ranks), a given `port` in use."""
 
     script = "torch_distributed"
+    preload = ("torch", "torch.distributed")  # the agent imports it once; ranks are forks
     exclusive = True  # its ranks take every GPU (NCCL) or core they are given
 
     world_size: int = Field(2, ge=1)

@@ -384,7 +384,7 @@ def run_script(code_objects, args, env, out_w, err_w):
         close_inherited()
         sys.stdin = open(0, closefd=False)  # noqa: SIM115
         sys.stdout = open(1, "w", closefd=False)  # noqa: SIM115
-        sys.stderr = open(2, "w", closefd=False)  # noqa: SIM115
+        sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115 (as python's own)
         os.environ.update(env)
         builtins.compile = compile_known
         sys.argv = ["-", *args]

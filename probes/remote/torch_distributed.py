@@ -1,29 +1,22 @@
 # Run torch.distributed on the target: `world_size` local ranks meet at 127.0.0.1, then
 # all_reduce and broadcast a known tensor; report whether the results are right and how long
-# each step took. This script arrives on stdin, so multiprocessing's spawn could not re-import
-# it: each rank is `python -c RANK_SOURCE`, started in its own process group. Every rank is
-# killed and reaped before the script answers, and a rank whose parent dies kills itself.
+# each step took. torch is imported once, here (or already in the agent this script was forked
+# from), and each rank is a fork of this process in a process group of its own (in this
+# script's session, where the agent's sweep looks), named matrix-rank-N in `ps`: no rank
+# imports torch again. Every rank is killed and reaped before
+# the script answers, and a rank whose parent dies kills itself.
 import contextlib
+import datetime
 import errno
-import importlib.util
 import json
 import os
 import signal
 import socket
-import subprocess
 import sys
 import tempfile
 import time
 
 from _prelude import ObserveError
-
-RANK_SOURCE = r"""# matrix torch.distributed rank
-import datetime
-import json
-import os
-import socket
-import sys
-import time
 
 
 def say(**event):
@@ -35,7 +28,6 @@ def die_with_parent(parent):
     # no rank may outlive the probe, also when a timeout kills the probe's script
     if sys.platform.startswith("linux"):
         import ctypes
-        import signal
 
         ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     else:
@@ -49,6 +41,14 @@ def die_with_parent(parent):
         threading.Thread(target=watch, daemon=True).start()
     if os.getppid() != parent:  # it died before the line above
         os._exit(1)
+
+
+def name_process(name):
+    """What `ps` and `top` show for this process (Linux; elsewhere nothing changes)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL(None).prctl(15, name.encode()[:15], 0, 0, 0)  # PR_SET_NAME
 
 
 def brief(exc):
@@ -90,13 +90,8 @@ def ms(started):
     return round((time.perf_counter() - started) * 1000, 2)
 
 
-def run(params, rank, world):
-    try:
-        import torch
-        import torch.distributed as dist
-    except Exception as exc:  # an install that is there but broken (missing CUDA libraries)
-        say(unusable=f"import torch failed on {socket.gethostname()}: {brief(exc)}")
-        return 2
+def rank_main(params, rank, world, torch, dist):
+    """One rank, in its own process: its events go to stdout as JSON lines."""
     backend = params["backend"]
     if backend == "auto":
         cuda = torch.cuda.is_available() and dist.is_nccl_available()
@@ -149,14 +144,41 @@ def run(params, rank, world):
     return 0
 
 
-params = json.loads(sys.stdin.read())
-die_with_parent(params["parent"])
-sys.exit(run(params, int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])))
-"""
+def _rank(params, rank, world, port, out, err, torch, dist):
+    """In the forked child: become rank `rank` and never return."""
+    code = 1
+    try:
+        os.setpgid(0, 0)
+        die_with_parent(params["parent"])
+        name_process(f"matrix-rank-{rank}")
+        os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
+        for fd, path in ((1, out), (2, err)):  # the rank keeps its own copies
+            os.dup2(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), fd)
+        sys.stdout = open(1, "w", closefd=False)  # noqa: SIM115
+        sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115 (as python's own)
+        os.environ.update(
+            MASTER_ADDR="127.0.0.1",
+            MASTER_PORT=str(port),
+            RANK=str(rank),
+            LOCAL_RANK=str(rank),
+            WORLD_SIZE=str(world),
+        )
+        code = rank_main(params, rank, world, torch, dist)
+    except BaseException:
+        import traceback
+
+        traceback.print_exc()
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        os._exit(code)
+
+
 AFTER_FAILURE = 3  # seconds the other ranks get to report their side once one rank failed
 POLL = 0.05
 STAGES = {  # what a rank killed at the deadline was doing, by the last stage it reported
-    None: "starting (importing torch)",
+    None: "starting",
     "imported": "waiting for the rendezvous at {address}",
     "initialized": "running all_reduce and broadcast",
 }
@@ -184,28 +206,27 @@ def _port(params, host):
         return params["port"]
 
 
-def _start(rank, world, port, params, folder):
-    env = dict(
-        os.environ,
-        MASTER_ADDR="127.0.0.1",
-        MASTER_PORT=str(port),
-        RANK=str(rank),
-        LOCAL_RANK=str(rank),
-        WORLD_SIZE=str(world),
-    )
+def _start(rank, world, port, params, folder, torch, dist):
     out, err = (os.path.join(folder, f"{rank}.{stream}") for stream in ("out", "err"))
-    with open(out, "wb") as stdout, open(err, "wb") as stderr:  # the rank keeps its own copies
-        proc = subprocess.Popen(  # params on stdin: the process list shows argv to anyone
-            [sys.executable, "-c", RANK_SOURCE],
-            stdin=subprocess.PIPE,
-            stdout=stdout,
-            stderr=stderr,
-            env=env,
-            start_new_session=True,
-        )
-    with proc.stdin:
-        proc.stdin.write(json.dumps(params).encode())
-    return {"rank": rank, "proc": proc, "out": out, "err": err, "killed": False}
+    for stream in (sys.stdout, sys.stderr):  # nothing buffered here may be written twice
+        stream.flush()
+    pid = os.fork()
+    if pid == 0:
+        _rank(params, rank, world, port, out, err, torch, dist)
+    return {"rank": rank, "pid": pid, "code": None, "out": out, "err": err, "killed": False}
+
+
+def _exit_code(status):
+    return -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
+
+
+def _poll(rank):
+    """The rank's exit code once it ended (-N: killed by signal N), reaping it; else None."""
+    if rank["code"] is None:
+        pid, status = os.waitpid(rank["pid"], os.WNOHANG)
+        if pid:
+            rank["code"] = _exit_code(status)
+    return rank["code"]
 
 
 def _wait(ranks, deadline):
@@ -213,13 +234,13 @@ def _wait(ranks, deadline):
     deadline came first."""
     failed_at = None
     while True:
-        running = [r for r in ranks if r["proc"].poll() is None]  # polls every rank
+        running = [r for r in ranks if _poll(r) is None]  # polls every rank
         now = time.monotonic()
         if not running:
             return False
         if now >= deadline:
             return True
-        if failed_at is None and any(r["proc"].returncode for r in ranks):
+        if failed_at is None and any(r["code"] for r in ranks):
             failed_at = now
         if failed_at is not None and now - failed_at >= AFTER_FAILURE:
             return False
@@ -229,12 +250,13 @@ def _wait(ranks, deadline):
 def _stop(ranks):
     """Kill the process group of every rank still running, then reap them all."""
     for rank in ranks:
-        if rank["proc"].poll() is None:
+        if _poll(rank) is None:
             rank["killed"] = True
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(rank["proc"].pid, signal.SIGKILL)
+                os.killpg(rank["pid"], signal.SIGKILL)
     for rank in ranks:
-        rank["proc"].wait()
+        if rank["code"] is None:
+            rank["code"] = _exit_code(os.waitpid(rank["pid"], 0)[1])
 
 
 def _read(path):
@@ -267,7 +289,7 @@ def _exit_text(code, stderr):
 
 def _errors(ranks, reports, address, timed_out):
     """{rank: what went wrong} for every rank that did not finish."""
-    first = next((r["rank"] for r in ranks if not r["killed"] and r["proc"].returncode), None)
+    first = next((r["rank"] for r in ranks if not r["killed"] and r["code"]), None)
     errors = {}
     for rank, said in zip(ranks, reports):
         if rank["killed"]:
@@ -276,8 +298,8 @@ def _errors(ranks, reports, address, timed_out):
             errors[rank["rank"]] = f"killed {cause} while {doing}"
         elif said.get("error"):
             errors[rank["rank"]] = said["error"]
-        elif rank["proc"].returncode:
-            errors[rank["rank"]] = _exit_text(rank["proc"].returncode, said["stderr"])
+        elif rank["code"]:
+            errors[rank["rank"]] = _exit_text(rank["code"], said["stderr"])
     return errors
 
 
@@ -308,16 +330,28 @@ def _slowest(reports, key):
     return max(values) if values and None not in values else None
 
 
-def observe(params):
-    host = socket.gethostname()
-    if importlib.util.find_spec("torch") is None:
+def _import_torch(host):
+    try:
+        import torch
+        import torch.distributed as dist
+    except ModuleNotFoundError as exc:
+        if exc.name != "torch":
+            raise ObserveError(f"import torch failed on {host}: {brief(exc)}") from None
         raise ObserveError(
             f"torch is not installed for {sys.executable} on {host} — install it there "
             "(pip install torch) or set the target's `python` to an interpreter that has it"
-        )
-    world, timeout = params["world_size"], params["timeout"]
-    port = _port(params, host)
+        ) from None
+    except Exception as exc:  # an install that is there but broken (missing CUDA libraries)
+        raise ObserveError(f"import torch failed on {host}: {brief(exc)}") from None
+    return torch, dist
+
+
+def observe(params):
+    host = socket.gethostname()
     started = time.monotonic()
+    world, timeout = params["world_size"], params["timeout"]
+    torch, dist = _import_torch(host)
+    port = _port(params, host)
     rank_params = {
         "backend": params["backend"],
         "elements": params["elements"],
@@ -328,7 +362,7 @@ def observe(params):
     with tempfile.TemporaryDirectory() as folder:  # each rank's stdout and stderr
         try:
             for rank in range(world):
-                ranks.append(_start(rank, world, port, rank_params, folder))
+                ranks.append(_start(rank, world, port, rank_params, folder, torch, dist))
             timed_out = _wait(ranks, started + timeout)
         finally:
             _stop(ranks)

@@ -40,6 +40,7 @@ phases:
       - {id: train, probe: {kind: torch.train, steps: 3, d_model: 32, layers: 1, seq_len: 8}}
       - {id: lr, probe: {kind: torch.lr, steps: 3, d_model: 32, layers: 1, seq_len: 8}}
       - {id: serve, probe: {kind: torch.inference, d_model: 32, layers: 1, seq_len: 8}}
+      - {id: ddp, probe: {kind: torch.distributed, world_size: 2, elements: 1024}}
 """
 
 
@@ -69,9 +70,9 @@ def test_a_run_imports_torch_once_for_all_its_torch_probes(cli, write_spec, tmp_
     done = cli("run", "spec.yaml", "--json", "out.json", env=env, timeout=100)
     results = json.loads((tmp_path / "out.json").read_text())["results"]
     assert [(r["task_id"], r["status"]) for r in results] == [
-        ("env", "pass"), ("train", "pass"), ("lr", "pass"), ("serve", "pass"),
+        ("env", "pass"), ("train", "pass"), ("lr", "pass"), ("serve", "pass"), ("ddp", "pass"),
     ], done.stdout  # fmt: skip
-    assert len(log.read_text().split()) == 1  # four torch probes, one import of torch
+    assert len(log.read_text().split()) == 1  # five torch probes, two ranks: one torch import
     assert agent_probes() == []
 
 
