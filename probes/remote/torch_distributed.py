@@ -72,8 +72,7 @@ def unusable(backend, world, torch, dist):
             )
         if not dist.is_nccl_available():
             return (
-                f"torch {torch.__version__} on {host} was built without NCCL — use "
-                "`backend: gloo`"
+                f"torch {torch.__version__} on {host} was built without NCCL — use `backend: gloo`"
             )
         gpus = torch.cuda.device_count()
         if gpus < world:
