@@ -26,6 +26,7 @@ KINDS = {
     "port": "probes.net",
     "notify.webhook": "probes.notify",
     "python": "probes.pyenv",
+    "slurm.connect": "probes.slurm",
     "ssh.connect": "probes.ssh",
     "torch.batch_size": "probes.training",
     "torch.checkpoint": "probes.training",

@@ -39,6 +39,23 @@ def arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dry-run", action="store_true", help="print the plan; probe nothing")
     parser.add_argument("--strict", action="store_true", help="exit 1 on CAUTION too")
     parser.add_argument("--quiet", action="store_true", help="no console output; only reports")
+    parser.add_argument(
+        "--drain",
+        action="store_true",
+        help="set Slurm nodes with a critical failure DRAIN, the reason naming the check",
+    )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="set RESUME the Slurm nodes matrix drained that now pass every critical check",
+    )
+    parser.add_argument(
+        "--slurm-node",
+        metavar="NAME",
+        default=os.environ.get("SLURMD_NODENAME"),
+        help="the Slurm node `local` checks stand for, on the node itself "
+        "(default: $SLURMD_NODENAME)",
+    )
     for entry in registry().values():
         nargs = "?" if entry.bare is not None else None
         parser.add_argument(
@@ -92,6 +109,14 @@ def main(args: argparse.Namespace) -> int:
     listeners = Listeners(reports if args.quiet else [console, *reports])
     options = Options(concurrency=args.concurrency, fail_fast=args.fail_fast)
     run = anyio.run(execute, planned, options, listeners)
+    if args.drain or args.resume:
+        from matrix.commands import nodes
+
+        partial = any([args.phase, args.check, args.tags, args.skip_tags, args.limit])
+        run.warnings += nodes.act(
+            run, planned, drain=args.drain, resume=args.resume, partial=partial,
+            here=args.slurm_node,
+        )  # fmt: skip
     listeners.finish(run)
     for listener, why in listeners.failed.items():
         print(

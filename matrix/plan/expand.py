@@ -14,6 +14,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from matrix.errors import TransportError
 from matrix.plan.model import Need, Task
 from matrix.probe import ProbeClass, ProbeParams, registry
 from matrix.results import Skip, SkipKind
@@ -21,10 +22,18 @@ from matrix.spec import template
 from matrix.spec.expect import Expectation, ExpectError, compile_expect
 from matrix.spec.load import Loaded
 from matrix.spec.locate import template_problems, validation_problems
-from matrix.spec.models import MAX_SECONDS, Check, Phase, ProbeRef, TargetSpec
+from matrix.spec.models import (
+    MAX_SECONDS,
+    SLURM_OPTIONS,
+    SSH_OPTIONS,
+    Check,
+    Phase,
+    ProbeRef,
+    TargetSpec,
+)
 from matrix.spec.problems import Position, Problem, did_you_mean
 from matrix.spec.yaml import YMap
-from matrix.transport import TRANSPORTS, Gate, transport
+from matrix.transport import TRANSPORTS, Gate, load, transport
 from matrix.transport.base import (
     LOCAL,
     LOCAL_NAMES,
@@ -85,15 +94,8 @@ class Planner:
                 groups[name] = [TargetRef(name, "localhost", name, "local", spec)]
                 continue
             refs = []
-            for i, host in enumerate(spec.hosts):
-                try:
-                    host = template.render_text(host, self.base).strip()
-                except template.RenderError as exc:
-                    if ("targets", name, "hosts", i) not in self.unrenderable:
-                        self.problem(("targets", name, "hosts", i), str(exc))
-                    continue
+            for where, host in self._host_patterns(name, spec):
                 count = host_count(host)
-                where = ("targets", name, "hosts", i)
                 if not self._fits(where, f"{_short(host)} names", count, "hosts", self.hosts):
                     self.refused.add(name)
                     continue
@@ -106,6 +108,57 @@ class Planner:
                     "anyone on the network path could impersonate its hosts"
                 )
         return groups
+
+    def _host_patterns(self, name: str, spec: TargetSpec) -> list[tuple[tuple, str]]:
+        """(where, pattern) of each host pattern of a remote group: its `hosts:` rendered, or
+        what its transport's inventory lists (a Slurm partition's nodes)."""
+        self._options_fit(name, spec)
+        row = transport(spec.via)
+        if row.inventory is None:
+            patterns = []
+            for i, host in enumerate(spec.hosts):
+                where = ("targets", name, "hosts", i)
+                try:
+                    patterns.append((where, template.render_text(host, self.base).strip()))
+                except template.RenderError as exc:
+                    if where not in self.unrenderable:
+                        self.problem(where, str(exc))
+            return patterns
+        where = (
+            "targets",
+            name,
+            next((k for k in ("nodes", "partition") if getattr(spec, k)), "via"),
+        )
+        try:
+            return [(where, pattern) for pattern in load(row.inventory)(spec)]
+        except TransportError as exc:
+            self.problem(where, str(exc))
+            self.refused.add(name)  # its checks are not told again that it has no hosts
+            return []
+
+    def _options_fit(self, name: str, spec: TargetSpec) -> None:
+        """An option of another transport is a mistake (a Slurm group's `user:`), said at
+        its key."""
+        given = spec.model_fields_set - {
+            "via",
+            "python",
+            "agent",
+            "max_sessions",
+            "connect_timeout",
+        }
+        others = given - (SLURM_OPTIONS if spec.via == "slurm" else SSH_OPTIONS)
+        for key in sorted(others):
+            if spec.via == "slurm":
+                why = (
+                    "a `via: slurm` group lists its nodes with `nodes:` (a Slurm hostlist) or "
+                    "takes its partition's"
+                    if key == "hosts"
+                    else f"`{key}` is an SSH option; a `via: slurm` group reaches its nodes "
+                    "through srun"
+                )
+            else:
+                why = f"`{key}` is a Slurm option: set `via: slurm` for a group of Slurm nodes"
+            self.problem(("targets", name, key), why, key=True)
 
     def _render_target(self, name: str, spec: TargetSpec) -> TargetSpec:
         """Templated target options (key, user, python, …); hosts are rendered one by one."""

@@ -225,7 +225,8 @@ def _undeclared(name: Any, at: Position, declared: Sequence[Any]) -> list[Proble
 
 
 def parse_target(text: str, index: int, current: Any) -> tuple[str, Any, Position]:
-    """`--target gpu=h1,h2`: the group's hosts; its other options (user, key…) are kept."""
+    """`--target gpu=h1,h2`: the group's hosts (a Slurm group's `nodes`, a hostlist such as
+    `gpu-[01-04,07]`); its other options (user, key…) are kept."""
     name, sep, hosts = text.partition("=")
     at = Position("--target", index, 1)
     if not sep or not name.strip() or not hosts.strip():
@@ -234,8 +235,11 @@ def parse_target(text: str, index: int, current: Any) -> tuple[str, Any, Positio
     if isinstance(current, YMap):
         for key in current:
             group.copy_from(current, key)
-    listed = YList(at, [(h.strip(), at) for h in hosts.split(",") if h.strip()])
-    group.put("hosts", listed, at, at)
+    if isinstance(current, YMap) and current.get("via") == "slurm":
+        group.put("nodes", hosts.strip(), at, at)
+    else:
+        listed = YList(at, [(h.strip(), at) for h in hosts.split(",") if h.strip()])
+        group.put("hosts", listed, at, at)
     return name.strip(), group, at
 
 

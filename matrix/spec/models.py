@@ -74,12 +74,20 @@ class ProbeRef(BaseModel):
     """Probe kind, e.g. `disk`, `command`, `python` (see `matrix list --probes`)."""
 
 
+# The options of each remote `via` (the rest serve every group)
+SSH_OPTIONS = frozenset(
+    {"hosts", "user", "port", "key", "keys", "password", "jump", "known_hosts", "insecure"}
+)
+SLURM_OPTIONS = frozenset({"partition", "nodes", "constraint", "account", "qos", "time"})
+
+
 class TargetSpec(Model):
     """A named group of hosts that checks can run `on`; every option is templated with vars,
     env and secret."""
 
-    via: Literal["local", "ssh"] = "ssh"
-    """`ssh` for remote hosts, `local` for this machine (e.g. with another python)."""
+    via: Literal["local", "ssh", "slurm"] = "ssh"
+    """`ssh` for remote hosts, `slurm` for the nodes of a Slurm partition (tasks run there
+    through `srun`), `local` for this machine (e.g. with another python)."""
     hosts: list[str] = []
     """Host names or addresses: `host`, `host:port`, `[fe80::1]:22`, or a range such as
     `gpu-[01-16]` (padding kept). Hosts that render empty are dropped, and a check `on` a group
@@ -116,6 +124,22 @@ class TargetSpec(Model):
     python: str | None = None
     """Python interpreter on the host for python-based probes (default python3; for a
     `via: local` group, the interpreter running matrix)."""
+    partition: str | None = None
+    """Slurm: the partition whose nodes this group is; without `nodes`, all of them, as
+    `sinfo` lists them when the spec is planned (down and drained ones included: their
+    checks are blocked by the node's gate, which says why)."""
+    nodes: str | None = None
+    """Slurm: a hostlist of the nodes to check, e.g. `gpu-[01-16],gpu-20` (default: every
+    node of `partition` with the `constraint`'s features)."""
+    constraint: str | None = None
+    """Slurm: node features the nodes must have (`srun --constraint`), e.g. `a100&ib`."""
+    account: str | None = None
+    """Slurm: the account the checks' job steps are charged to (`srun --account`)."""
+    qos: str | None = None
+    """Slurm: the quality of service of the checks' job steps (`srun --qos`)."""
+    time: str | None = None
+    """Slurm: the time limit of each node's job (`srun --time`, e.g. `10:00`); by default
+    the partition's."""
 
 
 class Check(Model):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 from contextlib import ExitStack
 from dataclasses import dataclass
+from typing import Any
 
 from matrix.transport.base import Target, TargetRef, split_host
 
@@ -41,6 +42,9 @@ class Transport:
     remote: bool = False
     default_port: int | None = None
     gate: Gate | None = None
+    # "module:function" giving a group's host patterns from its options (Slurm's nodes),
+    # raising TransportError; None: the group lists `hosts:`
+    inventory: str | None = None
 
 
 TRANSPORTS: dict[str, Transport] = {
@@ -64,8 +68,32 @@ TRANSPORTS: dict[str, Transport] = {
                 ),
             ),
         ),
+        Transport(
+            "slurm",
+            "matrix.transport.slurm:open_target",
+            remote=True,
+            inventory="matrix.transport.slurm:inventory",
+            gate=Gate(
+                kind="slurm.connect",
+                id="slurm-connect",
+                title="Slurm node",
+                category="Slurm",
+                failure="Cannot run on the node through Slurm",
+                fix=(
+                    "Check `sinfo -N -n {{ target.host }}`: a down or drained node takes no "
+                    "job (`scontrol update NodeName={{ target.host }} State=RESUME` once it is "
+                    "fixed); check the group's partition, account, qos and python"
+                ),
+            ),
+        ),
     )
 }
+
+
+def load(reference: str) -> Any:
+    """The object a row names as "module:function", imported now."""
+    module, _, name = reference.partition(":")
+    return getattr(importlib.import_module(module), name)
 
 
 def transport(via: str) -> Transport:
@@ -94,8 +122,7 @@ class TargetPool:
 
     def get(self, ref: TargetRef) -> Target:
         if ref.name not in self._targets:
-            module, _, name = transport(ref.via).opener.partition(":")
-            self._targets[ref.name] = getattr(importlib.import_module(module), name)(ref)
+            self._targets[ref.name] = load(transport(ref.via).opener)(ref)
         return self._targets[ref.name]
 
     async def __aenter__(self) -> TargetPool:

@@ -87,7 +87,9 @@ LOCAL = TargetRef("local", "localhost", "local")
 LOCAL_NAMES = ("local", "controller")
 
 _HOST_PORT = re.compile(r"^\[(?P<v6>[^\]]+)\]:(?P<port6>\d+)$|^(?P<host>[^:\[\]]+):(?P<port>\d+)$")
-_RANGE = re.compile(r"\[(\d+)-(\d+)\]")
+# a bracket of numbers and ranges, Slurm's hostlist syntax: [1-3], [01-16], [1-3,7,10-12]
+_RANGE = re.compile(r"\[(\d+(?:-\d+)?(?:,\d+(?:-\d+)?)*)\]")
+_TOP_COMMA = re.compile(r",(?![^\[]*\])")  # a comma outside brackets
 
 
 def split_host(address: str) -> tuple[str, int | None]:
@@ -107,29 +109,42 @@ def host_count(pattern: str) -> int:
     """How many hosts a pattern names, counted without listing them (at most MANY_HOSTS), so
     `h[0-99999999]` can be refused before it fills memory."""
     count = 1
-    for first, last in _RANGE.findall(pattern):
-        if max(len(first), len(last)) > len(str(MANY_HOSTS)):
-            return MANY_HOSTS
-        count = min(count * max(0, int(last) - int(first) + 1), MANY_HOSTS)
+    for bracket in _RANGE.findall(pattern):
+        numbers = 0
+        for item in bracket.split(","):
+            first, _, last = item.partition("-")
+            if max(len(first), len(last)) > len(str(MANY_HOSTS)):
+                return MANY_HOSTS
+            numbers += max(0, int(last or first) - int(first) + 1)
+        count = min(count * numbers, MANY_HOSTS)
     return count if pattern else 0
 
 
 def expand_hosts(pattern: str) -> list[str]:
-    """`gpu-[01-16]` → gpu-01 … gpu-16 (zero padding kept); ranges may repeat, the first
-    varying slowest. Iterative, so a pattern of a thousand ranges is no deeper than one;
-    check `host_count` first."""
+    """`gpu-[01-16]` → gpu-01 … gpu-16 (zero padding kept), `n[1-3,7]` → n1 n2 n3 n7; brackets
+    may repeat, the first varying slowest. Iterative, so a pattern of a thousand brackets is
+    no deeper than one; check `host_count` first."""
     if not pattern:
         return []
-    parts = _RANGE.split(pattern)  # text, first, last, text, first, last, …, text
-    texts = parts[0::3]
-    numbers = [_numbered(first, last) for first, last in zip(parts[1::3], parts[2::3])]
+    parts = _RANGE.split(pattern)  # text, bracket, text, bracket, …, text
+    numbers = [_numbered(bracket) for bracket in parts[1::2]]
     return [
-        "".join(text + number for text, number in zip(texts, (*combo, "")))
+        "".join(text + number for text, number in zip(parts[0::2], (*combo, "")))
         for combo in itertools.product(*numbers)
     ]
 
 
-def _numbered(first: str, last: str) -> list[str]:
-    """The numbers of one range as written: `01` pads to two digits, `1` does not pad."""
-    width = len(first) if first.startswith("0") else 0
-    return [f"{n:0{width}d}" for n in range(int(first), int(last) + 1)]
+def split_hostlist(text: str) -> list[str]:
+    """A Slurm hostlist's patterns: `n[1-3],gpu7` → ['n[1-3]', 'gpu7'] (commas in brackets
+    stay)."""
+    return [part.strip() for part in _TOP_COMMA.split(text) if part.strip()]
+
+
+def _numbered(bracket: str) -> list[str]:
+    """The numbers of one bracket as written: `01` pads to two digits, `1` does not pad."""
+    found = []
+    for item in bracket.split(","):
+        first, _, last = item.partition("-")
+        width = len(first) if first.startswith("0") else 0
+        found += [f"{n:0{width}d}" for n in range(int(first), int(last or first) + 1)]
+    return found

@@ -132,7 +132,11 @@ class LocalTarget:
             if self._agent is None and self.agent_problem is None:
                 try:
                     self._agent = await HostAgent.start(
-                        _Here(), self.python, self.name, 30, token=f"{self._token}.agent"
+                        Here(f"{self._token}.agent."),
+                        self.python,
+                        self.name,
+                        30,
+                        token=f"{self._token}.agent",
                     )
                 except AgentUnavailable as exc:
                     self.agent_problem = str(exc)
@@ -151,20 +155,27 @@ class LocalTarget:
         await _settle(claim, kill_strays(claim, _leaders))
 
 
-class _Here:
-    """This machine in the place of an SSH connection, to start an agent on."""
+class Here:
+    """This machine in the place of an SSH connection, to start an agent on: `argv` then
+    the agent's command line, in a session of its own, marked `mark` (so that no other
+    target's sweep takes it for a stray of its own)."""
 
-    async def create_process(self, command: str, encoding: None = None) -> _AgentProcess:
+    def __init__(self, mark: str, argv: Sequence[str] = ("sh", "-c")) -> None:
+        self.mark = mark
+        self.argv = list(argv)
+
+    async def create_process(self, command: str, encoding: None = None) -> AgentProcess:
         import asyncio
 
         pipe = asyncio.subprocess.PIPE
-        process = await asyncio.create_subprocess_shell(
-            command, stdin=pipe, stdout=pipe, stderr=pipe, start_new_session=True
-        )
-        return _AgentProcess(process)
+        process = await asyncio.create_subprocess_exec(
+            *self.argv, command, stdin=pipe, stdout=pipe, stderr=pipe,
+            env={**os.environ, MARK: self.mark}, start_new_session=True,
+        )  # fmt: skip
+        return AgentProcess(process)
 
 
-class _AgentProcess:
+class AgentProcess:
     """An asyncio subprocess with the shape of asyncssh's: stdin, stdout, stderr, close()."""
 
     def __init__(self, process: Any) -> None:

@@ -1,0 +1,226 @@
+"""A real Slurm cluster on loopback for tests: munged, slurmctld and one `slurmd -N NAME` per
+node, all on this machine (Debian's slurm-wlm and munge), each node a port of its own.
+
+Every daemon runs in the foreground as a child of the test process, with its config, key,
+state and logs in a temp dir; `SLURM_CONF` points the client commands (sinfo, srun, scontrol)
+at it. The nodes come up idle in a second or two.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+from required import unavailable
+from sshd import free_ports
+
+DAEMONS = ("munged", "slurmctld", "slurmd")
+UP_TIMEOUT = 30.0
+
+
+def require_slurm() -> None:
+    """Skip with the reason on a laptop without Slurm; fail in CI, which must run these."""
+    missing = [name for name in (*DAEMONS, "srun", "sinfo", "scontrol") if not _which(name)]
+    if missing:
+        unavailable(
+            f"{', '.join(missing)} not found: the Slurm tests run a real cluster on loopback "
+            "(apt-get install slurm-wlm munge)",
+            "MATRIX_REQUIRE_SLURM",
+        )
+    if os.geteuid() != 0:
+        why = "the Slurm tests need root (slurmd runs jobs as their user)"
+        unavailable(why, "MATRIX_REQUIRE_SLURM")
+
+
+def _which(name: str) -> str | None:
+    return shutil.which(name) or next(
+        (str(p) for p in (Path("/usr/sbin") / name,) if p.exists()), None
+    )
+
+
+CONFIG = """\
+ClusterName=matrixtest
+SlurmctldHost={host}(127.0.0.1)
+SlurmctldPort={controller_port}
+AuthType=auth/munge
+AuthInfo=socket={root}/munge/socket
+CredType=cred/munge
+SlurmUser=root
+SlurmdUser=root
+StateSaveLocation={root}/state
+SlurmdSpoolDir={root}/spool/%n
+SlurmctldPidFile={root}/slurmctld.pid
+SlurmdPidFile={root}/slurmd-%n.pid
+SlurmctldLogFile={root}/log/slurmctld.log
+SlurmdLogFile={root}/log/slurmd-%n.log
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+JobAcctGatherType=jobacct_gather/none
+JobCompType=jobcomp/none
+AccountingStorageType=accounting_storage/none
+SwitchType=switch/none
+MpiDefault=none
+SchedulerType=sched/backfill
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core
+ReturnToService=2
+SlurmdParameters=config_overrides
+SlurmdTimeout=30
+InactiveLimit=0
+KillWait=2
+NodeName={nodes} NodeHostname={host} NodeAddr=127.0.0.1 Port=[{first_port}-{last_port}] {node}
+PartitionName=debug Nodes={nodes} Default=YES MaxTime=INFINITE State=UP OverSubscribe=FORCE:8
+"""
+
+
+class SlurmCluster:
+    """slurmctld and `count` slurmd nodes n1…nN in partition `debug`; `env` is what a client
+    command needs (SLURM_CONF)."""
+
+    def __init__(self, root: Path, count: int = 3) -> None:
+        require_slurm()
+        self.root = root
+        self.names = [f"n{i}" for i in range(1, count + 1)]
+        self.nodes = f"n[1-{count}]"
+        self.partition = "debug"
+        for folder in ("munge", "state", "log", *(f"spool/{n}" for n in self.names)):
+            (root / folder).mkdir(parents=True, exist_ok=True)
+        (root / "munge").chmod(0o711)  # munged wants its socket's folder searchable by all
+        key = root / "munge" / "munge.key"
+        key.write_bytes(os.urandom(1024))
+        key.chmod(0o400)
+        controller_port, first_port = _ports(count)
+        self.conf = root / "slurm.conf"
+        self.conf.write_text(
+            CONFIG.format(
+                host=socket.gethostname(),
+                root=root,
+                controller_port=controller_port,
+                nodes=self.nodes,
+                first_port=first_port,
+                last_port=first_port + count - 1,
+                node="CPUs=2 RealMemory=2000 Feature=cpu State=UNKNOWN",
+            )
+        )
+        self.env = {**os.environ, "SLURM_CONF": str(self.conf)}
+        self.daemons: list[subprocess.Popen[bytes]] = []
+        try:
+            self._start(root)
+            self.wait_idle(self.names)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self, root: Path) -> None:
+        munge = root / "munge"
+        self._daemon(
+            ["munged", "-F", "-f", f"--socket={munge}/socket", f"--key-file={munge}/munge.key",
+             f"--log-file={root}/log/munged.log", f"--pid-file={munge}/pid",
+             f"--seed-file={munge}/seed"],
+            "munged",
+        )  # fmt: skip
+        deadline = time.monotonic() + UP_TIMEOUT
+        while not (munge / "socket").exists():
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"munged did not start: {self._log('munged')}")
+            time.sleep(0.05)
+        self._daemon(["slurmctld", "-D", "-i"], "slurmctld")
+        for name in self.names:
+            self._daemon(["slurmd", "-D", "-N", name], f"slurmd-{name}")
+
+    def _daemon(self, argv: list[str], name: str) -> None:
+        log = (self.root / "log" / f"{name}.out").open("wb")
+        with log:
+            self.daemons.append(
+                subprocess.Popen(
+                    [_which(argv[0]) or argv[0], *argv[1:]],
+                    env=self.env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            )
+
+    def _log(self, name: str) -> str:
+        with contextlib.suppress(OSError):
+            return (self.root / "log" / f"{name}.out").read_text()[-2000:]
+        return ""
+
+    def sinfo(self) -> dict[str, tuple[str, str]]:
+        """{node: (state, reason)} as Slurm reports them now."""
+        done = self.run("sinfo", "-h", "-N", "-o", "%N|%T|%E")
+        found = {}
+        for line in done.stdout.splitlines():
+            node, state, reason = line.split("|", 2)
+            found[node] = (state, reason)
+        return found
+
+    def wait_idle(self, names: list[str]) -> None:
+        """Until every named node is idle and responding (a node just resumed shows `idle*`
+        until slurmd next answers: a reconfigure makes every slurmd answer now)."""
+        deadline = time.monotonic() + UP_TIMEOUT
+        states: dict[str, tuple[str, str]] = {}
+        asked = False
+        while time.monotonic() < deadline:
+            with contextlib.suppress(subprocess.CalledProcessError):
+                states = self.sinfo()
+                if all(states.get(name, ("",))[0] == "idle" for name in names):
+                    return
+                if not asked and any(state.endswith("*") for state, _ in states.values()):
+                    self.run("scontrol", "reconfigure")
+                    asked = True
+            time.sleep(0.2)
+        raise RuntimeError(f"Slurm nodes not idle: {states}; {self._log('slurmctld')}")
+
+    def run(self, *argv: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [_which(argv[0]) or argv[0], *argv[1:]],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=30,
+        )
+
+    def drain(self, node: str, reason: str) -> None:
+        self.run("scontrol", "update", f"NodeName={node}", "State=DRAIN", f"Reason={reason}")
+
+    def resume(self, node: str) -> None:
+        self.run("scontrol", "update", f"NodeName={node}", "State=RESUME")
+
+    def stop(self) -> None:
+        for daemon in reversed(self.daemons):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(daemon.pid, 15)
+        for daemon in self.daemons:
+            try:
+                daemon.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(daemon.pid, 9)
+                daemon.wait()
+
+
+def _ports(count: int) -> tuple[int, int]:
+    """A free port for slurmctld and the first of `count` consecutive free ports for the
+    nodes (slurm.conf gives the nodes a range)."""
+    controller = free_ports(1)[0]
+    for _ in range(100):
+        first = free_ports(1)[0]
+        if first + count < 65536 and all(_free(first + i) for i in range(count)):
+            return controller, first
+    raise RuntimeError(f"no {count} consecutive free ports")
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True

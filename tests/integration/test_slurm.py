@@ -1,0 +1,230 @@
+"""`via: slurm` through a real Slurm cluster on loopback: slurmctld and three `slurmd -N`
+nodes (tests/integration/slurm.py). Checks run on the nodes through srun; a drained node is
+reported as such; `--drain` and `--resume` change nodes' states in Slurm itself."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from slurm import SlurmCluster
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SlurmCluster]:
+    cluster = SlurmCluster(tmp_path_factory.mktemp("slurm"), 3)
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(autouse=True)
+def fresh(cluster: SlurmCluster, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Each test starts with every node idle and leaves no job behind: matrix's steps end
+    with its run."""
+    monkeypatch.setenv("SLURM_CONF", str(cluster.conf))
+    yield
+    left = cluster.run("squeue", "--noheader", "--format=%i %j %T").stdout.split("\n")
+    deadline = time.monotonic() + 10  # a finished step is COMPLETING for a moment
+    while [line for line in left if line.strip()] and time.monotonic() < deadline:
+        time.sleep(0.2)
+        left = cluster.run("squeue", "--noheader", "--format=%i %j %T").stdout.split("\n")
+    for name in cluster.names:
+        if not cluster.sinfo()[name][0].startswith("idle"):
+            cluster.resume(name)
+    cluster.wait_idle(cluster.names)
+    assert [line for line in left if line.strip()] == [], "matrix left jobs in Slurm"
+
+
+SPEC = """\
+version: 1
+name: slurm
+vars:
+  marks: {marks}
+targets:
+  cluster: {{via: slurm, partition: debug{extra}}}
+phases:
+  - id: nodes
+    checks:
+      - id: where
+        on: cluster
+        probe: {{kind: command, shell: 'echo "$SLURMD_NODENAME $SLURM_JOB_ID"'}}
+      - id: healthy
+        title: Node not marked bad
+        on: cluster
+        failure: The node is marked bad
+        probe: {{kind: file, path: "{{{{ vars.marks }}}}/bad-{{{{ target.host }}}}"}}
+        expect: {{exists: false}}
+        diagnostic: "{{{{ target.host }}}} carries the bad mark"
+        fix: Remove {{{{ vars.marks }}}}/bad-{{{{ target.host }}}}
+"""
+
+
+def spec(tmp_path: Path, extra: str = "") -> Path:
+    marks = tmp_path / "marks"
+    marks.mkdir(exist_ok=True)
+    path = tmp_path / "spec.yaml"
+    path.write_text(SPEC.format(marks=marks, extra=extra))
+    return path
+
+
+def results(tmp_path: Path) -> dict[tuple[str, str], dict]:
+    report = json.loads((tmp_path / "out.json").read_text())
+    return {(r["check_id"], r["host"]): r for r in report["results"]}
+
+
+def test_checks_fan_out_to_every_node_through_srun(cli, tmp_path, cluster) -> None:
+    spec(tmp_path)
+
+    done = cli("run", "spec.yaml", "--json", "out.json")
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    found = results(tmp_path)
+    for node in cluster.names:
+        gate = found[("slurm-connect", node)]
+        assert gate["status"] == "pass"
+        assert gate["facts"] | {"host": node} == {
+            "host": node, "via": "slurm", "node": node, "partition": "debug", "state": "idle",
+            "agent": True, "agent_problem": None,
+        }  # fmt: skip
+        said = found[("where", node)]["facts"]["stdout"].split()
+        assert said[0] == node and said[1].isdigit()  # run by slurmd on that node, in a job
+        assert found[("healthy", node)]["status"] == "pass"
+
+
+def test_a_drained_node_is_named_with_slurms_reason_and_its_checks_blocked(
+    cli, tmp_path, cluster
+) -> None:
+    spec(tmp_path)
+    cluster.drain("n2", "bad GPU 3 (ticket 812)")
+
+    done = cli("run", "spec.yaml", "--json", "out.json", "--drain")
+
+    assert done.returncode == 1
+    found = results(tmp_path)
+    assert found[("slurm-connect", "n2")]["reason"] == (
+        "node n2 is drained in Slurm (reason: bad GPU 3 (ticket 812)) — it takes no job; once "
+        "it is fixed, return it with `scontrol update NodeName=n2 State=RESUME`"
+    )
+    assert found[("healthy", "n2")]["status"] == "skip"
+    assert found[("healthy", "n1")]["status"] == "pass"
+    assert cluster.sinfo()["n2"] == ("drained", "bad GPU 3 (ticket 812)")  # not matrix's
+
+
+def test_drain_takes_out_a_failing_node_and_only_a_whole_run_on_it_resumes_it(
+    cli, tmp_path, cluster
+) -> None:
+    path = spec(tmp_path)
+    (tmp_path / "marks" / "bad-n3").touch()
+
+    done = cli("run", path.name, "--json", "out.json", "--drain")
+
+    assert done.returncode == 1
+    reason = "matrix: healthy: n3 carries the bad mark"
+    assert cluster.sinfo()["n3"] == ("drained", reason)
+    assert {n: s for n, (s, _) in cluster.sinfo().items()} == {
+        "n1": "idle", "n2": "idle", "n3": "drained",
+    }  # fmt: skip
+    assert f"Slurm: drained n3: {reason}" in done.stdout
+    report = json.loads((tmp_path / "out.json").read_text())
+    assert f"Slurm: drained n3: {reason}" in report["warnings"]
+
+    # A drained node takes no job: the spec runs on the node itself (a prolog, a health check
+    # program), where `local` stands for it. Still bad: it stays drained.
+    node_local = tmp_path / "node.yaml"
+    node_local.write_text(
+        path.read_text()
+        .replace("on: cluster", "on: local")
+        .replace("{{ target.host }}", "{{ env.SLURMD_NODENAME }}")
+        .replace("- id: where", "- id: where\n        when: 'false'")
+    )
+    on_n3 = {"SLURMD_NODENAME": "n3"}
+    done = cli("run", node_local.name, "--resume", env=on_n3)
+    assert done.returncode == 1 and cluster.sinfo()["n3"] == ("drained", reason)
+
+    (tmp_path / "marks" / "bad-n3").unlink()
+    done = cli("run", node_local.name, "--resume", "--check", "healthy", env=on_n3)
+    assert done.returncode == 0
+    assert "Slurm: n3 stays drained: a run of part of the spec cannot clear it" in done.stdout
+    assert cluster.sinfo()["n3"][0] == "drained"
+
+    done = cli("run", node_local.name, "--resume", env=on_n3)
+    assert done.returncode == 0, done.stdout
+    assert f"Slurm: resumed n3: it passes every critical check now (was: {reason})" in done.stdout
+    assert cluster.sinfo()["n3"][0].startswith("idle")  # "idle*" until slurmd next answers
+
+
+def test_a_timeout_kills_the_check_on_the_node(cli, tmp_path, cluster) -> None:
+    marker = f"matrix-slurm-sleep-{os.getpid()}"
+    (tmp_path / "spec.yaml").write_text(
+        "version: 1\nname: t\ntargets:\n  cluster: {via: slurm, nodes: 'n[1-2]'}\n"
+        "phases:\n  - id: p\n    checks:\n"
+        f"      - {{id: slow, on: cluster, timeout: 2s, probe: {{kind: command, "
+        f"argv: [bash, -c, 'exec -a {marker} sleep 60']}}}}\n"
+    )
+
+    started = time.monotonic()
+    done = cli("run", "spec.yaml", "--json", "out.json")
+
+    assert done.returncode == 1 and time.monotonic() - started < 30
+    found = results(tmp_path)
+    for node in ("n1", "n2"):
+        assert found[("slow", node)]["status"] == "error"
+        assert found[("slow", node)]["duration"] >= 2  # it ran on the node until the timeout
+    assert not [p for p in Path("/proc").glob("[0-9]*") if _cmdline_has(p, marker)]
+
+
+def _cmdline_has(proc: Path, marker: str) -> bool:
+    try:
+        return marker.encode() in (proc / "cmdline").read_bytes()
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize(
+    ("target", "message"),
+    [
+        (
+            "{via: slurm, partition: nope}",
+            "spec.yaml:4:36: targets.cluster.partition: Slurm lists no node in partition "
+            "'nope': check the name (`sinfo --summarize` lists the partitions) or name the "
+            "nodes with `nodes:`",
+        ),
+        (
+            "{via: slurm, partition: debug, constraint: gpu}",
+            "spec.yaml:4:36: targets.cluster.partition: Slurm lists no node in partition "
+            "'debug' with features 'gpu': check the name (`sinfo --summarize` lists the "
+            "partitions) or name the nodes with `nodes:`",
+        ),
+        (
+            "{via: slurm, nodes: 'n[1-3]', user: root}",
+            "spec.yaml:4:42: targets.cluster.user: `user` is an SSH option; a `via: slurm` "
+            "group reaches its nodes through srun",
+        ),
+    ],
+)
+def test_a_group_slurm_cannot_list_is_a_spec_error_at_its_key(
+    cli, tmp_path, cluster, target, message
+) -> None:
+    (tmp_path / "spec.yaml").write_text(
+        f"version: 1\nname: t\ntargets:\n  cluster: {target}\n"
+        "phases:\n  - id: p\n    checks:\n"
+        "      - {id: c, on: cluster, probe: {kind: command, argv: ['true']}}\n"
+    )
+
+    done = cli("validate", "spec.yaml")
+
+    assert done.returncode == 2
+    assert done.stderr.splitlines()[0] == message
+
+
+def test_a_constraint_picks_the_nodes_with_those_features(cli, tmp_path, cluster) -> None:
+    spec(tmp_path, extra=", constraint: cpu")
+
+    done = cli("list", "spec.yaml")
+
+    assert done.returncode == 0, done.stderr
+    assert "n1,n2,n3" in done.stdout
