@@ -7,11 +7,13 @@ installed, and the kernel log for Xid errors. A host without NVIDIA tools is a f
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field
 
-from matrix.probe import ScriptProbe, probe
+from matrix.probe import ProbeContext, ScriptProbe, probe
+
+DCGM_SECONDS = {1: 300, 2: 900, 3: 3600, 4: 10800}  # time each level may take, at most
 
 
 @probe(
@@ -40,7 +42,8 @@ from matrix.probe import ScriptProbe, probe
         "xid": "Xid errors in the kernel log since boot, one entry per GPU and code: "
         "{gpu, pci, code, count, message}; null when the log cannot be read (no guessing)",
         "xid_source": "dmesg or journalctl; null when neither could be read",
-        "dcgm": "`dcgmi diag -r 1` ran and its JSON was read",
+        "dcgm": "`dcgmi diag -r LEVEL` ran and its JSON was read",
+        "dcgm_level": "the diagnostic level asked for (`dcgm_level`)",
         "dcgm_version": "DCGM version from the diagnostic's JSON",
         "dcgm_failures": 'failed DCGM tests, e.g. "memory on GPU 3: <DCGM\'s message>"; null '
         "when the diagnostic did not run",
@@ -59,8 +62,19 @@ class GpuHealth(ScriptProbe):
     exclusive = True  # DCGM's diagnostic loads the GPUs; it must not overlap torch probes
 
     dcgm: bool | Literal["auto"] = "auto"
-    """Run `dcgmi diag -r 1 --json`: auto when dcgmi is installed (a DCGM that cannot run is
-    reported, not counted against the host); true requires it; false skips it."""
+    """Run `dcgmi diag -r LEVEL --json`: auto when dcgmi is installed (a DCGM that cannot run
+    is reported, not counted against the host); true requires it; false skips it."""
+    dcgm_level: int = Field(1, ge=1, le=4)
+    """DCGM's diagnostic level: 1 quick (seconds), 2 medium (about 2 minutes), 3 long (about
+    30 minutes), 4 extended (about 2 hours, stresses the GPUs: drain the node first). Give
+    the check a `timeout` that fits the level: the diagnostic gets the level's usual time,
+    at most the check's timeout less 10%, and a diagnostic cut short says so."""
+
+    def script_params(self, ctx: ProbeContext) -> dict[str, Any]:
+        """The diagnostic's own time bound, from its level and the task's timeout."""
+        budget = min(DCGM_SECONDS[self.dcgm_level], ctx.timeout * 0.9)
+        return {**super().script_params(ctx), "dcgm_timeout": round(budget, 1)}
+
     xid: bool = True
     """Read the kernel log (dmesg, else journalctl -k) for Xid errors since boot."""
     xid_ignore: list[int] = Field(default_factory=lambda: [13, 31, 43, 45])

@@ -50,7 +50,7 @@ XID = re.compile(
 )
 XID_PROCESS = re.compile(r"^pid=[^,]*,\s*name=[^,]*,\s*")
 SMI_TIMEOUT = 30  # a hung driver makes nvidia-smi hang too
-DCGM_TIMEOUT = 300  # `dcgmi diag -r 1` takes seconds; a busy host may take minutes
+DCGM_TIMEOUT = 300  # without `dcgm_timeout`: `-r 1` takes seconds, a busy host minutes
 LOG_TIMEOUT = 20
 
 
@@ -336,24 +336,34 @@ def observe_nvidia(facts, problems):
     return devices
 
 
-def observe_dcgm(mode, facts, problems):
-    done = _run(["dcgmi", "diag", "-r", "1", "--json"], DCGM_TIMEOUT) if mode else None
-    facts.update(dcgm=False, dcgm_version=None, dcgm_failures=None, dcgm_error=None)
+def observe_dcgm(mode, level, timeout, facts, problems):
+    done = _run(["dcgmi", "diag", "-r", str(level), "--json"], timeout) if mode else None
+    facts.update(dcgm=False, dcgm_level=level, dcgm_version=None, dcgm_failures=None)
+    facts["dcgm_error"] = None
     if done is None:
         if mode is True:
             problems.append(
                 "dcgmi is not on PATH — install DCGM (datacenter-gpu-manager) or set `dcgm: auto`"
             )
         return
-    result = parse_dcgm(done[1] + "\n" + done[2])
+    if done[0] == -1:  # _run's timeout: cut short, so nothing is known of the GPUs
+        why = (
+            f"dcgmi diag -r {level} did not finish within {timeout:g}s — give the check a "
+            f"timeout that fits level {level} (see `dcgm_level`), or lower the level"
+        )
+        result = {"version": None, "failures": None, "error": why}
+        problem = why
+    else:
+        result = parse_dcgm(done[1] + "\n" + done[2])
+        problem = (
+            f"dcgmi diag could not run: {result['error']} — start the DCGM host engine "
+            "(systemctl start nvidia-dcgm) or set `dcgm: auto`"
+        )
     facts.update(dcgm_version=result["version"], dcgm_failures=result["failures"])
     if result["failures"] is None or result["error"]:
         facts["dcgm_error"] = result["error"]
         if mode is True:
-            problems.append(
-                f"dcgmi diag could not run: {result['error']} — start the DCGM host engine "
-                "(systemctl start nvidia-dcgm) or set `dcgm: auto`"
-            )
+            problems.append(problem)
         return
     facts["dcgm"] = True
     problems.extend(
@@ -395,6 +405,7 @@ def observe(params):
             problems.extend(
                 _xid_problems(facts["xid"], devices, set(params.get("xid_ignore") or ()))
             )
-    observe_dcgm(params.get("dcgm", "auto"), facts, problems)
+    level, timeout = params.get("dcgm_level", 1), params.get("dcgm_timeout", DCGM_TIMEOUT)
+    observe_dcgm(params.get("dcgm", "auto"), level, timeout, facts, problems)
     facts.update(ok=not problems, problems=problems, problem="; ".join(problems) or None)
     return facts

@@ -80,9 +80,9 @@ PartitionName=debug Nodes={nodes} Default=YES MaxTime=INFINITE State=UP OverSubs
 
 class SlurmCluster:
     """slurmctld and `count` slurmd nodes n1…nN in partition `debug`; `env` is what a client
-    command needs (SLURM_CONF)."""
+    command needs (SLURM_CONF); `extra_config` is appended to slurm.conf (a Prolog)."""
 
-    def __init__(self, root: Path, count: int = 3) -> None:
+    def __init__(self, root: Path, count: int = 3, extra_config: str = "") -> None:
         require_slurm()
         self.root = root
         self.names = [f"n{i}" for i in range(1, count + 1)]
@@ -106,6 +106,7 @@ class SlurmCluster:
                 last_port=first_port + count - 1,
                 node="CPUs=2 RealMemory=2000 Feature=cpu State=UNKNOWN",
             )
+            + extra_config
         )
         self.env = {**os.environ, "SLURM_CONF": str(self.conf)}
         self.daemons: list[subprocess.Popen[bytes]] = []

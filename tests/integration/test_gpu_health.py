@@ -187,3 +187,32 @@ def test_a_lost_gpu_fails_the_query_while_the_others_answer(bin_dir: Path, gpu_r
         f"nvidia-smi failed (exit 15): {lost.strip()} — drain the node; a GPU may have fallen off "
         "the bus or the driver is not loaded (gpus is 7, expected >= 8)"
     )
+
+
+def test_the_dcgm_level_is_asked_for_and_a_diagnostic_past_its_time_says_so(
+    bin_dir: Path, gpu_run
+) -> None:
+    nvidia_smi(bin_dir, "h100x8-healthy.csv", "h100x8-healthy-remapped-rows.csv")
+    passing, failing = (DATA / "dcgm-diag-pass.json").read_text(), "not JSON"
+    tool(bin_dir, "dcgmi", {"3": passing, "": failing})  # answers well to `-r 3` only
+
+    results = gpu_run(
+        "{id: long, timeout: 60s, probe: {kind: gpu.health, dcgm: true, dcgm_level: 3, "
+        "xid: false}}",
+    )
+
+    facts = results["long"].facts
+    assert results["long"].status.value == "pass", results["long"].reason
+    assert (facts["dcgm"], facts["dcgm_level"], facts["dcgm_failures"]) == (True, 3, [])
+
+    slow = bin_dir / "dcgmi"
+    slow.write_text("#!/bin/sh\nexec /bin/sleep 30\n")
+    results = gpu_run(
+        "{id: cut, timeout: 3s, probe: {kind: gpu.health, dcgm: true, dcgm_level: 2, xid: false}}",
+    )
+
+    assert results["cut"].status.value == "fail"
+    assert results["cut"].facts["problem"] == (
+        "dcgmi diag -r 2 did not finish within 2.7s — give the check a timeout that fits "
+        "level 2 (see `dcgm_level`), or lower the level"
+    )
