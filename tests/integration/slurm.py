@@ -189,6 +189,16 @@ class SlurmCluster:
             timeout=30,
         )
 
+    def job(self, node: str) -> subprocess.CompletedProcess[str]:
+        """`srun -w NODE true`: a job on the node, its prolog run first; not checked."""
+        return subprocess.run(
+            [_which("srun") or "srun", f"--nodelist={node}", "--immediate=30", "true"],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=90,
+        )
+
     def drain(self, node: str, reason: str) -> None:
         self.run("scontrol", "update", f"NodeName={node}", "State=DRAIN", f"Reason={reason}")
 

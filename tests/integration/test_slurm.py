@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -228,3 +230,45 @@ def test_a_constraint_picks_the_nodes_with_those_features(cli, tmp_path, cluster
 
     assert done.returncode == 0, done.stderr
     assert "n1,n2,n3" in done.stdout
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_the_prolog_drains_a_failing_node_before_a_job_and_the_health_check_resumes_it(
+    tmp_path, cluster
+) -> None:
+    """examples/slurm's prolog.sh, unmodified, as slurmd runs it before each job, with the
+    shipped node.yaml; its scratch var points at a folder n2 lacks."""
+    wrappers = tmp_path / "etc"
+    wrappers.mkdir()
+    for name in ("prolog.sh", "healthcheck.sh"):
+        (wrappers / name).write_bytes((REPO / "examples" / "slurm" / name).read_bytes())
+        (wrappers / name).chmod(0o755)
+    (tmp_path / "scratch-n1").mkdir()
+    (wrappers / "matrix-prolog.conf").write_text(
+        f'MATRIX="{sys.executable} -m matrix"\n'
+        f"SPEC={REPO}/examples/slurm/node.yaml\n"
+        f"REPORTS={tmp_path}/reports\n"
+        f'ARGS="--var gpus=false --var scratch={tmp_path}/scratch-$SLURMD_NODENAME"\n'
+        f"export PYTHONPATH={REPO}\n"
+    )
+    on_prolog = SlurmCluster(tmp_path / "slurm", 2, f"Prolog={wrappers}/prolog.sh\n")
+    try:
+        first = on_prolog.job("n1")
+        second = on_prolog.job("n2")
+        states = on_prolog.sinfo()
+        health = dict(on_prolog.env, SLURMD_NODENAME="n2")
+        (tmp_path / "scratch-n2").mkdir()
+        fixed = subprocess.run([f"{wrappers}/healthcheck.sh"], env=health, timeout=60)
+        after = on_prolog.sinfo()
+    finally:
+        on_prolog.stop()
+
+    assert first.returncode == 0, first.stderr
+    assert json.loads((tmp_path / "reports" / "n1.json").read_text())["verdict"] == "READY"
+    assert second.returncode != 0 and "Job prolog failed" in second.stderr
+    state, reason = states["n2"]
+    assert state == "drained" and reason.startswith("matrix: scratch-space: ")
+    assert fixed.returncode == 0
+    assert after["n2"][0].startswith("idle") and after["n1"] == ("idle", "none")
