@@ -25,6 +25,7 @@ COMMANDS = {  # subcommand (its module in matrix/commands/) → what `matrix --h
     "init": "write a commented starter spec",
     "snapshot": "observe a known-good machine; write a spec expecting what it saw",
     "explain": "what a check probes, expects and advises",
+    "serve": "run a spec on an interval; answer /healthz and /metrics over HTTP",
 }
 
 

@@ -132,6 +132,12 @@ BUILTIN = (
         auto=lambda _, options: "" if options.get("github_summary") else None,
     ),
     ReporterEntry(
+        "prometheus",
+        "reporters.prometheus:PrometheusReporter",
+        "write Prometheus metrics (text format): verdict, score, each check's status and "
+        "duration; into node_exporter's textfile directory, it is replaced atomically",
+    ),
+    ReporterEntry(
         "otel",
         "reporters.otel:OtelReporter",
         "export OpenTelemetry traces: a file for OTLP-JSON, or `otlp` to send OTLP/HTTP "

@@ -1,0 +1,101 @@
+"""`--prometheus FILE`: the run as Prometheus metrics in the text exposition format (0.0.4),
+for node_exporter's textfile collector (write it into its directory: the file is replaced
+atomically, as the collector needs) and for `matrix serve`'s /metrics.
+
+A task's status is a state set: one series per status, 1 for the task's own, so a query can
+count failing checks (`sum(matrix_check_status{status="fail"})`) and an alert can name them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+
+from matrix.results import Result, Run, Status, Verdict
+from reporters.base import Reporter, write_report
+
+STATUSES = ("pass", "fail", "error", "skip")
+VERDICTS = (Verdict.ready, Verdict.caution, Verdict.blocked, Verdict.incomplete)
+assert {status.value for status in Status} == set(STATUSES)
+
+
+def metrics(run: Run) -> str:
+    """The run's metrics, HELP and TYPE lines included, ending in a newline."""
+    spec = {"spec": run.spec_name}
+    lines: list[str] = []
+    family = _family(lines)
+    family("matrix_verdict", "the run's verdict: 1 for the one it reached", [
+        ({**spec, "verdict": verdict.value}, int(run.verdict is verdict)) for verdict in VERDICTS
+    ])  # fmt: skip
+    family("matrix_readiness_score", "readiness score, 0 to 100", [(spec, round(run.score, 1))])
+    family("matrix_run_duration_seconds", "wall time of the run", [(spec, round(run.duration, 3))])
+    family("matrix_last_run_timestamp_seconds", "when the run started, seconds since the epoch", [
+        (spec, round(run.started_at, 3))
+    ])  # fmt: skip
+    counts = run.counts()
+    family("matrix_tasks", "tasks of the run by status", [
+        ({**spec, "status": status}, counts[status]) for status in STATUSES
+    ])  # fmt: skip
+    tasks = [(_task_labels(run, result), result) for result in run.results]
+    family("matrix_check_status", "each task's status: 1 for its own, 0 for the others", [
+        ({**labels, "status": status}, int(result.status.value == status))
+        for labels, result in tasks
+        for status in STATUSES
+    ])  # fmt: skip
+    family("matrix_check_duration_seconds", "time each task took, retries included", [
+        (labels, round(result.duration, 4)) for labels, result in tasks
+    ])  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def _task_labels(run: Run, result: Result) -> dict[str, str]:
+    """Which task: its spec, phase, check, target and severity, and each matrix axis as
+    `cell_AXIS`."""
+    return {
+        "spec": run.spec_name,
+        "phase": result.phase_id,
+        "check": result.check_id,
+        "target": result.target,
+        "severity": result.severity,
+        **{f"cell_{axis}": str(value) for axis, value in result.cell.items()},
+    }
+
+
+Samples = Iterable[tuple[Mapping[str, str], float]]
+
+
+def _family(lines: list[str]) -> Callable[[str, str, Samples], None]:
+    """add(name, help, samples): one gauge family, appended to `lines`."""
+
+    def add(name: str, help_text: str, samples: Samples) -> None:
+        lines.append(f"# HELP {name} {help_text}")
+        lines.append(f"# TYPE {name} gauge")
+        lines.extend(f"{name}{{{_labels(labels)}}} {_value(value)}" for labels, value in samples)
+
+    return add
+
+
+def _labels(labels: Mapping[str, str]) -> str:
+    return ",".join(f'{_name(key)}="{_escape(str(value))}"' for key, value in labels.items())
+
+
+def _name(key: str) -> str:
+    """A label name Prometheus accepts: [a-zA-Z_][a-zA-Z0-9_]*."""
+    cleaned = "".join(c if c.isascii() and (c.isalnum() or c == "_") else "_" for c in key)
+    return cleaned if cleaned[:1].isalpha() or cleaned[:1] == "_" else f"_{cleaned}"
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _value(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+
+class PrometheusReporter(Reporter):
+    def __init__(self, destination: str):
+        self.path = Path(destination)
+
+    def finish(self, run: Run) -> None:
+        write_report(self.path, metrics(run))

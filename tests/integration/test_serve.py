@@ -1,0 +1,205 @@
+"""`matrix serve` answering /healthz and /metrics from its last run, scraped by a real
+Prometheus server (Debian's `prometheus`) and read back through Prometheus's HTTP API; and
+`run --prometheus FILE` read by Prometheus's own Python parser."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import signal
+import subprocess
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from required import unavailable
+from sshd import free_ports
+
+SPEC = """\
+version: 1
+name: served
+phases:
+  - id: host
+    checks:
+      - id: marker
+        title: No bad mark
+        failure: Marked bad
+        probe: {{kind: file, path: "{marker}"}}
+        expect: {{exists: false}}
+        diagnostic: "{marker} exists"
+        fix: Remove {marker}
+      - {{id: tmp, probe: {{kind: disk, path: /tmp}}}}
+"""
+
+
+def get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as answer:
+            return answer.status, answer.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def until(probe: Callable[[], Any], seconds: float = 30) -> Any:
+    """Poll `probe` until it returns something true; that value."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        found = probe()
+        if found:
+            return found
+        time.sleep(0.2)
+    raise AssertionError(f"not within {seconds}s: {probe.__doc__ or probe}")
+
+
+@pytest.fixture
+def served(cli, tmp_path: Path) -> Iterator[tuple[str, Path, subprocess.Popen[str]]]:
+    """(base URL, marker path, process) of `matrix serve` on a free port, every second."""
+    marker = tmp_path / "bad"
+    (tmp_path / "spec.yaml").write_text(SPEC.format(marker=marker))
+    process = cli.popen("serve", "spec.yaml", "--listen", "127.0.0.1:0", "--interval", "1s")
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        base = line.split()[-1].rsplit("/", 1)[0]  # …; http://127.0.0.1:PORT/metrics
+        assert base.startswith("http://127.0.0.1:"), line + (process.stderr.read() or "")
+        yield base, marker, process
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=20)
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def test_healthz_follows_the_last_run_and_sigterm_stops_serving(served) -> None:
+    base, marker, process = served
+
+    def ready() -> dict | None:
+        """/healthz says READY"""
+        code, body = get(f"{base}/healthz")
+        return json.loads(body) if code == 200 else None
+
+    body = until(ready)
+    assert body["verdict"] == "READY" and body["failing"] == [] and body["score"] == 100
+
+    marker.touch()
+
+    def blocked() -> dict | None:
+        """/healthz says BLOCKED"""
+        code, body = get(f"{base}/healthz")
+        return json.loads(body) if code == 503 else None
+
+    body = until(blocked)
+    assert body["verdict"] == "BLOCKED"
+    assert body["failing"] == [
+        {"check": "marker", "target": "local", "severity": "critical", "status": "fail",
+         "reason": f"{marker} exists"},
+    ]  # fmt: skip
+    assert get(f"{base}/nothing")[0] == 404
+
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=20) == 0
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--listen", "nowhere"], "matrix: --listen: expected HOST:PORT such as 127.0.0.1:9469, "
+         "got 'nowhere'"),
+        (["--interval", "0s"], "matrix: --interval: expected a duration like 30s, 5m or 1h "
+         "(more than 0, at most a week), got '0s'"),
+    ],
+)  # fmt: skip
+def test_bad_serve_options_are_usage_errors(cli, tmp_path, args, message) -> None:
+    (tmp_path / "spec.yaml").write_text(SPEC.format(marker=tmp_path / "bad"))
+
+    done = cli("serve", "spec.yaml", *args)
+
+    assert (done.returncode, done.stderr.strip()) == (2, message)
+
+
+def prometheus_binary() -> str:
+    found = shutil.which("prometheus")
+    if found is None:
+        unavailable(
+            "prometheus not found: this test scrapes matrix serve with a real Prometheus server "
+            "(apt-get install prometheus)",
+            "MATRIX_REQUIRE_PROMETHEUS",
+        )
+    return found
+
+
+def test_a_real_prometheus_scrapes_serve_and_reads_the_values_back(served, tmp_path) -> None:
+    binary = prometheus_binary()
+    base, _, _ = served
+    port = free_ports(1)[0]
+    config = tmp_path / "prometheus.yml"
+    target = base.removeprefix("http://")
+    config.write_text(
+        "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
+        f"scrape_configs:\n  - job_name: matrix\n    static_configs: [{{targets: ['{target}']}}]\n"
+    )
+    server = subprocess.Popen(
+        [binary, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+         f"--web.listen-address=127.0.0.1:{port}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+    def query(expression: str) -> list[dict]:
+        url = f"http://127.0.0.1:{port}/api/v1/query?query={urllib.parse.quote(expression)}"
+        with contextlib.suppress(OSError):
+            code, body = get(url)
+            if code == 200:
+                return json.loads(body)["data"]["result"]
+        return []
+
+    try:
+        score = until(lambda: query("matrix_readiness_score"), 60)
+        status = until(lambda: query('matrix_check_status{check="marker",status="pass"}'), 30)
+        verdict = until(lambda: query("matrix_verdict == 1"), 30)
+        up = until(lambda: query('up{job="matrix"}'), 30)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+    assert score[0]["metric"]["spec"] == "served" and score[0]["value"][1] == "100"
+    assert status[0]["metric"]["target"] == "local" and status[0]["value"][1] == "1"
+    assert verdict[0]["metric"]["verdict"] == "READY"
+    assert up[0]["value"][1] == "1"
+
+
+def test_run_writes_metrics_prometheus_parses_as_the_json_report_counts(cli, tmp_path) -> None:
+    marker = tmp_path / "bad"
+    marker.touch()
+    spec = SPEC.format(marker=marker).replace("name: served", 'name: "our \\"ml\\" spec\\\\1"')
+    (tmp_path / "spec.yaml").write_text(spec)
+
+    done = cli("run", "spec.yaml", "--prometheus", "out.prom", "--json", "out.json")
+
+    assert done.returncode == 1
+    report = json.loads((tmp_path / "out.json").read_text())
+    families = {
+        family.name: family.samples
+        for family in text_string_to_metric_families((tmp_path / "out.prom").read_text())
+    }
+    spec_name = 'our "ml" spec\\1'
+    assert {s.labels["spec"] for samples in families.values() for s in samples} == {spec_name}
+    counts = {s.labels["status"]: s.value for s in families["matrix_tasks"]}
+    assert counts == {status: float(n) for status, n in report["counts"].items()}
+    statuses = {
+        (s.labels["check"], s.labels["status"]): s.value for s in families["matrix_check_status"]
+    }
+    assert statuses[("marker", "fail")] == 1 and statuses[("marker", "pass")] == 0
+    assert statuses[("tmp", "pass")] == 1
+    verdicts = {s.labels["verdict"]: s.value for s in families["matrix_verdict"]}
+    assert verdicts == {"READY": 0, "CAUTION": 0, "BLOCKED": 1, "INCOMPLETE": 0}
+    assert families["matrix_readiness_score"][0].value == report["score"]
