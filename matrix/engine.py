@@ -144,6 +144,9 @@ class _Execution:
                 blocked = Skip(SkipKind.blocked, blocker)
                 self._record(self._result(task, Status.skipped, skip=blocked))
                 return
+            if task.compares:
+                self._record(self._compared(task))
+                return
             if task.error:
                 why = Attempt(
                     time.time(), 0.0, Status.error, task.error, "not-configured", "NotConfigured"
@@ -184,12 +187,24 @@ class _Execution:
             return self.host_limits[task.target.name]
         return self.limit
 
+    def _compared(self, task: Task) -> Result:
+        """A `consistent` row: its hosts' tasks have all finished; compare their facts."""
+        from matrix.consistency import compare
+
+        hosts = [self.results[need.task_id] for need in task.needs if not need.blocks]
+        status, facts, why = compare(task.compares, hosts)
+        if status is Status.error:
+            return self._result(task, status, facts=facts, error=why, attempts=1)
+        return self._result(task, status, facts=facts, reason=why, attempts=1)
+
     async def _blocker(self, task: Task) -> str | None:
         """The root task whose outcome blocks this one, if any."""
         for need in task.needs:
             finished = self.done[need.task_id]
             if not finished.is_set():  # a group of thousands is waited on as one
                 await finished.wait()
+            if not need.blocks:
+                continue
             if need.task_id in self.plan.groups:
                 root = self._group_blocker(need.task_id, need.strict)
             else:

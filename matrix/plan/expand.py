@@ -236,10 +236,37 @@ class Planner:
         self.planned += count
         cells = list(enumerate(itertools.product(*axes.values())))
         shared: dict[int, _Outcome] | None = None if _reads_target(check) else {}
-        return [
+        made = [
             self._task(loc, phase, check, target, dict(zip(axes, cell)), kind, (shared, i))
             for target, (i, cell) in itertools.product(targets, cells)
         ]
+        if check.consistent:
+            made += self._comparisons(loc, phase, check, made)
+        return made
+
+    def _comparisons(self, loc: tuple, phase: Phase, check: Check, made: list[Task]) -> list[Task]:
+        """A check's `consistent` rows: per matrix cell, one task on the group that waits for
+        every host's task of that cell and compares their facts (matrix/consistency.py)."""
+        hosts = [task for task in made if task.target is not LOCAL]
+        if not hosts:
+            message = "needs a check `on` a group of hosts: there is nothing to compare on one"
+            self.problem((*loc, "consistent"), message)
+            return []
+        cells: dict[str, list[Task]] = {}
+        for task in hosts:
+            cells.setdefault(task.id.rpartition("@")[0], []).append(task)
+        group = hosts[0].target.group
+        where = TargetRef(group, group, group)
+        comparisons = []
+        for name, members in cells.items():
+            task = Task(
+                f"{name}@{group}", check, phase, where, members[0].cell, members[0].context,
+                needs=[Need(member.id, strict=False, blocks=False) for member in members],
+                compares=tuple(check.consistent),
+            )  # fmt: skip
+            task.skip = next((m.skip for m in members if m.skip and not m.skip.applies), None)
+            comparisons.append(task)
+        return comparisons
 
     def _fits(self, loc: tuple, what: str, count: int, noun: str, before: int) -> bool:
         """Whether `count` more hosts or tasks keep the spec within MAX_TASKS. Past it no more

@@ -25,6 +25,7 @@ class Need:
 
     task_id: str
     strict: bool
+    blocks: bool = True  # False: only waited for (a comparison of hosts' facts runs anyway)
 
 
 @dataclass
@@ -44,6 +45,7 @@ class Task:
     needs: list[Need] = field(default_factory=list)
     skip: Skip | None = None
     error: str | None = None
+    compares: tuple[str, ...] = ()  # a check's `consistent` row: these facts across its hosts
 
 
 @dataclass

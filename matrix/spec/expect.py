@@ -238,7 +238,7 @@ def compile_expect(spec: Mapping[str, Any]) -> Expectation:
     return {str(path): compile_matcher(m, (path,)) for path, m in spec.items()}
 
 
-_MISSING = object()
+MISSING = object()  # what `lookup` gives for a path the facts do not have
 
 
 def lookup(facts: Mapping[str, Any], path: str) -> Any:
@@ -252,7 +252,7 @@ def lookup(facts: Mapping[str, Any], path: str) -> Any:
         elif isinstance(value, list) and part.isdecimal() and int(part) < len(value):
             value = value[int(part)]
         else:
-            return _MISSING
+            return MISSING
     return value
 
 
@@ -274,7 +274,7 @@ def evaluate(expectation: Expectation, facts: Mapping[str, Any]) -> dict[str, st
     problems = {}
     for path, matcher in expectation.items():
         value = lookup(facts, path)
-        if value is _MISSING:
+        if value is MISSING:
             problems[path] = f"{path} was not observed (facts: {_names(facts)})"
             continue
         try:

@@ -186,6 +186,12 @@ class Check(Model):
     """Labels for `--tags` / `--skip-tags`."""
     when: str | bool | None = None
     """Template that must render true for the check to run (e.g. `{{ vars.use_gpu }}`)."""
+    consistent: list[str] = []
+    """Fact paths that must be the same on every host of the check's `on` group (versions of
+    torch, CUDA, the driver or Python; GPU count and model): once every host's task has
+    finished, one more result, `ID@GROUP`, compares them and fails naming the hosts off the
+    majority and the value the others agree on (`torch "2.4.0" on gpu-07; "2.5.1" on the other
+    15 hosts`). A host that did not observe (unreachable) is listed, not compared."""
     matrix: dict[str, list[Any] | str] = {}
     """Axes to expand: `{batch_size: [8, 16]}` → one task per combination; an axis may be a
     template that renders to a list (`"{{ vars.batch_sizes }}"`). Hosts × combinations are

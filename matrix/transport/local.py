@@ -172,14 +172,19 @@ class Here:
             *self.argv, command, stdin=pipe, stdout=pipe, stderr=pipe,
             env={**os.environ, MARK: self.mark}, start_new_session=True,
         )  # fmt: skip
-        return AgentProcess(process)
+        # asyncio reaps it: no sweep may take it (a zombie's mark cannot be read), until then
+        _leaders.add(process.pid)
+        waiting = asyncio.ensure_future(process.wait())
+        waiting.add_done_callback(lambda _: _leaders.discard(process.pid))
+        return AgentProcess(process, waiting)
 
 
 class AgentProcess:
     """An asyncio subprocess with the shape of asyncssh's: stdin, stdout, stderr, close()."""
 
-    def __init__(self, process: Any) -> None:
+    def __init__(self, process: Any, waiting: Any = None) -> None:
         self.process = process
+        self.waiting = waiting  # the task that reaps it, kept alive while it runs
         self.stdin, self.stdout, self.stderr = process.stdin, process.stdout, process.stderr
 
     def close(self) -> None:

@@ -272,3 +272,36 @@ def test_the_prolog_drains_a_failing_node_before_a_job_and_the_health_check_resu
     assert state == "drained" and reason.startswith("matrix: scratch-space: ")
     assert fixed.returncode == 0
     assert after["n2"][0].startswith("idle") and after["n1"] == ("idle", "none")
+
+
+def test_a_fact_that_differs_on_one_node_fails_the_consistency_row_naming_it(
+    cli, tmp_path, cluster
+) -> None:
+    versions = tmp_path / "versions"
+    versions.mkdir()
+    for node, version in (("n1", "2.5.1"), ("n2", "2.5.1"), ("n3", "2.4.0")):
+        (versions / node).write_text(version)
+    (tmp_path / "spec.yaml").write_text(
+        "version: 1\nname: same\ntargets:\n  cluster: {via: slurm, partition: debug}\n"
+        "phases:\n  - id: p\n    checks:\n"
+        "      - id: torch\n        on: cluster\n"
+        f"        probe: {{kind: command, shell: 'cat {versions}/$SLURMD_NODENAME'}}\n"
+        "        consistent: [stdout, exit_code]\n"
+    )
+
+    done = cli("run", "spec.yaml", "--json", "out.json")
+
+    assert done.returncode == 1
+    row = results(tmp_path)[("torch", "cluster")]
+    assert row["status"] == "fail"
+    assert row["reason"] == 'stdout "2.4.0" on n3; "2.5.1" on the other 2 hosts'
+    assert row["facts"]["outliers"] == {"stdout": ["n3"], "exit_code": []}
+    assert row["facts"]["values"]["stdout"] == {'"2.5.1"': ["n1", "n2"], '"2.4.0"': ["n3"]}
+
+    (versions / "n3").write_text("2.5.1")
+    cluster.drain("n2", "maintenance")
+    done = cli("run", "spec.yaml", "--json", "out.json")
+
+    row = results(tmp_path)[("torch", "cluster")]
+    assert row["status"] == "pass", row
+    assert (row["facts"]["hosts"], row["facts"]["not_observed"]) == (2, ["n2"])

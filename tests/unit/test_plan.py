@@ -743,3 +743,27 @@ def test_a_check_is_rendered_once_per_cell_unless_it_reads_target(plan_spec):
     assert (same[0].argv, same[3].argv) == (["echo", "hi", "1"], ["echo", "hi", "2"])
     own = [plan.tasks[f"own@h{i}"].params.argv for i in (1, 2, 3)]
     assert own == [["echo", "h1"], ["echo", "h2"], ["echo", "h3"]]
+
+
+def test_consistent_needs_a_group_and_plans_one_row_per_cell(plan_spec) -> None:
+    from matrix.spec.problems import SpecInvalid
+
+    with pytest.raises(SpecInvalid) as raised:
+        plan_spec(
+            "version: 1\nname: c\nphases:\n  - id: p\n    checks:\n"
+            "      - {id: v, probe: {kind: command, argv: ['true']}, consistent: [stdout]}\n"
+        )
+    assert str(raised.value.problems[0]).endswith(
+        "phases[p].checks[v].consistent: needs a check `on` a group of hosts: there is nothing "
+        "to compare on one"
+    )
+
+    plan = plan_spec(
+        "version: 1\nname: c\ntargets:\n  gpu: {hosts: ['h[1-3]']}\nphases:\n  - id: p\n"
+        "    checks:\n      - {id: v, on: gpu, matrix: {n: [1, 2]}, consistent: [stdout],\n"
+        "         probe: {kind: command, argv: ['true']}}\n"
+    )
+    rows = [task for task in plan.tasks.values() if task.compares]
+    assert [task.id for task in rows] == ["v[n=1]@gpu", "v[n=2]@gpu"]
+    assert [need.task_id for need in rows[0].needs] == ["v[n=1]@h1", "v[n=1]@h2", "v[n=1]@h3"]
+    assert not any(need.blocks for need in rows[0].needs)
