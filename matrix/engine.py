@@ -272,8 +272,11 @@ class _Execution:
 
         try:
             ref = LOCAL if task.params.runs_on == "controller" else task.target
-            target = self.pool.get(ref)
+            target = self.pool.get(task.spans[0] if task.spans else ref)
             ctx = ProbeContext(target=target, task_id=task.id, env=env, timeout=timeout)
+            if task.spans:
+                ctx.targets = tuple(self.pool.get(host) for host in task.spans)
+                ctx.addresses = tuple(address(host)[0] or "127.0.0.1" for host in task.spans)
             with anyio.fail_after(timeout):
                 facts = json_safe(await task.params.observe(ctx))
         except TimeoutError:

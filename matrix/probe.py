@@ -13,7 +13,7 @@ import importlib
 import inspect
 import json
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cache
 from pathlib import Path
 from types import ModuleType
@@ -44,6 +44,9 @@ class ProbeParams(BaseModel):
     # Probes that measure or fill the target's GPU memory or cores (torch.*) would skew or
     # OOM each other: the engine runs such tasks one at a time per target.
     exclusive: ClassVar[bool] = False
+    # Probes that work across several hosts at once (torch.distributed): a check may run
+    # them `across` a group, one task with every host in `ProbeContext.targets`.
+    spans: ClassVar[bool] = False
     default_expect: ClassVar[dict[str, Any]] = {}
     facts: ClassVar[dict[str, str]] = {}
     # Params that carry a credential (a webhook URL): the spec must give them as a
@@ -203,6 +206,15 @@ class ProbeContext:
     timeout: float | None = None
     """Seconds this try has before it is killed: a probe that can stop early with a partial
     answer (a search) bounds itself by it."""
+    targets: tuple[Target, ...] = ()
+    """A check `across` a group: every host of it, `target` first (a spanning probe's kind
+    sets `spans`); else empty."""
+    addresses: tuple[str, ...] = ()
+    """How the other hosts reach each of `targets` (an address or host name)."""
+
+    def at(self, target: Target) -> ProbeContext:
+        """The same task's context on another of its `targets`."""
+        return replace(self, target=target)
 
     async def run(
         self, argv: list[str], *, input: bytes | None = None, env: Mapping[str, str] | None = None

@@ -1,7 +1,12 @@
-"""`torch.distributed`: can this host run multi-process training? Observed by
-probes/remote/torch_distributed.py, which forks `world_size` ranks on the target from its own
-process (torch imported once), has them meet over TCP at 127.0.0.1 and checks an all_reduce
-and a broadcast of known tensors.
+"""`torch.distributed`: can these hosts run multi-process training together? Observed by
+probes/remote/torch_distributed.py, which forks `world_size` ranks on each host from its own
+process (torch imported once); the ranks meet over TCP, check an all_reduce and a broadcast of
+known tensors, time all_reduce over a size sweep, a fixed compute step and one DDP step.
+
+On one host (`on:`) the ranks meet at 127.0.0.1. A check `across` a group runs the script on
+every host at once, ranks numbered host by host, the rendezvous on the first host; the facts
+merge the hosts', with bus bandwidth as nccl-tests defines it and the slowest host against the
+median. A host that fails or never joins is named, never a bare timeout.
 
 Every wait is bounded by `timeout` (torch's own default is 30 minutes), and no rank outlives
 the probe: ranks are killed and reaped on failure, at the deadline, and when the probe is.
@@ -9,22 +14,31 @@ the probe: ranks are killed and reaped on failure, at the deadline, and when the
 
 from __future__ import annotations
 
-from typing import Literal
+import statistics
+import time
+from typing import Any, Literal
 
+import anyio
 from pydantic import Field
 
-from matrix.probe import ScriptProbe, probe
+from matrix.probe import ProbeContext, ScriptProbe, probe
+
+AFTER_FAILURE = 3.0  # seconds the other hosts get to report once one failed
+FREE_PORT = "import socket; s = socket.socket(); s.bind(('', 0)); print(s.getsockname()[1])"
 
 
 @probe(
     "torch.distributed",
-    default_expect={"all_reduce_ok": True, "broadcast_ok": True},
+    default_expect=dict.fromkeys(("all_reduce_ok", "broadcast_ok", "ddp_ok"), True)
+    | {"straggler": False},
     facts={
         "backend": "the backend used: gloo or nccl (auto picks nccl when every rank can have "
         "a GPU)",
-        "world_size": "number of ranks",
-        "host": "host name of the target",
-        "port": "the rendezvous port on 127.0.0.1",
+        "world_size": "number of ranks, on all hosts",
+        "host": "host name of the target (across a group: the first host's)",
+        "hosts": "across a group: the hosts in rank order (each runs `world_size` ranks); "
+        "else [host]",
+        "port": "the rendezvous port on the first host",
         "torch": "torch version on the target",
         "init_ms": "slowest rank's init_process_group (the rendezvous), milliseconds",
         "all_reduce_ms": "slowest rank's timed all_reduce of `elements` float32 values (after "
@@ -32,13 +46,25 @@ from matrix.probe import ScriptProbe, probe
         "broadcast_ms": "slowest rank's broadcast of the same size from rank 0, milliseconds",
         "all_reduce_ok": "every rank finished and holds the right sum",
         "broadcast_ok": "every rank finished and holds rank 0's tensor",
+        "ddp_ok": "after one DistributedDataParallel step, each rank with its own data, every "
+        "rank holds the same gradients (gradient synchronization works)",
+        "bandwidth": "all_reduce over the size sweep (`sizes`): [{bytes, ms, algbw_gbps, "
+        "busbw_gbps}], the slowest rank's median time; busbw = algbw × 2(n−1)/n (nccl-tests)",
+        "busbw_gbps": "bus bandwidth at the largest size, GB/s (10⁹ bytes)",
+        "compute_ms": "per host: its slowest rank's fixed compute step, milliseconds",
+        "slowest_host": "the host whose compute step took longest",
+        "slowest_ratio": "its compute time over the median host's: 1.0 is even",
+        "straggler": "the slowest host's ratio is past `straggler_ratio` (the problem names it)",
         "ranks": '{rank: what went wrong} for each rank that failed, e.g. {"1": "killed at the '
         'deadline while waiting for the rendezvous at 127.0.0.1:29500"}; empty when all did',
-        "problem": "what went wrong across the ranks and what to do; null when all is well",
+        "problem": "what went wrong across the ranks and hosts and what to do (a host that "
+        "failed, a straggler past `straggler_ratio`); null when all is well",
     },
 )
 class TorchDistributed(ScriptProbe):
-    """Local ranks rendezvous, all_reduce and broadcast with gloo (CPU) or NCCL (GPU).
+    """Ranks on one host (`on:`) or on every host of a group (`across:`) rendezvous, check
+    all_reduce, broadcast and a DDP step, and time all_reduce over a size sweep (bus
+    bandwidth) and a compute step (stragglers), with gloo (CPU) or NCCL (GPU).
 
     Errors, not facts: torch not installed, NCCL asked for without CUDA (or with fewer GPUs
     than ranks), a given `port` in use."""
@@ -46,16 +72,168 @@ class TorchDistributed(ScriptProbe):
     script = "torch_distributed"
     preload = ("torch", "torch.distributed")  # the agent imports it once; ranks are forks
     exclusive = True  # its ranks take every GPU (NCCL) or core they are given
+    spans = True
 
     world_size: int = Field(2, ge=1)
-    """Ranks to start on the target (NCCL needs one GPU each)."""
+    """Ranks to start on each host (NCCL needs one GPU each)."""
     backend: Literal["auto", "gloo", "nccl"] = "auto"
     """auto: nccl when CUDA shows at least `world_size` GPUs, else gloo on the CPU."""
     port: int | None = Field(None, ge=1, le=65535)
-    """Rendezvous port (MASTER_PORT); by default a free one is picked."""
+    """Rendezvous port (MASTER_PORT) on the first host; by default a free one is picked."""
+    master_addr: str | None = None
+    """How the hosts reach the first one (MASTER_ADDR), across a group; by default its
+    address as the group gives it."""
     timeout: float = Field(30.0, gt=0)
     """Seconds for the whole probe: starting the ranks, the rendezvous and the collectives.
     init_process_group gets what is left of it, so no rank waits torch's 30-minute default.
     Keep the check's own `timeout` above it (its default, 60s, is)."""
     elements: int = Field(1_048_576, ge=1)
-    """float32 values per tensor (4 MiB by default); raise it to measure bandwidth."""
+    """float32 values per tensor (4 MiB by default) of the all_reduce and broadcast checks."""
+    sizes: list[int] = Field(default_factory=list)
+    """float32 values per all_reduce of the bandwidth sweep, e.g. [262144, 4194304, 67108864]
+    (1, 16 and 256 MiB); by default just `elements`."""
+    iterations: int = Field(5, ge=1, le=1000)
+    """Timed all_reduce rounds per size (the median is kept)."""
+    straggler_ratio: float = Field(1.5, gt=1)
+    """A host whose compute step takes this many times the median host's is a straggler (a
+    finding in `problem`)."""
+
+    async def observe(self, ctx: ProbeContext) -> dict[str, Any]:
+        if len(ctx.targets) <= 1:
+            facts = await super().observe(ctx)
+            host = facts["host"]
+            merged = {**facts, "hosts": [host], "compute_ms": {host: facts["compute_ms"]}}
+            return self._findings(merged)
+        return self._findings(await self._across(ctx))
+
+    async def _across(self, ctx: ProbeContext) -> dict[str, Any]:
+        """The script on every host at once; their facts merged, a host that failed named."""
+        first = ctx.at(ctx.targets[0])
+        port = self.port or int((await first.run([first.target.python, "-c", FREE_PORT])).stdout)
+        shared = {
+            **self.script_params(ctx),
+            "nodes": len(ctx.targets),
+            "master_addr": self.master_addr or ctx.addresses[0],
+            "port": port,
+            "deadline": time.time() + self.timeout,
+        }
+        replies: dict[int, dict[str, Any] | Exception] = {}
+        first: list[str] = []  # the host that failed first
+
+        async def host(index: int, group: anyio.abc.TaskGroup) -> None:
+            params = {**shared, "node_rank": index}
+            try:
+                replies[index] = await ctx.at(ctx.targets[index]).python(
+                    self.script, params, libraries=self.libraries, preload=self.preload
+                )
+            except Exception as exc:  # one host's failure is a finding about that host
+                replies[index] = exc
+            if _failed(replies[index]) and not first:
+                # the other hosts' ranks would wait out the rendezvous for it: they get a
+                # moment to report their side, then are stopped (their processes killed)
+                first.append(ctx.targets[index].name)
+                group.cancel_scope.deadline = anyio.current_time() + AFTER_FAILURE
+
+        async with anyio.create_task_group() as group:
+            for index in range(len(ctx.targets)):
+                group.start_soon(host, index, group)
+        if first:
+            stopped = RuntimeError(f"stopped {AFTER_FAILURE:g}s after {first[0]} failed")
+            replies = {i: replies.get(i, stopped) for i in range(len(ctx.targets))}
+        return _merged(ctx, [replies[i] for i in range(len(ctx.targets))], shared, first)
+
+    def _findings(self, facts: dict[str, Any]) -> dict[str, Any]:
+        """Bus bandwidth from the sweep, the slowest host, and a straggler as a problem."""
+        world = facts["world_size"]
+        bandwidth = []
+        for row in facts.pop("sweep", None) or []:
+            size = row["elements"] * 4
+            algbw = size / (row["ms"] / 1000) / 1e9 if row["ms"] else None
+            busbw = algbw * 2 * (world - 1) / world if algbw is not None else None
+            bandwidth.append(
+                {"bytes": size, "ms": row["ms"], "algbw_gbps": _round(algbw),
+                 "busbw_gbps": _round(busbw)}
+            )  # fmt: skip
+        facts["bandwidth"] = bandwidth
+        facts["busbw_gbps"] = bandwidth[-1]["busbw_gbps"] if bandwidth else None
+        timed = {host: ms for host, ms in facts["compute_ms"].items() if ms is not None}
+        facts["slowest_host"] = max(timed, key=timed.__getitem__) if timed else None
+        median = statistics.median(timed.values()) if timed else None
+        ratio = timed[facts["slowest_host"]] / median if median else None
+        facts["slowest_ratio"] = _round(ratio)
+        facts["straggler"] = ratio is not None and ratio > self.straggler_ratio
+        if facts["straggler"] and facts["problem"] is None:
+            facts["problem"] = (
+                f"{facts['slowest_host']} is a straggler: its compute step took {ratio:.1f}× "
+                f"the median host's ({timed[facts['slowest_host']]:.0f} ms against "
+                f"{median:.0f} ms), and every collective waits for it — check its clocks, "
+                "thermals and power (nvidia-smi -q -d PERFORMANCE) and what else runs there"
+            )
+        return facts
+
+
+def _merged(
+    ctx: ProbeContext,
+    replies: list[dict[str, Any] | Exception],
+    shared: dict[str, Any],
+    first: list[str],
+) -> dict[str, Any]:
+    """One host's facts from each reply; what failed, by host, the host that failed first
+    leading (it is the likely cause of the others' waits)."""
+    names = [target.name for target in ctx.targets]
+    observed = [reply for reply in replies if isinstance(reply, dict)]
+    failed = {name: reply for name, reply in zip(names, replies) if isinstance(reply, Exception)}
+    ranks: dict[str, str] = {}
+    for reply in observed:
+        ranks.update(reply["ranks"])
+    facts: dict[str, Any] = {
+        "backend": next((r["backend"] for r in observed), shared["backend"]),
+        "world_size": shared["world_size"] * len(names),
+        "host": names[0],
+        "hosts": names,
+        "port": shared["port"],
+        "torch": next((r["torch"] for r in observed if r["torch"]), None),
+        "init_ms": _slowest(observed, "init_ms"),
+        "all_reduce_ms": _slowest(observed, "all_reduce_ms"),
+        "broadcast_ms": _slowest(observed, "broadcast_ms"),
+        "compute_ms": {
+            name: reply["compute_ms"] if isinstance(reply, dict) else None
+            for name, reply in zip(names, replies)
+        },
+        "ranks": ranks,
+    }
+    for key in ("all_reduce_ok", "broadcast_ok", "ddp_ok"):
+        facts[key] = not failed and all(reply[key] for reply in observed)
+    sweeps = [reply["sweep"] for reply in observed if reply.get("sweep")]
+    facts["sweep"] = (
+        [
+            {"elements": row["elements"], "ms": max(sweep[i]["ms"] for sweep in sweeps)}
+            for i, row in enumerate(sweeps[0])
+        ]
+        if sweeps and not failed
+        else []
+    )
+    said = {
+        name: str(reply) if isinstance(reply, Exception) else reply["problem"]
+        for name, reply in zip(names, replies)
+        if _failed(reply)
+    }
+    stopped = [name for name, text in said.items() if text.startswith("stopped ")]
+    order = [*first, *(name for name in said if name not in first)]
+    problems = [f"{name}: {said[name]}" for name in order if name not in stopped]
+    problems += [f"{', '.join(stopped)}: {said[stopped[0]]}"] if stopped else []
+    facts["problem"] = "; ".join(problems) or None
+    return facts
+
+
+def _failed(reply: dict[str, Any] | Exception) -> bool:
+    return isinstance(reply, Exception) or bool(reply["ranks"]) or reply["problem"] is not None
+
+
+def _slowest(replies: list[dict[str, Any]], key: str) -> float | None:
+    values = [reply[key] for reply in replies if reply.get(key) is not None]
+    return max(values) if values else None
+
+
+def _round(value: float | None) -> float | None:
+    return round(value, 3) if value is not None else None

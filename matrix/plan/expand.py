@@ -224,6 +224,9 @@ class Planner:
             message = f"unknown probe kind '{check.probe.kind}'{hint}{broken}"
             self.problem((*loc, "probe", "kind"), message)
         targets = self._targets_of(loc, check)
+        spans = self._spans(loc, check, kind, targets)
+        if spans:
+            targets = targets[:1]  # one task a cell, on the group's first host, spanning all
         axes = self._axes(loc, check)
         if axes is None:
             return []
@@ -240,9 +243,28 @@ class Planner:
             self._task(loc, phase, check, target, dict(zip(axes, cell)), kind, (shared, i))
             for target, (i, cell) in itertools.product(targets, cells)
         ]
+        group = TargetRef(spans[0].group, spans[0].group, spans[0].group) if spans else None
+        for task in made if group else ():  # reported on the group, run on its hosts
+            task.id = f"{task.id.rpartition('@')[0]}@{group.name}"
+            task.target, task.spans = group, spans
         if check.consistent:
             made += self._comparisons(loc, phase, check, made)
         return made
+
+    def _spans(
+        self, loc: tuple, check: Check, kind: ProbeClass | None, targets: list[TargetRef]
+    ) -> tuple[TargetRef, ...]:
+        """The hosts a check `across` a group spans as one task; () for any other check."""
+        if check.across is None:
+            return ()
+        if kind is not None and not kind.spans:
+            message = f"probe kind '{check.probe.kind}' runs on one host: use `on:` to fan it out"
+            self.problem((*loc, "across"), message)
+            return ()
+        if "on" in check.model_fields_set:
+            self.problem((*loc, "across"), "give `on:` (a task per host) or `across:`, not both")
+            return ()
+        return tuple(targets)
 
     def _comparisons(self, loc: tuple, phase: Phase, check: Check, made: list[Task]) -> list[Task]:
         """A check's `consistent` rows: per matrix cell, one task on the group that waits for
@@ -286,20 +308,22 @@ class Planner:
         return False
 
     def _targets_of(self, loc: tuple, check: Check) -> list[TargetRef]:
+        key = "on" if check.across is None else "across"
+        loc = (*loc, key)
         try:
-            name = template.render_text(check.on, self.base)
+            name = template.render_text(getattr(check, key), self.base)
         except template.RenderError as exc:
-            self.problem((*loc, "on"), str(exc))
+            self.problem(loc, str(exc))
             return []
         if name not in self.groups:
             if name in self.loaded.dropped:
                 return []
             hint = did_you_mean(name, self.groups)
-            self.problem((*loc, "on"), f"unknown target '{name}'{hint}; declare it under targets:")
+            self.problem(loc, f"unknown target '{name}'{hint}; declare it under targets:")
             return []
         if not self.groups[name] and name not in self.refused:
             message = f"target group '{name}' has no hosts: set its hosts (or the vars they use)"
-            self.problem((*loc, "on"), message)
+            self.problem(loc, message)
         return self.groups[name]
 
     def _axes(self, loc: tuple, check: Check) -> dict[str, list[Any]] | None:
@@ -488,19 +512,22 @@ class Planner:
         gated: dict[str, Task] = {}
         ordered: dict[str, Task] = {}
         for task in tasks.values():
-            ref, gate = task.target, transport(task.target.via).gate
-            if gate is not None and task.skip is None and ref.name not in gated:
-                gated[ref.name] = explicit.get(ref.name) or self._gate_task(task, gate)
-                ordered.setdefault(gated[ref.name].id, gated[ref.name])
+            for ref in task.spans or (task.target,):
+                gate = transport(ref.via).gate
+                if gate is not None and task.skip is None and ref.name not in gated:
+                    gated[ref.name] = explicit.get(ref.name) or self._gate_task(task, gate, ref)
+                    ordered.setdefault(gated[ref.name].id, gated[ref.name])
             ordered.setdefault(task.id, task)
         for task in ordered.values():
-            first = gated.get(task.target.name)
-            if first is not None and first is not task:
-                task.needs.append(Need(first.id, True))
+            for ref in task.spans or (task.target,):
+                first = gated.get(ref.name)
+                if first is not None and first is not task:
+                    task.needs.append(Need(first.id, True))
         return ordered
 
-    def _gate_task(self, first: Task, gate: Gate) -> Task:
-        options = first.target.options
+    def _gate_task(self, first: Task, gate: Gate, ref: TargetRef) -> Task:
+        """The gate of host `ref`, in the phase of `first`, the first task that needs it."""
+        options = ref.options
         check = Check(
             id=gate.id,
             title=gate.title,
@@ -509,13 +536,11 @@ class Planner:
             probe=ProbeRef(kind=gate.kind),
             diagnostic="{{ error }}",
             fix=gate.fix,
-            on=first.target.group,
+            on=ref.group,
             timeout=min((options.connect_timeout if options else 10) + gate.slack, MAX_SECONDS),
         )
         p = self.spec.phases.index(first.phase)
-        return self._task(
-            ("phases", p), first.phase, check, first.target, {}, self.kinds[gate.kind]
-        )
+        return self._task(("phases", p), first.phase, check, ref, {}, self.kinds[gate.kind])
 
 
 def _short(text: str) -> str:

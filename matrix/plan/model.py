@@ -46,6 +46,7 @@ class Task:
     skip: Skip | None = None
     error: str | None = None
     compares: tuple[str, ...] = ()  # a check's `consistent` row: these facts across its hosts
+    spans: tuple[TargetRef, ...] = ()  # a check `across` a group: every host of it, one task
 
 
 @dataclass

@@ -186,6 +186,11 @@ class Check(Model):
     """Labels for `--tags` / `--skip-tags`."""
     when: str | bool | None = None
     """Template that must render true for the check to run (e.g. `{{ vars.use_gpu }}`)."""
+    across: str | None = None
+    """Target group a check spans as one task, for probes that work across hosts
+    (`torch.distributed`: ranks on every host, rendezvous on the first); the group's every
+    host must be reachable first, and a dead or slow one is named. Rendered like `on`; give
+    one of the two."""
     consistent: list[str] = []
     """Fact paths that must be the same on every host of the check's `on` group (versions of
     torch, CUDA, the driver or Python; GPU count and model): once every host's task has

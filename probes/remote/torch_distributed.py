@@ -89,17 +89,18 @@ def ms(started):
     return round((time.perf_counter() - started) * 1000, 2)
 
 
-def rank_main(params, rank, world, torch, dist):
-    """One rank, in its own process: its events go to stdout as JSON lines."""
-    backend = params["backend"]
+def rank_main(params, rank, local, world, torch, dist):
+    """One rank (`local` among this host's), in its own process: its events go to stdout as
+    JSON lines."""
+    backend, here = params["backend"], params["local_world"]
     if backend == "auto":
         cuda = torch.cuda.is_available() and dist.is_nccl_available()
-        backend = "nccl" if cuda and torch.cuda.device_count() >= world else "gloo"
-    why = unusable(backend, world, torch, dist)
+        backend = "nccl" if cuda and torch.cuda.device_count() >= here else "gloo"
+    why = unusable(backend, here, torch, dist)
     if why:
         say(unusable=why)
         return 2
-    device = torch.device("cuda", rank) if backend == "nccl" else torch.device("cpu")
+    device = torch.device("cuda", local) if backend == "nccl" else torch.device("cpu")
     if backend == "nccl":
         torch.cuda.set_device(device)
 
@@ -129,6 +130,12 @@ def rank_main(params, rank, world, torch, dist):
         dist.broadcast(y, src=0)
         broadcast_ms = synced(started)
         broadcast_ok = bool(torch.equal(y, expected))
+        say(stage="swept", sweep=_sweep(params, torch, dist, device, synced))
+        say(
+            stage="stepped",
+            compute_ms=_compute(torch, device, synced),
+            ddp_ok=_ddp(torch, dist, device),
+        )
         dist.destroy_process_group()
     except Exception as exc:
         say(error=brief(exc))
@@ -143,9 +150,52 @@ def rank_main(params, rank, world, torch, dist):
     return 0
 
 
-def _rank(params, rank, world, port, out, err, torch, dist):
-    """In the forked child: become rank `rank` and never return."""
+def _sweep(params, torch, dist, device, synced):
+    """[{elements, ms}]: the median all_reduce time of float32 tensors of each size, after
+    one untimed round (nccl-tests' way of measuring bus bandwidth)."""
+    found = []
+    for n in params["sizes"]:
+        x = torch.ones(n, device=device)
+        dist.all_reduce(x)
+        times = []
+        for _ in range(params["iterations"]):
+            started = time.perf_counter()
+            dist.all_reduce(x)
+            times.append(synced(started))
+        found.append({"elements": n, "ms": sorted(times)[len(times) // 2]})
+    return found
+
+
+def _compute(torch, device, synced):
+    """Milliseconds of the same fixed matmul work on every rank: a slow host stands out here,
+    where in a collective every rank waits for the slowest."""
+    torch.manual_seed(0)
+    a = torch.randn(256, 256, device=device)
+    started = time.perf_counter()
+    for _ in range(20):
+        a = torch.tanh(a @ a)
+    return synced(started)
+
+
+def _ddp(torch, dist, device):
+    """One DistributedDataParallel step on a tiny model, each rank with its own data: after
+    it every rank must hold the same gradients (their sums are gathered and compared)."""
+    torch.manual_seed(0)  # the same weights everywhere, as DDP's broadcast also ensures
+    model = torch.nn.Linear(16, 4).to(device)
+    ddp = torch.nn.parallel.DistributedDataParallel(model)
+    torch.manual_seed(dist.get_rank() + 1)  # different data on each rank
+    ddp(torch.randn(8, 16, device=device)).square().sum().backward()
+    mine = torch.stack([p.grad.double().sum() for p in model.parameters()]).to(device)
+    every = [torch.zeros_like(mine) for _ in range(dist.get_world_size())]
+    dist.all_gather(every, mine)
+    return all(bool(torch.allclose(other, mine)) for other in every)
+
+
+def _rank(params, local, port, out, err, torch, dist):
+    """In the forked child: become this host's rank `local` and never return."""
     code = 1
+    world = params["nodes"] * params["local_world"]
+    rank = params["node_rank"] * params["local_world"] + local
     try:
         os.setpgid(0, 0)
         die_with_parent(params["parent"])
@@ -156,13 +206,13 @@ def _rank(params, rank, world, port, out, err, torch, dist):
         sys.stdout = open(1, "w", closefd=False)  # noqa: SIM115
         sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115 (as python's own)
         os.environ.update(
-            MASTER_ADDR="127.0.0.1",
+            MASTER_ADDR=params["master_addr"],
             MASTER_PORT=str(port),
             RANK=str(rank),
-            LOCAL_RANK=str(rank),
+            LOCAL_RANK=str(local),
             WORLD_SIZE=str(world),
         )
-        code = rank_main(params, rank, world, torch, dist)
+        code = rank_main(params, rank, local, world, torch, dist)
     except BaseException:
         import traceback
 
@@ -180,6 +230,8 @@ STAGES = {  # what a rank killed at the deadline was doing, by the last stage it
     None: "starting",
     "imported": "waiting for the rendezvous at {address}",
     "initialized": "running all_reduce and broadcast",
+    "swept": "timing the compute step and the DDP step",
+    "stepped": "ending the process group",
 }
 
 
@@ -205,14 +257,15 @@ def _port(params, host):
         return params["port"]
 
 
-def _start(rank, world, port, params, folder, torch, dist):
+def _start(rank, port, params, folder, torch, dist):
     out, err = (os.path.join(folder, f"{rank}.{stream}") for stream in ("out", "err"))
     for stream in (sys.stdout, sys.stderr):  # nothing buffered here may be written twice
         stream.flush()
     pid = os.fork()
     if pid == 0:
-        _rank(params, rank, world, port, out, err, torch, dist)
-    return {"rank": rank, "pid": pid, "code": None, "out": out, "err": err, "killed": False}
+        _rank(params, rank, port, out, err, torch, dist)
+    number = params["node_rank"] * params["local_world"] + rank  # the rank across all hosts
+    return {"rank": number, "pid": pid, "code": None, "out": out, "err": err, "killed": False}
 
 
 def _exit_code(status):
@@ -302,11 +355,15 @@ def _errors(ranks, reports, address, timed_out):
     return errors
 
 
+def _ranks(count):
+    return f"{count} rank{'s' if count != 1 else ''}"
+
+
 def _problem(facts, errors, timed_out, timeout):
     if errors:
         ranks = "; ".join(f"rank {rank}: {error}" for rank, error in sorted(errors.items()))
         text = (
-            f"torch.distributed ({facts['backend']}, {facts['world_size']} ranks) failed: {ranks}"
+            f"torch.distributed ({facts['backend']}, {_ranks(facts['world_size'])}) failed: {ranks}"
         )
         if timed_out:
             text += (
@@ -322,6 +379,15 @@ def _problem(facts, errors, timed_out, timeout):
             "communication library is broken; reinstall torch (and NCCL) on this host"
         )
     return None
+
+
+def _slowest_sweep(reports):
+    """Each size's slowest rank: a collective is as fast as its slowest member."""
+    sweeps = [said["sweep"] for said in reports]
+    return [
+        {"elements": row["elements"], "ms": max(sweep[i]["ms"] for sweep in sweeps)}
+        for i, row in enumerate(sweeps[0])
+    ]
 
 
 def _slowest(reports, key):
@@ -350,18 +416,25 @@ def observe(params):
     started = time.monotonic()
     world, timeout = params["world_size"], params["timeout"]
     torch, dist = _import_torch(host)
-    port = _port(params, host)
+    node_rank = params.get("node_rank", 0)
+    port = _port(params, host) if node_rank == 0 else params["port"]
     rank_params = {
         "backend": params["backend"],
         "elements": params["elements"],
-        "deadline": time.time() + timeout,
+        "sizes": params.get("sizes") or [params["elements"]],
+        "iterations": params.get("iterations", 5),
+        "deadline": params.get("deadline") or time.time() + timeout,
         "parent": os.getpid(),
+        "nodes": params.get("nodes", 1),
+        "node_rank": node_rank,
+        "local_world": world,
+        "master_addr": params.get("master_addr") or "127.0.0.1",
     }
     ranks, timed_out = [], False
     with tempfile.TemporaryDirectory() as folder:  # each rank's stdout and stderr
         try:
             for rank in range(world):
-                ranks.append(_start(rank, world, port, rank_params, folder, torch, dist))
+                ranks.append(_start(rank, port, rank_params, folder, torch, dist))
             timed_out = _wait(ranks, started + timeout)
         finally:
             _stop(ranks)
@@ -384,8 +457,11 @@ def observe(params):
         "broadcast_ms": _slowest(reports, "broadcast_ms"),
         "all_reduce_ok": done and all(said["all_reduce_ok"] for said in reports),
         "broadcast_ok": done and all(said["broadcast_ok"] for said in reports),
+        "ddp_ok": done and all(said["ddp_ok"] for said in reports),
+        "compute_ms": _slowest(reports, "compute_ms"),
+        "sweep": _slowest_sweep(reports) if done else [],
     }
-    errors = _errors(ranks, reports, f"127.0.0.1:{port}", timed_out)
+    errors = _errors(ranks, reports, f"{rank_params['master_addr']}:{port}", timed_out)
     facts["ranks"] = {str(rank): error for rank, error in errors.items()}
     facts["problem"] = _problem(facts, errors, timed_out, timeout)
     return facts

@@ -305,3 +305,101 @@ def test_a_fact_that_differs_on_one_node_fails_the_consistency_row_naming_it(
     row = results(tmp_path)[("torch", "cluster")]
     assert row["status"] == "pass", row
     assert (row["facts"]["hosts"], row["facts"]["not_observed"]) == (2, ["n2"])
+
+
+DISTRIBUTED = """\
+version: 1
+name: ddp
+targets:
+  cluster: {{via: slurm, partition: debug}}
+phases:
+  - id: p
+    checks:
+      - id: ddp
+        across: cluster
+        timeout: 100s
+        probe: {{kind: torch.distributed, world_size: 1, master_addr: 127.0.0.1, timeout: 80,
+                 sizes: [1024, 65536], straggler_ratio: {ratio}}}
+"""
+
+
+def straggle_rank(cli, tmp_path: Path, rank: int, code: str) -> dict[str, str]:
+    """The environment for a run whose rank `rank` runs `code` as it starts (an audit hook
+    sees it set RANK); the nodes' helpers get the sitecustomize through srun, which exports
+    matrix's environment."""
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "sitecustomize.py").write_text(
+        "import os, sys, time\n\n\ndef hook(event, args):\n"
+        f"    if event == 'os.putenv' and tuple(args) in ((b'RANK', b'{rank}'),):\n"
+        f"        {code}\n\n\nsys.addaudithook(hook)\n"
+    )
+    return {"PYTHONPATH": f"{tmp_path / 'site'}{os.pathsep}{cli.env()['PYTHONPATH']}"}
+
+
+@pytest.mark.timeout(240)
+def test_torch_distributed_spans_the_nodes_with_ranks_on_each(cli, tmp_path, cluster) -> None:
+    pytest.importorskip("torch")
+    (tmp_path / "spec.yaml").write_text(DISTRIBUTED.format(ratio=100))
+
+    done = cli("run", "spec.yaml", "--json", "out.json", timeout=200)
+
+    row = results(tmp_path)[("ddp", "cluster")]
+    assert row["status"] == "pass", (row["reason"], done.stdout[-2000:])
+    facts = row["facts"]
+    assert (facts["hosts"], facts["world_size"], facts["backend"]) == (
+        ["n1", "n2", "n3"],
+        3,
+        "gloo",
+    )
+    assert facts["all_reduce_ok"] and facts["broadcast_ok"] and facts["ddp_ok"]
+    assert set(facts["compute_ms"]) == {"n1", "n2", "n3"} and facts["ranks"] == {}
+    assert [row["bytes"] for row in facts["bandwidth"]] == [4096, 262144]
+    for measured in facts["bandwidth"]:  # nccl-tests: busbw = algbw × 2(n−1)/n
+        assert measured["busbw_gbps"] == pytest.approx(measured["algbw_gbps"] * 4 / 3, abs=2e-3)
+    assert facts["busbw_gbps"] == facts["bandwidth"][-1]["busbw_gbps"]
+
+
+@pytest.mark.timeout(240)
+def test_a_slow_node_is_named_as_the_straggler(cli, tmp_path, cluster) -> None:
+    pytest.importorskip("torch")
+    env = straggle_rank(
+        cli, tmp_path, 2,
+        "import torch; tanh = torch.tanh; "
+        "torch.tanh = lambda x: (time.sleep(0.1), tanh(x))[1]",
+    )  # fmt: skip
+    (tmp_path / "spec.yaml").write_text(DISTRIBUTED.format(ratio=3))
+
+    cli("run", "spec.yaml", "--json", "out.json", env=env, timeout=200)
+
+    row = results(tmp_path)[("ddp", "cluster")]
+    assert row["status"] == "fail"
+    assert row["facts"]["slowest_host"] == "n3" and row["facts"]["straggler"] is True
+    assert row["facts"]["problem"].startswith("n3 is a straggler: its compute step took ")
+
+
+@pytest.mark.timeout(240)
+def test_a_rank_that_dies_names_its_node(cli, tmp_path, cluster) -> None:
+    pytest.importorskip("torch")
+    crash = "sys.stderr.write('Xid 79: GPU fell off\\n'); os._exit(3)"
+    env = straggle_rank(cli, tmp_path, 1, crash)
+    (tmp_path / "spec.yaml").write_text(DISTRIBUTED.format(ratio=100))
+
+    cli("run", "spec.yaml", "--json", "out.json", env=env, timeout=200)
+
+    row = results(tmp_path)[("ddp", "cluster")]
+    assert row["status"] == "fail"
+    assert row["facts"]["ranks"]["1"] == "exited 3: Xid 79: GPU fell off"
+    assert row["facts"]["problem"] == (  # the node that failed first, then the rest stopped
+        "n2: torch.distributed (auto, 1 rank) failed: rank 1: exited 3: Xid 79: GPU fell off; "
+        "n1, n3: stopped 3s after n2 failed"
+    )
+
+
+def test_a_drained_node_blocks_the_spanning_check_by_name(cli, tmp_path, cluster) -> None:
+    (tmp_path / "spec.yaml").write_text(DISTRIBUTED.format(ratio=100))
+    cluster.drain("n3", "bad IB port")
+
+    cli("run", "spec.yaml", "--json", "out.json")
+
+    row = results(tmp_path)[("ddp", "cluster")]
+    assert row["status"] == "skip" and row["skip"]["detail"] == "slurm-connect@n3"

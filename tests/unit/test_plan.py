@@ -767,3 +767,29 @@ def test_consistent_needs_a_group_and_plans_one_row_per_cell(plan_spec) -> None:
     assert [task.id for task in rows] == ["v[n=1]@gpu", "v[n=2]@gpu"]
     assert [need.task_id for need in rows[0].needs] == ["v[n=1]@h1", "v[n=1]@h2", "v[n=1]@h3"]
     assert not any(need.blocks for need in rows[0].needs)
+
+
+def test_across_plans_one_task_on_the_group_needing_every_hosts_gate(plan_spec) -> None:
+    from matrix.spec.problems import SpecInvalid
+
+    plan = plan_spec(
+        "version: 1\nname: a\ntargets:\n  gpu: {hosts: ['h[1-3]']}\nphases:\n  - id: p\n"
+        "    checks:\n      - {id: ddp, across: gpu, probe: {kind: torch.distributed}}\n"
+    )
+    task = plan.tasks["ddp@gpu"]
+    assert [ref.name for ref in task.spans] == ["h1", "h2", "h3"]
+    assert task.target.name == "gpu"
+    assert [need.task_id for need in task.needs] == [
+        "ssh-connect@h1", "ssh-connect@h2", "ssh-connect@h3",
+    ]  # fmt: skip
+
+    with pytest.raises(SpecInvalid) as raised:
+        plan_spec(
+            "version: 1\nname: a\ntargets:\n  gpu: {hosts: [h1]}\nphases:\n  - id: p\n"
+            "    checks:\n      - {id: d, across: gpu, probe: {kind: disk, path: /}}\n"
+            "      - {id: t, on: gpu, across: gpu, probe: {kind: torch.distributed}}\n"
+        )
+    assert [str(problem).split(": ", 1)[1] for problem in raised.value.problems] == [
+        "phases[p].checks[d].across: probe kind 'disk' runs on one host: use `on:` to fan it out",
+        "phases[p].checks[t].across: give `on:` (a task per host) or `across:`, not both",
+    ]
