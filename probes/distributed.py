@@ -18,7 +18,6 @@ import statistics
 import time
 from typing import Any, Literal
 
-import anyio
 from pydantic import Field
 
 from matrix.probe import ProbeContext, ScriptProbe, probe
@@ -108,6 +107,8 @@ class TorchDistributed(ScriptProbe):
 
     async def _across(self, ctx: ProbeContext) -> dict[str, Any]:
         """The script on every host at once; their facts merged, a host that failed named."""
+        import anyio  # here: planning a spec imports this module, and must stay light
+
         first = ctx.at(ctx.targets[0])
         port = self.port or int((await first.run([first.target.python, "-c", FREE_PORT])).stdout)
         shared = {
@@ -120,7 +121,7 @@ class TorchDistributed(ScriptProbe):
         replies: dict[int, dict[str, Any] | Exception] = {}
         first: list[str] = []  # the host that failed first
 
-        async def host(index: int, group: anyio.abc.TaskGroup) -> None:
+        async def host(index: int, group: Any) -> None:
             params = {**shared, "node_rank": index}
             try:
                 replies[index] = await ctx.at(ctx.targets[index]).python(

@@ -174,6 +174,8 @@ class HostAgent:
             with anyio.move_on_after(2), anyio.CancelScope(shield=True):
                 await self._reader
         self.process.close()
+        with anyio.move_on_after(2), anyio.CancelScope(shield=True):
+            await self.process.wait_closed()  # reaped here, not left to the loop's end
 
 
 async def _stderr(process: Any) -> str:

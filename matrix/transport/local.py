@@ -180,9 +180,10 @@ class Here:
 
 
 class AgentProcess:
-    """An asyncio subprocess with the shape of asyncssh's: stdin, stdout, stderr, close()."""
+    """An asyncio subprocess with the shape of asyncssh's: stdin, stdout, stderr, close(),
+    wait_closed()."""
 
-    def __init__(self, process: Any, waiting: Any = None) -> None:
+    def __init__(self, process: Any, waiting: Any) -> None:
         self.process = process
         self.waiting = waiting  # the task that reaps it, kept alive while it runs
         self.stdin, self.stdout, self.stderr = process.stdin, process.stdout, process.stderr
@@ -191,6 +192,9 @@ class AgentProcess:
         if self.process.returncode is None:
             with contextlib.suppress(ProcessLookupError):
                 self.process.kill()
+
+    async def wait_closed(self) -> None:
+        await self.waiting
 
 
 async def _collect(

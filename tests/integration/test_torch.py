@@ -189,7 +189,11 @@ def test_batch_size_answers_at_its_granularity_the_same_every_run(tmp_path: Path
     )
 
     answers = {r.facts["max_batch_size"] for r in results.values()}
-    assert len(answers) == 1 and answers.pop() % 8 == 0
+    searches = {  # what each run tried, to tell a time-bound stop from a memory reading
+        name: (r.facts["search_complete"], [(t["batch_size"], t["peak_gb"]) for t in r.facts["trials"]])
+        for name, r in results.items()
+    }
+    assert len(answers) == 1 and answers.pop() % 8 == 0, searches
     for result in results.values():
         sizes = [t["batch_size"] for t in result.facts["trials"]]
         assert sizes[0] == 6 and all(size % 8 == 0 for size in sizes[1:])
