@@ -190,8 +190,9 @@ def test_batch_size_answers_at_its_granularity_the_same_every_run(tmp_path: Path
 
     answers = {r.facts["max_batch_size"] for r in results.values()}
     searches = {  # what each run tried, to tell a time-bound stop from a memory reading
-        name: (r.facts["search_complete"], [(t["batch_size"], t["peak_gb"]) for t in r.facts["trials"]])
+        name: (r.facts["search_complete"], [(t["batch_size"], t["peak_gb"]) for t in trials])
         for name, r in results.items()
+        for trials in [r.facts["trials"]]
     }
     assert len(answers) == 1 and answers.pop() % 8 == 0, searches
     for result in results.values():
