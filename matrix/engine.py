@@ -193,8 +193,8 @@ class _Execution:
 
         hosts = [self.results[need.task_id] for need in task.needs if not need.blocks]
         status, facts, why = compare(task.compares, hosts)
-        if status is Status.error:
-            return self._result(task, status, facts=facts, error=why, attempts=1)
+        if status is Status.error:  # no host observed: their own rows say why
+            return self._result(task, Status.skipped, skip=Skip(SkipKind.blocked, hosts[0].task_id))
         return self._result(task, status, facts=facts, reason=why, attempts=1)
 
     async def _blocker(self, task: Task) -> str | None:

@@ -23,6 +23,7 @@ from pydantic import Field
 from matrix.probe import ProbeContext, ScriptProbe, probe
 
 AFTER_FAILURE = 3.0  # seconds the other hosts get to report once one failed
+TIMINGS = ("init_ms", "all_reduce_ms", "broadcast_ms", "compute_ms")  # slowest rank's, in ms
 FREE_PORT = "import socket; s = socket.socket(); s.bind(('', 0)); print(s.getsockname()[1])"
 
 
@@ -51,6 +52,10 @@ FREE_PORT = "import socket; s = socket.socket(); s.bind(('', 0)); print(s.getsoc
         "busbw_gbps}], the slowest rank's median time; busbw = algbw × 2(n−1)/n (nccl-tests)",
         "busbw_gbps": "bus bandwidth at the largest size, GB/s (10⁹ bytes)",
         "compute_ms": "per host: its slowest rank's fixed compute step, milliseconds",
+        "per_host": "per host: its slowest rank's init_ms, all_reduce_ms, broadcast_ms and "
+        "compute_ms",
+        "per_rank": "per rank (across all hosts): its own init_ms, all_reduce_ms, broadcast_ms "
+        "and compute_ms",
         "slowest_host": "the host whose compute step took longest",
         "slowest_ratio": "its compute time over the median host's: 1.0 is even",
         "straggler": "the slowest host's ratio is past `straggler_ratio` (the problem names it)",
@@ -102,6 +107,7 @@ class TorchDistributed(ScriptProbe):
             facts = await super().observe(ctx)
             host = facts["host"]
             merged = {**facts, "hosts": [host], "compute_ms": {host: facts["compute_ms"]}}
+            merged["per_host"] = {host: {key: facts[key] for key in TIMINGS}}
             return self._findings(merged)
         return self._findings(await self._across(ctx))
 
@@ -201,6 +207,12 @@ def _merged(
             name: reply["compute_ms"] if isinstance(reply, dict) else None
             for name, reply in zip(names, replies)
         },
+        "per_host": {
+            name: {key: reply[key] for key in TIMINGS}
+            for name, reply in zip(names, replies)
+            if isinstance(reply, dict)
+        },
+        "per_rank": {rank: row for reply in observed for rank, row in reply["per_rank"].items()},
         "ranks": ranks,
     }
     for key in ("all_reduce_ok", "broadcast_ok", "ddp_ok"):

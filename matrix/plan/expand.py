@@ -282,7 +282,8 @@ class Planner:
         comparisons = []
         for name, members in cells.items():
             task = Task(
-                f"{name}@{group}", check, phase, where, members[0].cell, members[0].context,
+                f"{name}@{group}:consistent", check, phase, where, members[0].cell,
+                members[0].context,
                 needs=[Need(member.id, strict=False, blocks=False) for member in members],
                 compares=tuple(check.consistent),
             )  # fmt: skip

@@ -194,9 +194,10 @@ class Check(Model):
     consistent: list[str] = []
     """Fact paths that must be the same on every host of the check's `on` group (versions of
     torch, CUDA, the driver or Python; GPU count and model): once every host's task has
-    finished, one more result, `ID@GROUP`, compares them and fails naming the hosts off the
-    majority and the value the others agree on (`torch "2.4.0" on gpu-07; "2.5.1" on the other
-    15 hosts`). A host that did not observe (unreachable) is listed, not compared."""
+    finished, one more result, `ID@GROUP:consistent`, compares them and fails naming the hosts
+    off the majority and the value the others agree on (`torch "2.4.0" on gpu-07; "2.5.1" on
+    the other 15 hosts`). A host that did not observe (unreachable) is listed, not compared;
+    when none did, the row is skipped as blocked by the first."""
     matrix: dict[str, list[Any] | str] = {}
     """Axes to expand: `{batch_size: [8, 16]}` → one task per combination; an axis may be a
     template that renders to a list (`"{{ vars.batch_sizes }}"`). Hosts × combinations are

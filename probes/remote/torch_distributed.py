@@ -224,6 +224,7 @@ def _rank(params, local, port, out, err, torch, dist):
         os._exit(code)
 
 
+TIMINGS = ("init_ms", "all_reduce_ms", "broadcast_ms", "compute_ms")  # each rank's, in ms
 AFTER_FAILURE = 3  # seconds the other ranks get to report their side once one rank failed
 POLL = 0.05
 STAGES = {  # what a rank killed at the deadline was doing, by the last stage it reported
@@ -460,6 +461,10 @@ def observe(params):
         "ddp_ok": done and all(said["ddp_ok"] for said in reports),
         "compute_ms": _slowest(reports, "compute_ms"),
         "sweep": _slowest_sweep(reports) if done else [],
+        "per_rank": {
+            str(rank["rank"]): {key: said.get(key) for key in TIMINGS}
+            for rank, said in zip(ranks, reports)
+        },
     }
     errors = _errors(ranks, reports, f"{rank_params['master_addr']}:{port}", timed_out)
     facts["ranks"] = {str(rank): error for rank, error in errors.items()}

@@ -764,7 +764,7 @@ def test_consistent_needs_a_group_and_plans_one_row_per_cell(plan_spec) -> None:
         "         probe: {kind: command, argv: ['true']}}\n"
     )
     rows = [task for task in plan.tasks.values() if task.compares]
-    assert [task.id for task in rows] == ["v[n=1]@gpu", "v[n=2]@gpu"]
+    assert [task.id for task in rows] == ["v[n=1]@gpu:consistent", "v[n=2]@gpu:consistent"]
     assert [need.task_id for need in rows[0].needs] == ["v[n=1]@h1", "v[n=1]@h2", "v[n=1]@h3"]
     assert not any(need.blocks for need in rows[0].needs)
 
