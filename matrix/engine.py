@@ -10,8 +10,14 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Mapping, Sequence
-from contextlib import AbstractAsyncContextManager, AbstractContextManager, nullcontext
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import (
+    AbstractAsyncContextManager,
+    AbstractContextManager,
+    AsyncExitStack,
+    asynccontextmanager,
+    nullcontext,
+)
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -171,12 +177,23 @@ class _Execution:
 
     def _turn(self, task: Task) -> AbstractAsyncContextManager[Any]:
         """An exclusive probe waits for its target's previous exclusive task to finish,
-        before it takes a slot, so waiting holds no slot from lighter tasks."""
+        before it takes a slot, so waiting holds no slot from lighter tasks. A task across a
+        group takes the turn of every host it spans, in one order for all, so no two
+        spanning tasks can each hold a host the other waits for."""
         assert task.params is not None
         if not task.params.exclusive:
             return nullcontext()
+        if task.spans:
+            return self._turns(sorted({host.name for host in task.spans}))
         where = LOCAL.name if task.params.runs_on == "controller" else task.target.name
         return self.exclusive.setdefault(where, anyio.Lock())
+
+    @asynccontextmanager
+    async def _turns(self, names: list[str]) -> AsyncIterator[None]:
+        async with AsyncExitStack() as held:
+            for name in names:
+                await held.enter_async_context(self.exclusive.setdefault(name, anyio.Lock()))
+            yield
 
     def _slot(self, task: Task) -> anyio.CapacityLimiter:
         """The limiter a task waits on. `--concurrency` bounds work on this machine; a task
