@@ -14,7 +14,6 @@ the probe: ranks are killed and reaped on failure, at the deadline, and when the
 
 from __future__ import annotations
 
-import statistics
 import time
 from typing import Any, Literal
 
@@ -151,6 +150,8 @@ class TorchDistributed(ScriptProbe):
 
     def _findings(self, facts: dict[str, Any]) -> dict[str, Any]:
         """Bus bandwidth from the sweep, the slowest host, and a straggler as a problem."""
+        import statistics  # here: planning imports this module and stays light
+
         world = facts["world_size"]
         bandwidth = []
         for row in facts.pop("sweep", None) or []:
