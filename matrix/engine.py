@@ -40,6 +40,7 @@ from matrix.results import (
     phase_infos,
     span,
 )
+from matrix.room import Room
 from matrix.spec import template
 from matrix.spec.expect import evaluate
 from matrix.spec.models import Check, TargetSpec
@@ -78,13 +79,19 @@ class _Execution:
         self.group_blockers: dict[tuple[str, bool], str | None] = {}
         concurrency = options.concurrency or default_concurrency()
         self.limit = anyio.CapacityLimiter(concurrency)
-        self.pool = TargetPool()
+        self.pool = TargetPool(  # every place a task that is not filtered out runs
+            host
+            for task in plan.tasks.values()
+            if task.skip is None
+            for host in task.spans or (task.target,)
+        )
         self.host_limits = {
             name: anyio.CapacityLimiter(_tasks_at_once(ref.options))
             for name, ref in plan.targets.items()
             if transport(ref.via).remote and ref.options is not None
         }
         self.exclusive: dict[str, anyio.Lock] = {}
+        self.room = Room()
         self.interrupted = False
         self.stopped_early: Skip | None = None
         self.scope = anyio.CancelScope()
@@ -161,7 +168,7 @@ class _Execution:
                     self._result(task, Status.error, error=task.error, attempts=1, tries=[why])
                 )
                 return
-            async with self._turn(task), self._slot(task):
+            async with self._alone(task), self._turn(task), self._slot(task):
                 self.listeners.task_started(task)
                 env = self.listeners.probe_env(task)
                 self._record(await self._observe(task, env))
@@ -174,6 +181,14 @@ class _Execution:
             self.unfinished[name] -= 1
             if not self.unfinished[name]:
                 self.done[name].set()
+
+    def _alone(self, task: Task) -> AbstractAsyncContextManager[None]:
+        """Every task holds the run's room beside the others, but one that runs alone holds
+        it by itself. Taken before a task's turn and slot, so a task waiting to be alone
+        holds nothing another waits for."""
+        assert task.params is not None
+        alone = task.check.alone if task.check.alone is not None else task.params.alone
+        return self.room.alone() if alone else self.room.beside()
 
     def _turn(self, task: Task) -> AbstractAsyncContextManager[Any]:
         """An exclusive probe waits for its target's previous exclusive task to finish,

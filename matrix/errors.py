@@ -25,3 +25,8 @@ class ProbeError(Exception):
 class TransportError(ProbeError):
     """The target could not run a command: it cannot be reached, went away, or lacks the
     program."""
+
+
+class NoAnswer(ProbeError):
+    """A remote program printed no result: it was killed (a launcher ended it once another
+    task failed, a timeout) or never started."""

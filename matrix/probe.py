@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, get_args
 from pydantic import BaseModel, ConfigDict, model_validator
 
 from matrix import remote
-from matrix.errors import ProbeError
+from matrix.errors import NoAnswer, ProbeError
 
 if TYPE_CHECKING:
     from matrix.transport.base import Completed, Target
@@ -30,7 +30,15 @@ if TYPE_CHECKING:
 BUILTIN = "probes.builtin"  # its KINDS: each built-in kind and the module declaring it
 ENTRY_POINT_GROUP = "matrix.probes"
 RunsOn = Literal["target", "controller"]
-__all__ = ["ProbeContext", "ProbeError", "ProbeParams", "ScriptProbe", "probe", "registry"]
+__all__ = [
+    "NoAnswer",
+    "ProbeContext",
+    "ProbeError",
+    "ProbeParams",
+    "ScriptProbe",
+    "probe",
+    "registry",
+]
 
 
 class ProbeParams(BaseModel):
@@ -44,6 +52,9 @@ class ProbeParams(BaseModel):
     # Probes that measure or fill the target's GPU memory or cores (torch.*) would skew or
     # OOM each other: the engine runs such tasks one at a time per target.
     exclusive: ClassVar[bool] = False
+    # Probes that measure (latency under load) and would be skewed by any other task: the
+    # engine runs each with nothing else of the run beside it, unless its check says no.
+    alone: ClassVar[bool] = False
     # Probes that work across several hosts at once (torch.distributed): a check may run
     # them `across` a group, one task with every host in `ProbeContext.targets`.
     spans: ClassVar[bool] = False
@@ -240,14 +251,53 @@ class ProbeContext:
         """
         source = remote.program(script, tuple(libraries), params, tuple(preload))
         done = await self.run([self.target.python, "-"], input=source)
-        try:
-            reply = json.loads(done.stdout)
-        except ValueError:
-            tail = done.stderr.decode(errors="replace").strip().splitlines()[-3:]
-            raise ProbeError(
-                f"{self.target.python} on {self.target.name} exited {done.exit_code} "
-                f"without a result: {' | '.join(tail) or 'no output'}"
-            ) from None
-        if "error" in reply:
-            raise ProbeError(reply["error"])
-        return reply["facts"]
+        return _answer(done.stdout, done, f"{self.target.python} on {self.target.name}")
+
+    async def python_across(
+        self,
+        script: str | Path,
+        params: Mapping[str, Any],
+        *,
+        per_host: int,
+        libraries: tuple[str, ...] = (),
+        preload: tuple[str, ...] = (),
+    ) -> list[dict[str, Any] | ProbeError] | None:
+        """Run a remote script as one launch across `targets` (a Slurm job step), `per_host`
+        tasks on each, task i on targets[i // per_host] and told so by the launcher's
+        environment (SLURM_PROCID): each task's facts, or the error it answered, in task
+        order. The first task to answer an error (or to exit non-zero) ends the others. None
+        when the targets' transport has no such launch (SSH hosts): run the script on each,
+        with `at`."""
+        launch = getattr(self.target, "launch", None)
+        source = remote.program(script, tuple(libraries), params, tuple(preload))
+        argv = [self.target.python, "-"]
+        step = (
+            await launch(self.targets, per_host, argv, input=source, env=self.env)
+            if launch
+            else None
+        )
+        if step is None:
+            return None
+        answers: list[dict[str, Any] | ProbeError] = []
+        for index, output in enumerate(step.outputs):
+            where = f"{self.target.python} (task {index}) on {self.targets[index // per_host].name}"
+            try:
+                answers.append(_answer(output, step.launcher, where))
+            except ProbeError as exc:
+                answers.append(exc)
+        return answers
+
+
+def _answer(stdout: bytes, done: Completed, where: str) -> dict[str, Any]:
+    """The facts a remote program printed as its last line; ProbeError with what it said
+    instead, or NoAnswer with the tail of `done`'s stderr when it printed nothing."""
+    try:
+        reply = json.loads(stdout.strip().splitlines()[-1] if stdout.strip() else b"")
+    except ValueError:
+        tail = done.stderr.decode(errors="replace").strip().splitlines()[-3:]
+        raise NoAnswer(
+            f"{where} exited {done.exit_code} without a result: {' | '.join(tail) or 'no output'}"
+        ) from None
+    if "error" in reply:
+        raise ProbeError(reply["error"])
+    return reply["facts"]

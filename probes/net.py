@@ -51,6 +51,33 @@ class Port(_Net):
     """Seconds to wait for a connection before calling the port closed."""
 
 
+class HttpRequest(_Net):
+    """The request params every HTTP probe shares, made from the target."""
+
+    url: str
+    """http:// or https:// URL; redirects are followed."""
+    method: str = "GET"
+    """Request method."""
+    headers: dict[str, str] = Field(default_factory=dict)
+    """Request headers."""
+    body: str | None = None
+    """Request body, sent as UTF-8."""
+    timeout: float = Field(10.0, gt=0)
+    """Seconds to wait for the connection and for each read."""
+    verify_tls: bool = True
+    """false accepts self-signed or mismatched certificates."""
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, url: str) -> str:
+        return _checked_url(url, ("http://", "https://"))
+
+    @field_validator("method")
+    @classmethod
+    def _upper(cls, method: str) -> str:
+        return method.upper()
+
+
 @probe(
     "http",
     default_expect={"status": {"lt": 400}},
@@ -65,34 +92,12 @@ class Port(_Net):
         "json": "body parsed as JSON, present only when it parses",
     },
 )
-class Http(_Net):
+class Http(HttpRequest):
     """An HTTP request made from the target; no response at all (refused, timeout, DNS, TLS)
     is an error naming the cause."""
 
-    url: str
-    """http:// or https:// URL; redirects are followed."""
-    method: str = "GET"
-    """Request method."""
-    headers: dict[str, str] = Field(default_factory=dict)
-    """Request headers."""
-    body: str | None = None
-    """Request body, sent as UTF-8."""
-    timeout: float = Field(10.0, gt=0)
-    """Seconds to wait for the connection and for each read."""
-    verify_tls: bool = True
-    """false accepts self-signed or mismatched certificates."""
     max_bytes: int = Field(1_048_576, ge=0)
     """Body bytes kept; the rest is not read."""
-
-    @field_validator("url")
-    @classmethod
-    def _http_url(cls, url: str) -> str:
-        return _checked_url(url, ("http://", "https://"))
-
-    @field_validator("method")
-    @classmethod
-    def _upper(cls, method: str) -> str:
-        return method.upper()
 
     async def observe(self, ctx: ProbeContext) -> dict[str, Any]:
         facts = await super().observe(ctx)
@@ -101,6 +106,79 @@ class Http(_Net):
             with contextlib.suppress(ValueError):
                 facts["json"] = json.loads(body)
         return facts
+
+
+LATENCIES = ("p50_ms", "p95_ms", "p99_ms", "max_ms")
+PHASE = (
+    "{concurrency, requests, p50_ms, p95_ms, p99_ms, max_ms, rps, statuses} of the requests made"
+)
+
+
+@probe(
+    "http.load",
+    default_expect={"errors": 0},
+    facts={
+        "url": "URL as given",
+        "requests": "requests counted, both phases (one untimed request warms up first)",
+        **{
+            key: f"{key[:3]} latency of the requests made one at a time, milliseconds (to the "
+            "end of each body)"
+            for key in LATENCIES[:3]
+        },
+        "max_ms": "slowest of the requests made one at a time, milliseconds",
+        "p95_over_p50": "p95_ms / p50_ms: a long tail (seed 003 asks for < 2)",
+        "rps": "requests per second at `concurrency` (one at a time when it is 1)",
+        "sequential": f"{PHASE} one at a time",
+        "concurrent": f"{PHASE} `concurrency` at a time; null when it is 1",
+        "statuses": 'requests by status, both phases: {"200": 198, "503": 2, "error": 0} '
+        '("error": no answer: refused, reset, timed out)',
+        "errors": "requests answered 4xx or 5xx, or not answered",
+        "error_rate": "errors / requests",
+        "pid": "the watched server process (`process`)",
+        "rss_before_mb": "its resident memory before the load, MiB",
+        "rss_after_mb": "and after it",
+        "rss_growth_pct": "growth over the load, % (seed 003: < 20% over 100 requests)",
+    },
+)
+class HttpLoad(HttpRequest):
+    """`requests` requests made from the target (where clients are), one at a time and then
+    `concurrency` at a time: latency percentiles, errors by status, throughput, and the
+    memory growth of a server process. It runs alone, with no other check of the run beside
+    it, since their load would skew its tail (a check may say `alone: false`)."""
+
+    alone = True
+
+    requests: int = Field(100, ge=1, le=100_000)
+    """Requests in each phase."""
+    concurrency: int = Field(8, ge=1, le=256)
+    """Requests at once in the second phase (threads on the target); 1 runs only the
+    first."""
+    process: str | None = None
+    """A server process to watch, on the target: its pid file's path (`/run/app.pid`) or its
+    name (`gunicorn`, matched against each process's name and command line)."""
+
+    async def observe(self, ctx: ProbeContext) -> dict[str, Any]:
+        facts = await super().observe(ctx)
+        phases = [phase for phase in (facts["sequential"], facts["concurrent"]) if phase]
+        statuses: dict[str, int] = {}
+        for phase in phases:
+            for status, count in phase["statuses"].items():
+                statuses[status] = statuses.get(status, 0) + count
+        requests = sum(statuses.values())
+        errors = sum(n for status, n in statuses.items() if status[:1] not in ("1", "2", "3"))
+        one = facts["sequential"]
+        p50 = one["p50_ms"]
+        return {
+            "url": facts["url"],
+            "requests": requests,
+            **{key: one[key] for key in LATENCIES},
+            "p95_over_p50": round(one["p95_ms"] / p50, 2) if p50 else None,
+            "rps": phases[-1]["rps"],
+            **facts,
+            "statuses": statuses,
+            "errors": errors,
+            "error_rate": round(errors / requests, 4) if requests else 0.0,
+        }
 
 
 def _checked_url(url: str, schemes: tuple[str, ...]) -> str:

@@ -34,15 +34,22 @@ def build_plan(
     graph.link(loaded.spec, tasks)
     if planner.problems:
         raise SpecInvalid(planner.problems)
-    remote = {t.target.name for t in tasks.values() if transport(t.target.via).remote}
+    remote = {
+        host.name
+        for task in tasks.values()
+        for host in task.spans or (task.target,)
+        if transport(host.via).remote
+    }
     unmatched = filters.unmatched(loaded.spec, remote)
     if unmatched:
         raise SpecInvalid(unmatched)
     filtered = {
         task.id: reason
         for task in tasks.values()
-        if (reason := filters.reason(task.check, task.phase, task.target))
+        if (reason := filters.reason(task.check, task.phase, task.target, task.spans))
     }
+    for task in tasks.values():  # a check across a group spans the hosts --limit selects
+        task.spans = filters.limited(task.spans)
     if tasks and len(filtered) == len(tasks):
         message = "these filters together select no task: nothing would be checked"
         raise SpecInvalid([Problem(Position("command line", 1, 1), filters.describe(), message)])

@@ -57,10 +57,12 @@ class Filters:
     skip_tags: Sequence[str] = ()
     limit: Sequence[str] = ()
 
-    def reason(self, check: Check, phase: Phase, target: TargetRef) -> Skip | None:
-        """Why a task is filtered out, or None when selected."""
-        remote = self.limit and transport(target.via).remote
-        if remote and not any(fnmatch(target.name, pattern) for pattern in self.limit):
+    def reason(
+        self, check: Check, phase: Phase, target: TargetRef, spans: Sequence[TargetRef] = ()
+    ) -> Skip | None:
+        """Why a task is filtered out, or None when selected; a task spanning hosts is
+        filtered out by `--limit` when it selects none of them."""
+        if not self.limited(spans or (target,)):
             return Skip(SkipKind.filtered, "--limit")
         if self.phases and phase.id not in self.phases:
             return Skip(SkipKind.filtered, "--phase")
@@ -71,6 +73,15 @@ class Filters:
         if set(self.skip_tags) & set(check.tags):
             return Skip(SkipKind.filtered, "--skip-tags")
         return None
+
+    def limited(self, hosts: Sequence[TargetRef]) -> tuple[TargetRef, ...]:
+        """The hosts `--limit` selects: every one without it, and every place not remote."""
+        return tuple(
+            host
+            for host in hosts
+            if not (self.limit and transport(host.via).remote)
+            or any(fnmatch(host.name, pattern) for pattern in self.limit)
+        )
 
     def unmatched(self, spec: Spec, hosts: Collection[str]) -> list[Problem]:
         """Usage errors: each filter value that matches nothing in the spec (a typo would

@@ -78,7 +78,7 @@ class ProbeRef(BaseModel):
 SSH_OPTIONS = frozenset(
     {"hosts", "user", "port", "key", "keys", "password", "jump", "known_hosts", "insecure"}
 )
-SLURM_OPTIONS = frozenset({"partition", "nodes", "constraint", "account", "qos", "time"})
+SLURM_OPTIONS = frozenset({"partition", "nodes", "constraint", "account", "qos", "time", "gres"})
 
 
 class TargetSpec(Model):
@@ -86,8 +86,9 @@ class TargetSpec(Model):
     env and secret."""
 
     via: Literal["local", "ssh", "slurm"] = "ssh"
-    """`ssh` for remote hosts, `slurm` for the nodes of a Slurm partition (tasks run there
-    through `srun`), `local` for this machine (e.g. with another python)."""
+    """`ssh` for remote hosts, `slurm` for the nodes of a Slurm partition (a run holds one
+    job on the group's nodes and runs its tasks there as steps of it, through `srun`),
+    `local` for this machine (e.g. with another python)."""
     hosts: list[str] = []
     """Host names or addresses: `host`, `host:port`, `[fe80::1]:22`, or a range such as
     `gpu-[01-16]` (padding kept). Hosts that render empty are dropped, and a check `on` a group
@@ -132,14 +133,18 @@ class TargetSpec(Model):
     """Slurm: a hostlist of the nodes to check, e.g. `gpu-[01-16],gpu-20` (default: every
     node of `partition` with the `constraint`'s features)."""
     constraint: str | None = None
-    """Slurm: node features the nodes must have (`srun --constraint`), e.g. `a100&ib`."""
+    """Slurm: node features the nodes must have (`--constraint`), e.g. `a100&ib`."""
     account: str | None = None
-    """Slurm: the account the checks' job steps are charged to (`srun --account`)."""
+    """Slurm: the account the group's job is charged to (`--account`)."""
     qos: str | None = None
-    """Slurm: the quality of service of the checks' job steps (`srun --qos`)."""
+    """Slurm: the quality of service of the group's job (`--qos`)."""
     time: str | None = None
-    """Slurm: the time limit of each node's job (`srun --time`, e.g. `10:00`); by default
-    the partition's."""
+    """Slurm: the time limit of the group's job (`--time`, e.g. `30:00`); by default the
+    partition's. The job ends with the run in any case."""
+    gres: str | None = None
+    """Slurm: generic resources the job takes on each node (`--gres`), e.g. `gpu:8`: where
+    Slurm confines devices to jobs (cgroup ConstrainDevices), a job without GPUs sees none,
+    so a GPU group needs this. Every check's step shares them."""
 
 
 class Check(Model):
@@ -182,6 +187,10 @@ class Check(Model):
     `timed out after 60s (probe killed)`."""
     retry: Retry | None = None
     """Retry a check that did not pass (failed or errored)."""
+    alone: bool | None = None
+    """Run with no other task of the run beside it: for a measurement that other checks'
+    load would skew (latency percentiles, throughput). It waits for the tasks running to
+    end, and none starts until it has. Default: the probe kind's (`http.load` runs alone)."""
     tags: list[str] = []
     """Labels for `--tags` / `--skip-tags`."""
     when: str | bool | None = None

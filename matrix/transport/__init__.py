@@ -1,7 +1,7 @@
 """Where probes run: the table of transports by a target group's `via:`, and the pool of
 open targets a run shares.
 
-A transport is one module with an `open(ref) -> Target` function plus one row here; the row
+A transport is one module with an `open(ref, pool) -> Target` function plus one row here; the row
 also says what the planner and the engine need to know about it without importing it (it may
 pull in asyncssh), so `validate` stays fast.
 """
@@ -9,9 +9,10 @@ pull in asyncssh), so `validate` stays fast.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable, Iterable
 from contextlib import ExitStack
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from matrix.transport.base import Target, TargetRef, split_host
 
@@ -38,7 +39,7 @@ class Transport:
     host or the group gives one)."""
 
     via: str
-    opener: str  # "module:function" taking a TargetRef, imported on first use
+    opener: str  # "module:function" taking a TargetRef and the pool, imported on first use
     remote: bool = False
     default_port: int | None = None
     gate: Gate | None = None
@@ -111,19 +112,36 @@ def address(ref: TargetRef) -> tuple[str | None, int | None]:
     return host, port or configured or row.default_port
 
 
+class Closing(Protocol):
+    async def aclose(self) -> None: ...
+
+
+Shared = TypeVar("Shared", bound=Closing)
+
+
 class TargetPool:
     """One Target per concrete place, opened on first use and shared by its tasks. Used as
     `async with`, it makes this process adopt its probes' orphans (see transport/local.py)
-    and closes every target at the end whatever happened (also on Ctrl-C)."""
+    and closes every target at the end whatever happened (also on Ctrl-C). `refs`: every
+    place the run may use, so that what a group's targets share can cover the group."""
 
-    def __init__(self) -> None:
+    def __init__(self, refs: Iterable[TargetRef] = ()) -> None:
+        self.refs = {ref.name: ref for ref in refs}
         self._targets: dict[str, Target] = {}
+        self._shared: dict[object, Closing] = {}
         self._stack = ExitStack()
 
     def get(self, ref: TargetRef) -> Target:
         if ref.name not in self._targets:
-            self._targets[ref.name] = load(transport(ref.via).opener)(ref)
+            self._targets[ref.name] = load(transport(ref.via).opener)(ref, self)
         return self._targets[ref.name]
+
+    def shared(self, key: object, make: Callable[[], Shared]) -> Shared:
+        """The one object of this run for `key`, made on first use (a Slurm group's job,
+        which its nodes' targets share); closed after every target."""
+        if key not in self._shared:
+            self._shared[key] = make()
+        return self._shared[key]  # type: ignore[return-value]  # make() gave this key's
 
     async def __aenter__(self) -> TargetPool:
         from matrix.transport.local import adopting_orphans, fast_child_watcher
@@ -140,15 +158,16 @@ class TargetPool:
 
         errors: list[Exception] = []
 
-        async def close(target: Target) -> None:
+        async def close(target: Closing) -> None:
             try:
                 await target.aclose()
             except Exception as error:
                 errors.append(error)
 
         with self._stack, anyio.CancelScope(shield=True):
-            async with anyio.create_task_group() as group:
-                for target in self._targets.values():
-                    group.start_soon(close, target)
+            for closing in (self._targets.values(), self._shared.values()):
+                async with anyio.create_task_group() as group:
+                    for each in closing:
+                        group.start_soon(close, each)
         if errors:
             raise errors[0]

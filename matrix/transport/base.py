@@ -33,6 +33,15 @@ class Completed:
         return cls(code, bytes(out[:OUTPUT_LIMIT]), bytes(err[:OUTPUT_LIMIT]), duration, truncated)
 
 
+@dataclass(frozen=True)
+class Step:
+    """What one launch across several hosts did (a Slurm job step): each task's stdout, in
+    task order, and the launcher's own exit, stderr and time."""
+
+    outputs: list[bytes]
+    launcher: Completed
+
+
 def keep(sink: bytearray, chunk: bytes) -> None:
     """Append up to one byte past OUTPUT_LIMIT (that byte flags the cut); drop the rest so a
     chatty probe cannot fill memory."""

@@ -54,7 +54,7 @@ _leaders: set[int] = set()
 _starting = 0
 
 
-def open_target(ref: TargetRef) -> LocalTarget:
+def open_target(ref: TargetRef, pool: object = None) -> LocalTarget:  # pool: unused here
     """This machine, with the group's `python:` when a `via: local` group sets one."""
     python = ref.options.python if ref.options and ref.options.python else sys.executable
     return LocalTarget(ref.name, ref.host, ref.group, python)

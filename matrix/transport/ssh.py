@@ -76,7 +76,7 @@ def env_script(env: Mapping[str, str] | None) -> bytes:
     return "".join(lines).encode()
 
 
-def open_target(ref: TargetRef) -> SshTarget:
+def open_target(ref: TargetRef, pool: object = None) -> SshTarget:  # pool: unused here
     """One host of a `via: ssh` group; nothing is opened until its first task."""
     assert ref.options is not None  # every host of a group carries the group's options
     return SshTarget(ref.name, ref.host, ref.group, ref.options, ref.options.python or "python3")

@@ -15,6 +15,16 @@ class ObserveError(Exception):
     """Raised by a script when it cannot observe; reported as the probe's error."""
 
 
+class Unwell(Exception):
+    """Raised by a script with facts that are its answer but say it failed: the program then
+    exits 1, as for an error, so a launcher running it as one task of many (srun
+    --kill-on-bad-exit) ends the others instead of leaving them waiting for this one."""
+
+    def __init__(self, facts):
+        super().__init__("unwell")
+        self.facts = facts
+
+
 def by_op(handlers):
     """`observe` for a script that serves several kinds: params["op"] (the kind) picks the
     handler, e.g. by_op({"port": observe_port, "http": observe_http})."""
@@ -40,10 +50,17 @@ def _where(exc):
 def main(observe, params="{}"):
     """`params` are written into the program by the controller, never into argv."""
     params = json.loads(params)
+    failed = True
     try:
         reply = {"facts": observe(params)}
+        failed = False
+    except Unwell as exc:
+        reply = {"facts": exc.facts}
     except ObserveError as exc:
         reply = {"error": str(exc)}
     except Exception as exc:  # a broken probe must still answer
         reply = {"error": f"{type(exc).__name__}: {exc} (at {_where(exc)})"}
     sys.stdout.write(json.dumps(reply, default=str))
+    if failed:
+        sys.stdout.flush()
+        sys.exit(1)

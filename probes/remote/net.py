@@ -1,7 +1,9 @@
-# Observe the network from the target (params["op"]: port | http | net.bandwidth).
+# Observe the network from the target (params["op"]: port | http | http.load | net.bandwidth).
 import http.client
+import os
 import socket
 import ssl
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -136,4 +138,134 @@ def observe_bandwidth(params):
     return facts
 
 
-observe = by_op({"port": observe_port, "http": observe_http, "net.bandwidth": observe_bandwidth})
+def _send(params, context):
+    """One request: (status, or "error" when nothing answered, milliseconds to the end of
+    its body, why it failed)."""
+    started = time.perf_counter()
+    try:
+        try:
+            response = urllib.request.urlopen(
+                _request(params), timeout=params["timeout"], context=context
+            )
+        except urllib.error.HTTPError as exc:  # 4xx/5xx answered: counted by status
+            response = exc
+        with response:
+            while response.read(1 << 16):
+                pass
+        return str(response.getcode()), _ms(started), None
+    except (OSError, ValueError, http.client.HTTPException) as exc:
+        return "error", _ms(started), _why(exc, params["timeout"])
+
+
+def _percentile(ordered, share):
+    """Nearest-rank percentile of sorted values (p50 of [1, 2, 3, 4] is 2)."""
+    return ordered[max(0, -(-len(ordered) * share // 100) - 1)]
+
+
+def _phase(params, context, concurrency):
+    """`requests` requests, `concurrency` at a time: latencies, statuses, throughput."""
+    count = params["requests"]
+    answers = []
+    lock = threading.Lock()
+    left = [count]
+
+    def worker():
+        while True:
+            with lock:
+                if not left[0]:
+                    return
+                left[0] -= 1
+            answer = _send(params, context)
+            with lock:
+                answers.append(answer)
+
+    started = time.perf_counter()
+    threads = [threading.Thread(target=worker) for _ in range(min(concurrency, count))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    seconds = max(time.perf_counter() - started, 1e-9)
+    ordered = sorted(ms for _, ms, _ in answers)
+    statuses = {}
+    for status, _, _ in answers:
+        statuses[status] = statuses.get(status, 0) + 1
+    return {
+        "concurrency": concurrency,
+        "requests": count,
+        "p50_ms": _percentile(ordered, 50),
+        "p95_ms": _percentile(ordered, 95),
+        "p99_ms": _percentile(ordered, 99),
+        "max_ms": ordered[-1],
+        "rps": round(count / seconds, 1),
+        "statuses": statuses,
+    }
+
+
+def _process(spec, host):
+    """The pid of the server process `spec` names: a pid file's path, else a process name
+    (its executable's name, or a word of its command line)."""
+    if spec.startswith("/"):
+        try:
+            with open(spec) as handle:
+                return int(handle.read().split()[0])
+        except (OSError, ValueError, IndexError) as exc:
+            raise ObserveError(f"cannot read a pid from {spec} on {host}: {exc}") from None
+    mine = os.getpid()
+    for entry in sorted(os.listdir("/proc"), key=lambda name: (len(name), name)):
+        if not entry.isdigit() or int(entry) == mine:
+            continue
+        try:
+            with open(f"/proc/{entry}/comm") as handle:
+                comm = handle.read().strip()
+            with open(f"/proc/{entry}/cmdline", "rb") as handle:
+                words = handle.read().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        if comm == spec or any(os.path.basename(word) == spec for word in words if word):
+            return int(entry)
+    raise ObserveError(
+        f"no process named {spec!r} runs on {host} — give the server's process name or its "
+        "pid file's path as `process`"
+    )
+
+
+def _rss_mb(pid, host):
+    try:
+        with open(f"/proc/{pid}/status") as handle:
+            for line in handle:
+                if line.startswith("VmRSS:"):
+                    return round(int(line.split()[1]) / 1024, 2)
+    except OSError:
+        pass
+    raise ObserveError(f"process {pid} on {host} is gone: the server died under load")
+
+
+def observe_load(params):
+    host = socket.gethostname()
+    context = _tls(params["verify_tls"])
+    pid = _process(params["process"], host) if params.get("process") else None
+    before = _rss_mb(pid, host) if pid else None
+    why = _send(params, context)[2]  # connects and warms the server: not counted
+    if why:
+        raise ObserveError(f"{params['method']} {params['url']} failed: {why}")
+    sequential = _phase(params, context, 1)
+    concurrency = params["concurrency"]
+    concurrent = _phase(params, context, concurrency) if concurrency > 1 else None
+    after = _rss_mb(pid, host) if pid else None
+    facts = {"url": params["url"], "sequential": sequential, "concurrent": concurrent}
+    if pid:
+        growth = (after - before) / before * 100 if before else None
+        facts.update(pid=pid, rss_before_mb=before, rss_after_mb=after,
+                     rss_growth_pct=round(growth, 1) if growth is not None else None)  # fmt: skip
+    return facts
+
+
+observe = by_op(
+    {
+        "port": observe_port,
+        "http": observe_http,
+        "http.load": observe_load,
+        "net.bandwidth": observe_bandwidth,
+    }
+)

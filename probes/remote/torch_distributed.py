@@ -5,6 +5,9 @@
 # script's session, where the agent's sweep looks), named matrix-rank-N in `ps`: no rank
 # imports torch again. Every rank is killed and reaped before
 # the script answers, and a rank whose parent dies kills itself.
+# Launched by Slurm (params["launch"] == "srun"), this script is one task of a job step and
+# runs the one rank Slurm numbered it (SLURM_PROCID of SLURM_NTASKS, device SLURM_LOCALID); a
+# failed rank makes it exit 1, so that srun ends the step's other tasks.
 import contextlib
 import datetime
 import errno
@@ -16,7 +19,7 @@ import sys
 import tempfile
 import time
 
-from _prelude import ObserveError
+from _prelude import ObserveError, Unwell
 
 
 def say(**event):
@@ -131,11 +134,9 @@ def rank_main(params, rank, local, world, torch, dist):
         broadcast_ms = synced(started)
         broadcast_ok = bool(torch.equal(y, expected))
         say(stage="swept", sweep=_sweep(params, torch, dist, device, synced))
-        say(
-            stage="stepped",
-            compute_ms=_compute(torch, device, synced),
-            ddp_ok=_ddp(torch, dist, device),
-        )
+        compute_ms = _compute(torch, device, synced)
+        ddp_ok, resume_ok = _ddp(torch, dist, device, params["checkpoint"])
+        say(stage="stepped", compute_ms=compute_ms, ddp_ok=ddp_ok, resume_ok=resume_ok)
         dist.destroy_process_group()
     except Exception as exc:
         say(error=brief(exc))
@@ -177,25 +178,91 @@ def _compute(torch, device, synced):
     return synced(started)
 
 
-def _ddp(torch, dist, device):
+def _ddp(torch, dist, device, checkpoint):
     """One DistributedDataParallel step on a tiny model, each rank with its own data: after
-    it every rank must hold the same gradients (their sums are gathered and compared)."""
+    it every rank must hold the same gradients (gradient synchronization). Then rank 0's
+    checkpoint of the model and optimizer, which every rank resumes from, as a job restarted
+    on other nodes does: the resumed copy's next step must land on the weights the
+    uninterrupted one's does, on every rank. (ddp_ok, resume_ok)."""
+    Linear, DDP = torch.nn.Linear, torch.nn.parallel.DistributedDataParallel
     torch.manual_seed(0)  # the same weights everywhere, as DDP's broadcast also ensures
-    model = torch.nn.Linear(16, 4).to(device)
-    ddp = torch.nn.parallel.DistributedDataParallel(model)
+    model = Linear(16, 4).to(device)
+    ddp = DDP(model)
+    sgd = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)  # state a resume must keep
     torch.manual_seed(dist.get_rank() + 1)  # different data on each rank
-    ddp(torch.randn(8, 16, device=device)).square().sum().backward()
-    mine = torch.stack([p.grad.double().sum() for p in model.parameters()]).to(device)
+    batches = [torch.randn(8, 16, device=device) for _ in range(2)]
+    ddp(batches[0]).square().sum().backward()
+    synchronized = _same_everywhere(torch, dist, [p.grad for p in model.parameters()])
+    sgd.step()
+    sgd.zero_grad()
+    state = _checkpoint(torch, dist, device, checkpoint, model, sgd)
+    resumed = Linear(16, 4).to(device)
+    resumed.load_state_dict(state["model"])
+    resumed_sgd = torch.optim.SGD(resumed.parameters(), lr=0.1, momentum=0.9)
+    resumed_sgd.load_state_dict(state["optimizer"])
+    for net, optimizer in ((ddp, sgd), (DDP(resumed), resumed_sgd)):
+        net(batches[1]).square().sum().backward()
+        optimizer.step()
+    kept = all(
+        bool(torch.allclose(a, b, atol=1e-6))
+        for a, b in zip(model.parameters(), resumed.parameters())
+    )
+    resumed_everywhere = _same_everywhere(torch, dist, list(resumed.parameters()))
+    return synchronized, kept and resumed_everywhere
+
+
+def _same_everywhere(torch, dist, tensors):
+    """Whether every rank holds the same `tensors` (their sums, gathered and compared)."""
+    mine = torch.stack([t.double().sum() for t in tensors])
     every = [torch.zeros_like(mine) for _ in range(dist.get_world_size())]
     dist.all_gather(every, mine)
     return all(bool(torch.allclose(other, mine)) for other in every)
 
 
-def _rank(params, local, port, out, err, torch, dist):
-    """In the forked child: become this host's rank `local` and never return."""
+def _checkpoint(torch, dist, device, path, model, optimizer):
+    """Rank 0's {model, optimizer} state as every rank loads it: through the file `path`
+    (storage every host must see) when given, else sent over the process group."""
+    import io
+
+    state = {"model": model.state_dict(), "optimizer": optimizer.state_dict()}
+    rank = dist.get_rank()
+    if path is None:
+        sent = [None]
+        if rank == 0:
+            buffer = io.BytesIO()
+            torch.save(state, buffer)
+            sent = [buffer.getvalue()]
+        dist.broadcast_object_list(sent, src=0)
+        return torch.load(io.BytesIO(sent[0]), map_location=device, weights_only=True)
+    if rank == 0:
+        try:
+            with open(path + ".part", "wb") as handle:  # an OSError, not torch's own words
+                torch.save(state, handle)
+            os.replace(path + ".part", path)  # no rank reads half a file
+        except OSError as exc:
+            raise RuntimeError(
+                f"cannot write the checkpoint to {path}: {exc.strerror} — `checkpoint_dir` "
+                "must be a folder the first host can write"
+            ) from None
+    dist.barrier()
+    try:
+        loaded = torch.load(path, map_location=device, weights_only=True)
+    except OSError as exc:
+        raise RuntimeError(
+            f"cannot read the checkpoint rank 0 wrote to {path}: {exc.strerror} — "
+            "`checkpoint_dir` must be storage every host sees (a shared filesystem)"
+        ) from None
+    dist.barrier()
+    if rank == 0:
+        os.remove(path)
+    return loaded
+
+
+def _rank(params, index, port, out, err, torch, dist):
+    """In the forked child: become this process's `index`th rank and never return."""
     code = 1
-    world = params["nodes"] * params["local_world"]
-    rank = params["node_rank"] * params["local_world"] + local
+    world = params["world"]
+    rank, local = params["first_rank"] + index, params["first_local"] + index
     try:
         os.setpgid(0, 0)
         die_with_parent(params["parent"])
@@ -226,12 +293,12 @@ def _rank(params, local, port, out, err, torch, dist):
 
 TIMINGS = ("init_ms", "all_reduce_ms", "broadcast_ms", "compute_ms")  # each rank's, in ms
 AFTER_FAILURE = 3  # seconds the other ranks get to report their side once one rank failed
-POLL = 0.05
+POLL = 0.01  # which rank failed first is told by when each was seen to end
 STAGES = {  # what a rank killed at the deadline was doing, by the last stage it reported
     None: "starting",
     "imported": "waiting for the rendezvous at {address}",
     "initialized": "running all_reduce and broadcast",
-    "swept": "timing the compute step and the DDP step",
+    "swept": "timing the compute step, the DDP step and resuming from a checkpoint",
     "stepped": "ending the process group",
 }
 
@@ -265,8 +332,9 @@ def _start(rank, port, params, folder, torch, dist):
     pid = os.fork()
     if pid == 0:
         _rank(params, rank, port, out, err, torch, dist)
-    number = params["node_rank"] * params["local_world"] + rank  # the rank across all hosts
-    return {"rank": number, "pid": pid, "code": None, "out": out, "err": err, "killed": False}
+    number = params["first_rank"] + rank  # the rank across all hosts
+    return {"rank": number, "pid": pid, "code": None, "out": out, "err": err, "killed": False,
+            "ended": None}  # fmt: skip
 
 
 def _exit_code(status):
@@ -278,7 +346,7 @@ def _poll(rank):
     if rank["code"] is None:
         pid, status = os.waitpid(rank["pid"], os.WNOHANG)
         if pid:
-            rank["code"] = _exit_code(status)
+            rank["code"], rank["ended"] = _exit_code(status), time.time()
     return rank["code"]
 
 
@@ -356,32 +424,6 @@ def _errors(ranks, reports, address, timed_out):
     return errors
 
 
-def _ranks(count):
-    return f"{count} rank{'s' if count != 1 else ''}"
-
-
-def _problem(facts, errors, timed_out, timeout):
-    if errors:
-        ranks = "; ".join(f"rank {rank}: {error}" for rank, error in sorted(errors.items()))
-        text = (
-            f"torch.distributed ({facts['backend']}, {_ranks(facts['world_size'])}) failed: {ranks}"
-        )
-        if timed_out:
-            text += (
-                f" — not done within {timeout:g}s: a rank that never joins the rendezvous "
-                "crashed or cannot reach MASTER_ADDR; raise `timeout` if importing torch is slow "
-                "on this host"
-            )
-        return text
-    wrong = [name for name in ("all_reduce", "broadcast") if not facts[f"{name}_ok"]]
-    if wrong:
-        return (
-            f"{' and '.join(wrong)} returned wrong values over {facts['backend']} — the "
-            "communication library is broken; reinstall torch (and NCCL) on this host"
-        )
-    return None
-
-
 def _slowest_sweep(reports):
     """Each size's slowest rank: a collective is as fast as its slowest member."""
     sweeps = [said["sweep"] for said in reports]
@@ -412,13 +454,31 @@ def _import_torch(host):
     return torch, dist
 
 
+def _placement(params, host):
+    """(first rank, ranks in all, first device index, ranks to fork here, rendezvous port):
+    from Slurm's numbering when srun launched this task, else from the host's place in the
+    group (`node_rank` of `nodes`)."""
+    if params.get("launch") == "srun":
+        env = os.environ
+        first, world = int(env["SLURM_PROCID"]), int(env["SLURM_NTASKS"])
+        return first, world, int(env.get("SLURM_LOCALID", "0")), 1, params["port"]
+    here, node_rank = params["world_size"], params.get("node_rank", 0)
+    port = _port(params, host) if node_rank == 0 else params["port"]
+    return node_rank * here, params.get("nodes", 1) * here, 0, here, port
+
+
+def _checkpoint_path(folder, port):
+    """The checkpoint file of this run in `folder` (named by the rendezvous port, which every
+    host of the run shares and no other run has at once); None without a folder."""
+    return os.path.join(folder, f"matrix-checkpoint-{port}.pt") if folder else None
+
+
 def observe(params):
     host = socket.gethostname()
     started = time.monotonic()
-    world, timeout = params["world_size"], params["timeout"]
+    timeout = params["timeout"]
     torch, dist = _import_torch(host)
-    node_rank = params.get("node_rank", 0)
-    port = _port(params, host) if node_rank == 0 else params["port"]
+    first, world, first_local, forks, port = _placement(params, host)
     rank_params = {
         "backend": params["backend"],
         "elements": params["elements"],
@@ -426,15 +486,17 @@ def observe(params):
         "iterations": params.get("iterations", 5),
         "deadline": params.get("deadline") or time.time() + timeout,
         "parent": os.getpid(),
-        "nodes": params.get("nodes", 1),
-        "node_rank": node_rank,
-        "local_world": world,
+        "first_rank": first,
+        "first_local": first_local,
+        "world": world,
+        "local_world": params["world_size"],
         "master_addr": params.get("master_addr") or "127.0.0.1",
+        "checkpoint": _checkpoint_path(params.get("checkpoint_dir"), port),
     }
     ranks, timed_out = [], False
     with tempfile.TemporaryDirectory() as folder:  # each rank's stdout and stderr
         try:
-            for rank in range(world):
+            for rank in range(forks):
                 ranks.append(_start(rank, port, rank_params, folder, torch, dist))
             timed_out = _wait(ranks, started + timeout)
         finally:
@@ -447,9 +509,10 @@ def observe(params):
         raise ObserveError(_in_use(port, host))
     imported = next((said for said in reports if said.get("backend")), {})
     done = all(said.get("stage") == "done" for said in reports)
+    errors = _errors(ranks, reports, f"{rank_params['master_addr']}:{port}", timed_out)
     facts = {
         "backend": imported.get("backend", params["backend"]),
-        "world_size": world,
+        "world_size": forks,
         "host": host,
         "port": port,
         "torch": imported.get("torch"),
@@ -459,14 +522,20 @@ def observe(params):
         "all_reduce_ok": done and all(said["all_reduce_ok"] for said in reports),
         "broadcast_ok": done and all(said["broadcast_ok"] for said in reports),
         "ddp_ok": done and all(said["ddp_ok"] for said in reports),
+        "resume_ok": done and all(said["resume_ok"] for said in reports),
         "compute_ms": _slowest(reports, "compute_ms"),
         "sweep": _slowest_sweep(reports) if done else [],
         "per_rank": {
             str(rank["rank"]): {key: said.get(key) for key in TIMINGS}
             for rank, said in zip(ranks, reports)
         },
+        "ranks": {str(rank): error for rank, error in errors.items()},
+        "timed_out": timed_out,
+        # when this host saw its first rank fail (this clock): the first host to fail is
+        # the likely cause of the others' failures
+        "failed_at": min((r["ended"] for r in ranks if r["code"] and r["ended"]), default=None),
     }
-    errors = _errors(ranks, reports, f"{rank_params['master_addr']}:{port}", timed_out)
-    facts["ranks"] = {str(rank): error for rank, error in errors.items()}
-    facts["problem"] = _problem(facts, errors, timed_out, timeout)
+    wrong = not (facts["all_reduce_ok"] and facts["broadcast_ok"]) and done
+    if params.get("launch") == "srun" and (errors or wrong):
+        raise Unwell(facts)  # srun ends the step's other tasks, which would wait for this one
     return facts

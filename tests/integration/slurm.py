@@ -75,14 +75,18 @@ InactiveLimit=0
 KillWait=2
 NodeName={nodes} NodeHostname={host} NodeAddr=127.0.0.1 Port=[{first_port}-{last_port}] {node}
 PartitionName=debug Nodes={nodes} Default=YES MaxTime=INFINITE State=UP OverSubscribe=FORCE:8
+PartitionName=whole Nodes={nodes} MaxTime=INFINITE State=UP OverSubscribe=EXCLUSIVE
 """
 
 
 class SlurmCluster:
-    """slurmctld and `count` slurmd nodes n1…nN in partition `debug`; `env` is what a client
-    command needs (SLURM_CONF); `extra_config` is appended to slurm.conf (a Prolog)."""
+    """slurmctld and `count` slurmd nodes n1…nN in partition `debug` (jobs share nodes) and
+    `whole` (a job takes whole nodes); `env` is what a client
+    command needs (SLURM_CONF); `extra_config` is appended to slurm.conf (a Prolog). Each
+    node has `gpus` GPUs as Slurm's generic resources: stand-in device files, enough for
+    Slurm to allocate them to jobs (what a GPU would do there is mocked, as nothing else)."""
 
-    def __init__(self, root: Path, count: int = 3, extra_config: str = "") -> None:
+    def __init__(self, root: Path, count: int = 3, extra_config: str = "", gpus: int = 0) -> None:
         require_slurm()
         self.root = root
         self.names = [f"n{i}" for i in range(1, count + 1)]
@@ -104,10 +108,17 @@ class SlurmCluster:
                 nodes=self.nodes,
                 first_port=first_port,
                 last_port=first_port + count - 1,
-                node="CPUs=2 RealMemory=2000 Feature=cpu State=UNKNOWN",
+                node="CPUs=2 RealMemory=2000 Feature=cpu State=UNKNOWN"
+                + (f" Gres=gpu:{gpus}" if gpus else ""),
             )
+            + ("GresTypes=gpu\n" if gpus else "")
             + extra_config
         )
+        if gpus:
+            for i in range(gpus):
+                (root / f"gpu{i}").touch()
+            files = f"{root}/gpu[0-{gpus - 1}]" if gpus > 1 else f"{root}/gpu0"
+            (root / "gres.conf").write_text(f"NodeName={self.nodes} Name=gpu File={files}\n")
         self.env = {**os.environ, "SLURM_CONF": str(self.conf)}
         self.daemons: list[subprocess.Popen[bytes]] = []
         try:

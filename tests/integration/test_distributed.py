@@ -146,6 +146,47 @@ def test_a_rank_that_crashes_is_named_and_the_others_stopped(distributed_run, ra
     assert (result.facts["all_reduce_ok"], result.facts["all_reduce_ms"]) == (False, None)
 
 
+def test_every_rank_resumes_from_rank_0s_checkpoint_in_the_shared_folder(
+    distributed_run, tmp_path
+) -> None:
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+    check = {"timeout": "2m"}
+    results = distributed_run(
+        {
+            "shared": {"backend": "gloo", "timeout": 90, "checkpoint_dir": str(folder),
+                       "check": check},
+            "missing": {"backend": "gloo", "timeout": 90,
+                        "checkpoint_dir": str(tmp_path / "absent"), "check": check},
+        }
+    )  # fmt: skip
+
+    shared = results["shared"]
+    assert shared.status.value == "pass", shared.reason
+    assert shared.facts["resume_ok"] and shared.facts["ddp_ok"]
+    assert list(folder.iterdir()) == []  # the checkpoint is removed once every rank read it
+    missing = results["missing"]
+    assert missing.status.value == "fail"
+    assert missing.facts["ranks"]["0"] == (
+        f"RuntimeError: cannot write the checkpoint to {tmp_path}/absent/matrix-checkpoint-"
+        f"{missing.facts['port']}.pt: No such file or directory — `checkpoint_dir` must be a "
+        "folder the first host can write"
+    )
+
+
+def test_a_resume_that_loses_the_optimizer_state_fails(distributed_run, rank_one) -> None:
+    rank_one("import torch; torch.optim.SGD.load_state_dict = lambda self, state: None")
+
+    results = distributed_run(
+        {"lost": {"backend": "gloo", "timeout": 90, "check": {"timeout": "2m"}}}
+    )
+
+    lost = results["lost"]
+    assert lost.status.value == "fail"
+    assert (lost.facts["ddp_ok"], lost.facts["resume_ok"], lost.facts["ranks"]) == (True, False, {})
+    assert "resume_ok" in lost.reason
+
+
 def test_a_rank_that_never_joins_times_out_the_rendezvous(distributed_run, rank_one) -> None:
     rank_one("time.sleep(60)")
 

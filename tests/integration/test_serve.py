@@ -6,21 +6,14 @@ from __future__ import annotations
 
 import contextlib
 import json
-import shutil
 import signal
 import subprocess
-import time
-import urllib.error
-import urllib.parse
-import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
+from prometheus import get, prometheus, query, until
 from prometheus_client.parser import text_string_to_metric_families
-from required import unavailable
-from sshd import free_ports
 
 SPEC = """\
 version: 1
@@ -37,25 +30,6 @@ phases:
         fix: Remove {marker}
       - {{id: tmp, probe: {{kind: disk, path: /tmp}}}}
 """
-
-
-def get(url: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as answer:
-            return answer.status, answer.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
-
-
-def until(probe: Callable[[], Any], seconds: float = 30) -> Any:
-    """Poll `probe` until it returns something true; that value."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        found = probe()
-        if found:
-            return found
-        time.sleep(0.2)
-    raise AssertionError(f"not within {seconds}s: {probe.__doc__ or probe}")
 
 
 @pytest.fixture
@@ -127,49 +101,13 @@ def test_bad_serve_options_are_usage_errors(cli, tmp_path, args, message) -> Non
     assert (done.returncode, done.stderr.strip()) == (2, message)
 
 
-def prometheus_binary() -> str:
-    found = shutil.which("prometheus")
-    if found is None:
-        unavailable(
-            "prometheus not found: this test scrapes matrix serve with a real Prometheus server "
-            "(apt-get install prometheus)",
-            "MATRIX_REQUIRE_PROMETHEUS",
-        )
-    return found
-
-
 def test_a_real_prometheus_scrapes_serve_and_reads_the_values_back(served, tmp_path) -> None:
-    binary = prometheus_binary()
     base, _, _ = served
-    port = free_ports(1)[0]
-    config = tmp_path / "prometheus.yml"
-    target = base.removeprefix("http://")
-    config.write_text(
-        "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
-        f"scrape_configs:\n  - job_name: matrix\n    static_configs: [{{targets: ['{target}']}}]\n"
-    )
-    server = subprocess.Popen(
-        [binary, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-         f"--web.listen-address=127.0.0.1:{port}"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-
-    def query(expression: str) -> list[dict]:
-        url = f"http://127.0.0.1:{port}/api/v1/query?query={urllib.parse.quote(expression)}"
-        with contextlib.suppress(OSError):
-            code, body = get(url)
-            if code == 200:
-                return json.loads(body)["data"]["result"]
-        return []
-
-    try:
-        score = until(lambda: query("matrix_readiness_score"), 60)
-        status = until(lambda: query('matrix_check_status{check="marker",status="pass"}'), 30)
-        verdict = until(lambda: query("matrix_verdict == 1"), 30)
-        up = until(lambda: query('up{job="matrix"}'), 30)
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+    with prometheus(tmp_path, {"matrix": base.removeprefix("http://")}) as server:
+        score = until(lambda: query(server, "matrix_readiness_score"), 60)
+        status = until(lambda: query(server, 'matrix_check_status{check="marker",status="pass"}'))
+        verdict = until(lambda: query(server, "matrix_verdict == 1"))
+        up = until(lambda: query(server, 'up{job="matrix"}'))
 
     assert score[0]["metric"]["spec"] == "served" and score[0]["value"][1] == "100"
     assert status[0]["metric"]["target"] == "local" and status[0]["value"][1] == "1"

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -18,7 +19,7 @@ from slurm import SlurmCluster
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SlurmCluster]:
-    cluster = SlurmCluster(tmp_path_factory.mktemp("slurm"), 3)
+    cluster = SlurmCluster(tmp_path_factory.mktemp("slurm"), 3, gpus=2)
     yield cluster
     cluster.stop()
 
@@ -47,7 +48,7 @@ name: slurm
 vars:
   marks: {marks}
 targets:
-  cluster: {{via: slurm, partition: debug{extra}}}
+  cluster: {{via: slurm, partition: {partition}{extra}}}
 phases:
   - id: nodes
     checks:
@@ -65,11 +66,11 @@ phases:
 """
 
 
-def spec(tmp_path: Path, extra: str = "") -> Path:
+def spec(tmp_path: Path, extra: str = "", partition: str = "debug") -> Path:
     marks = tmp_path / "marks"
     marks.mkdir(exist_ok=True)
     path = tmp_path / "spec.yaml"
-    path.write_text(SPEC.format(marks=marks, extra=extra))
+    path.write_text(SPEC.format(marks=marks, extra=extra, partition=partition))
     return path
 
 
@@ -85,16 +86,100 @@ def test_checks_fan_out_to_every_node_through_srun(cli, tmp_path, cluster) -> No
 
     assert done.returncode == 0, done.stdout + done.stderr
     found = results(tmp_path)
+    job = found[("slurm-connect", "n1")]["facts"]["job"]
+    assert job.isdigit()
     for node in cluster.names:
         gate = found[("slurm-connect", node)]
         assert gate["status"] == "pass"
         assert gate["facts"] | {"host": node} == {
-            "host": node, "via": "slurm", "node": node, "partition": "debug", "state": "idle",
-            "agent": True, "agent_problem": None,
+            "host": node, "via": "slurm", "node": node, "partition": "debug", "job": job,
+            "state": "idle", "agent": True, "agent_problem": None,
         }  # fmt: skip
         said = found[("where", node)]["facts"]["stdout"].split()
-        assert said[0] == node and said[1].isdigit()  # run by slurmd on that node, in a job
+        assert said == [node, job]  # run by slurmd on that node, in the run's one job
         assert found[("healthy", node)]["status"] == "pass"
+
+
+def test_the_groups_gres_go_to_its_job_and_every_step_sees_them(cli, tmp_path, cluster) -> None:
+    (tmp_path / "spec.yaml").write_text(
+        "version: 1\nname: gres\ntargets:\n"
+        "  bare: {via: slurm, partition: debug, nodes: n1}\n"
+        "  gpus: {via: slurm, partition: debug, nodes: 'n[2-3]', gres: 'gpu:2'}\n"
+        "phases:\n  - id: p\n    checks:\n"
+        + "".join(
+            f"      - {{id: seen-{group}, on: {group}, probe: {{kind: command,\n"
+            "         shell: 'echo \"${SLURM_GPUS_ON_NODE:-0}\"'}}\n"
+            for group in ("bare", "gpus")
+        )
+    )
+
+    done = cli("run", "spec.yaml", "--json", "out.json")
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    seen = {
+        host: row["facts"]["stdout"].strip()
+        for (check, host), row in results(tmp_path).items()
+        if check.startswith("seen")
+    }
+    assert seen == {"n1": "0", "n2": "2", "n3": "2"}
+
+
+def test_a_node_other_jobs_hold_is_named_and_the_job_holds_the_free_ones(
+    cli, tmp_path, cluster
+) -> None:
+    other = hold(cluster, "n3")
+    try:
+        spec(tmp_path, ", connect_timeout: 2", partition="whole")
+        cli("run", "spec.yaml", "--json", "out.json")
+    finally:
+        release(other)
+
+    found = results(tmp_path)
+    assert [found[("slurm-connect", node)]["status"] for node in cluster.names] == [
+        "pass", "pass", "error",
+    ]  # fmt: skip
+    assert found[("slurm-connect", "n3")]["reason"].startswith(
+        "node n3 is allocated (held by other jobs) and Slurm gave no job on n1, n2, n3 within "
+        "2s: Unable to allocate resources"
+    )
+    assert found[("healthy", "n1")]["status"] == "pass"
+
+
+def hold(cluster: SlurmCluster, node: str) -> subprocess.Popen[bytes]:
+    """Another job holding `node` whole (partition `whole`) until its input ends."""
+    other = subprocess.Popen(
+        ["salloc", "--partition=whole", f"--nodelist={node}", "--immediate=10", "cat"],
+        env=cluster.env, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )  # fmt: skip
+    assert other.stderr is not None and b"Granted" in other.stderr.readline()
+    return other
+
+
+def release(other: subprocess.Popen[bytes]) -> None:
+    assert other.stdin is not None
+    other.stdin.close()
+    other.wait()
+
+
+def test_ctrl_c_while_slurm_has_not_given_the_job_yet_leaves_no_job(cli, tmp_path, cluster) -> None:
+    other = hold(cluster, "n3")
+    try:
+        spec(tmp_path, ", nodes: n3, connect_timeout: 60", partition="whole")
+        run = cli.popen("run", "spec.yaml", "--json", "out.json")
+        deadline = time.monotonic() + 20
+        while "matrix" not in cluster.run("squeue", "--noheader", "--format=%j").stdout:
+            assert time.monotonic() < deadline and run.poll() is None, "matrix asked for no job"
+            time.sleep(0.1)
+        run.send_signal(signal.SIGINT)
+        run.communicate(timeout=30)
+        left = cluster.run("squeue", "--noheader", "--format=%j %T").stdout.split()
+    finally:
+        release(other)
+
+    assert run.returncode == 130, run.returncode
+    assert "matrix" not in left  # salloc cancelled its pending job as matrix stopped
+    assert results(tmp_path)[("healthy", "n3")]["status"] == "skip"
 
 
 def test_a_drained_node_is_named_with_slurms_reason_and_its_checks_blocked(
@@ -318,8 +403,8 @@ phases:
       - id: ddp
         across: cluster
         timeout: 100s
-        probe: {{kind: torch.distributed, world_size: 1, master_addr: 127.0.0.1, timeout: 80,
-                 sizes: [1024, 65536], straggler_ratio: {ratio}}}
+        probe: {{kind: torch.distributed, world_size: {per_node}, master_addr: 127.0.0.1,
+                 timeout: 80, sizes: [1024, 65536], straggler_ratio: {ratio}}}
 """
 
 
@@ -337,29 +422,48 @@ def straggle_rank(cli, tmp_path: Path, rank: int, code: str) -> dict[str, str]:
 
 
 @pytest.mark.timeout(240)
-def test_torch_distributed_spans_the_nodes_with_ranks_on_each(cli, tmp_path, cluster) -> None:
+def test_torch_distributed_spans_the_nodes_as_one_srun_step(cli, tmp_path, cluster) -> None:
     pytest.importorskip("torch")
-    (tmp_path / "spec.yaml").write_text(DISTRIBUTED.format(ratio=100))
+    (tmp_path / "spec.yaml").write_text(DISTRIBUTED.format(ratio=100, per_node=2))
 
     done = cli("run", "spec.yaml", "--json", "out.json", timeout=200)
 
     row = results(tmp_path)[("ddp", "cluster")]
     assert row["status"] == "pass", (row["reason"], done.stdout[-2000:])
     facts = row["facts"]
-    assert (facts["hosts"], facts["world_size"], facts["backend"]) == (
+    assert (facts["hosts"], facts["world_size"], facts["backend"], facts["launch"]) == (
         ["n1", "n2", "n3"],
-        3,
+        6,
         "gloo",
+        "srun",
     )
     assert facts["all_reduce_ok"] and facts["broadcast_ok"] and facts["ddp_ok"]
     assert set(facts["compute_ms"]) == {"n1", "n2", "n3"} and facts["ranks"] == {}
     assert set(facts["per_host"]) == {"n1", "n2", "n3"}
-    assert set(facts["per_rank"]) == {"0", "1", "2"}
+    assert set(facts["per_rank"]) == {str(rank) for rank in range(6)}
     assert all(row["init_ms"] > 0 for row in facts["per_rank"].values())
     assert [row["bytes"] for row in facts["bandwidth"]] == [4096, 262144]
     for measured in facts["bandwidth"]:  # nccl-tests: busbw = algbw × 2(n−1)/n
-        assert measured["busbw_gbps"] == pytest.approx(measured["algbw_gbps"] * 4 / 3, abs=2e-3)
+        assert measured["busbw_gbps"] == pytest.approx(measured["algbw_gbps"] * 10 / 6, abs=2e-3)
     assert facts["busbw_gbps"] == facts["bandwidth"][-1]["busbw_gbps"]
+
+
+@pytest.mark.timeout(240)
+def test_limit_narrows_the_spanning_check_and_the_job_to_the_nodes_it_selects(
+    cli, tmp_path, cluster
+) -> None:
+    pytest.importorskip("torch")
+    (tmp_path / "spec.yaml").write_text(DISTRIBUTED.format(ratio=100, per_node=1))
+    cluster.drain("n3", "not selected: must not be asked for")
+
+    done = cli("run", "spec.yaml", "--json", "out.json", "--limit", "n[12]", timeout=200)
+
+    row = results(tmp_path)[("ddp", "cluster")]
+    assert row["status"] == "pass", (row["reason"], done.stdout[-2000:])
+    assert (row["facts"]["hosts"], row["facts"]["world_size"]) == (["n1", "n2"], 2)
+    assert ("slurm-connect", "n3") not in results(tmp_path) or (
+        results(tmp_path)[("slurm-connect", "n3")]["status"] == "skip"
+    )
 
 
 @pytest.mark.timeout(240)
@@ -370,7 +474,7 @@ def test_a_slow_node_is_named_as_the_straggler(cli, tmp_path, cluster) -> None:
         "import torch; tanh = torch.tanh; "
         "torch.tanh = lambda x: (time.sleep(0.1), tanh(x))[1]",
     )  # fmt: skip
-    (tmp_path / "spec.yaml").write_text(DISTRIBUTED.format(ratio=3))
+    (tmp_path / "spec.yaml").write_text(DISTRIBUTED.format(ratio=3, per_node=1))
 
     cli("run", "spec.yaml", "--json", "out.json", env=env, timeout=200)
 
@@ -385,7 +489,7 @@ def test_a_rank_that_dies_names_its_node(cli, tmp_path, cluster) -> None:
     pytest.importorskip("torch")
     crash = "sys.stderr.write('Xid 79: GPU fell off\\n'); os._exit(3)"
     env = straggle_rank(cli, tmp_path, 1, crash)
-    (tmp_path / "spec.yaml").write_text(DISTRIBUTED.format(ratio=100))
+    (tmp_path / "spec.yaml").write_text(DISTRIBUTED.format(ratio=100, per_node=1))
 
     cli("run", "spec.yaml", "--json", "out.json", env=env, timeout=200)
 
@@ -394,12 +498,12 @@ def test_a_rank_that_dies_names_its_node(cli, tmp_path, cluster) -> None:
     assert row["facts"]["ranks"]["1"] == "exited 3: Xid 79: GPU fell off"
     assert row["facts"]["problem"] == (  # the node that failed first, then the rest stopped
         "n2: torch.distributed (auto, 1 rank) failed: rank 1: exited 3: Xid 79: GPU fell off; "
-        "n1, n3: stopped 3s after n2 failed"
+        "n1, n3: stopped after n2 failed"
     )
 
 
 def test_a_drained_node_blocks_the_spanning_check_by_name(cli, tmp_path, cluster) -> None:
-    (tmp_path / "spec.yaml").write_text(DISTRIBUTED.format(ratio=100))
+    (tmp_path / "spec.yaml").write_text(DISTRIBUTED.format(ratio=100, per_node=1))
     cluster.drain("n3", "bad IB port")
 
     cli("run", "spec.yaml", "--json", "out.json")

@@ -769,6 +769,26 @@ def test_consistent_needs_a_group_and_plans_one_row_per_cell(plan_spec) -> None:
     assert not any(need.blocks for need in rows[0].needs)
 
 
+def test_limit_narrows_a_check_across_a_group_to_the_hosts_it_selects(plan_spec) -> None:
+    from matrix.plan import Filters
+    from matrix.spec.problems import SpecInvalid
+
+    text = (
+        "version: 1\nname: a\ntargets:\n  gpu: {hosts: ['h[1-3]']}\nphases:\n  - id: p\n"
+        "    checks:\n      - {id: ddp, across: gpu, probe: {kind: torch.distributed}}\n"
+    )
+    plan = plan_spec(text, filters=Filters(limit=["h[23]"]))
+    task = plan.tasks["ddp@gpu"]
+    assert task.skip is None
+    assert [ref.name for ref in task.spans] == ["h2", "h3"]
+    assert [need.task_id for need in task.needs] == ["ssh-connect@h2", "ssh-connect@h3"]
+    assert "ssh-connect@h1" not in plan.tasks or plan.tasks["ssh-connect@h1"].skip is not None
+
+    with pytest.raises(SpecInvalid) as raised:  # a host the group lacks is still a typo
+        plan_spec(text, filters=Filters(limit=["h9"]))
+    assert "matches no remote host" in str(raised.value.problems[0])
+
+
 def test_across_plans_one_task_on_the_group_needing_every_hosts_gate(plan_spec) -> None:
     from matrix.spec.problems import SpecInvalid
 
