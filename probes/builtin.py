@@ -23,6 +23,7 @@ KINDS = {
     "model.files": "probes.model",
     "http": "probes.net",
     "http.load": "probes.net",
+    "http.trace": "probes.net",
     "net.bandwidth": "probes.net",
     "port": "probes.net",
     "notify.webhook": "probes.notify",

@@ -1,5 +1,5 @@
-"""`port`, `http`, `net.bandwidth`: the network as the target sees it, probed by
-probes/remote/net.py.
+"""`port`, `http`, `http.load`, `http.trace`, `net.bandwidth`: the network as the target
+sees it, probed by probes/remote/net.py.
 
 Connections start on the target, so `127.0.0.1` means the target's own loopback and a
 firewall between the controller and the host does not skew the answer.
@@ -11,7 +11,7 @@ import contextlib
 import json
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from matrix.probe import ProbeContext, ProbeError, ScriptProbe, probe
 from matrix.redact import remember
@@ -179,6 +179,91 @@ class HttpLoad(HttpRequest):
             "errors": errors,
             "error_rate": round(errors / requests, 4) if requests else 0.0,
         }
+
+
+SEEN = (
+    "value: the header's value (null when absent), trace_id: the trace it names (null when "
+    "it is not a traceparent), same_trace: it carries our trace id, new_span: its parent id "
+    "is not ours (the service made a span of its own; false when it passed ours on as is)"
+)
+
+
+@probe(
+    "http.trace",
+    default_expect={"status": {"lt": 400}, "propagated": True},
+    facts={
+        "url": "URL as given",
+        "status": "HTTP status of the answer",
+        "traceparent": "the W3C traceparent sent: 00-<trace_id>-<span id>-<flags>",
+        "trace_id": "the fresh trace id it carries (32 hex digits)",
+        "response": f"with `response_header`: {{header, {SEEN}}}; null without",
+        "downstream": "with `downstream_port`: {port, calls (requests the listener got), "
+        f"method, path, {SEEN}}} of the call that carried a traceparent, else the first; "
+        "null without",
+        "looked": "where the trace was looked for: response, downstream",
+        "propagated": "our trace id came back everywhere looked",
+        "problem": "where the trace was lost, in words; null when it was not",
+    },
+)
+class HttpTrace(HttpRequest):
+    """Does the service carry the W3C trace context on? A request with a fresh `traceparent`
+    is sent from the target; the trace id must come back in a response header, and reach a
+    listener this probe opens where the service's next hop would be. It sees only those two
+    places: that the service's spans reach your tracing backend is not checked."""
+
+    response_header: str | None = None
+    """A response header that must carry the trace: `traceparent` (or `traceresponse`) as
+    the W3C value, or a header such as `x-trace-id` that holds the trace id."""
+    downstream_port: int | None = Field(None, ge=1, le=65535)
+    """Listen on the target's 127.0.0.1 at this port during the request: point the service's
+    downstream URL there, and the call it makes must carry the trace on."""
+    downstream_wait: float = Field(5.0, ge=0)
+    """Seconds to wait after the answer for a downstream call the service makes later."""
+    sampled: bool = True
+    """Send the trace as sampled (flags 01); a service may forward an unsampled one without
+    recording it."""
+
+    @model_validator(mode="after")
+    def _somewhere(self) -> HttpTrace:
+        if not self.response_header and self.downstream_port is None:
+            raise ValueError(
+                "give response_header (e.g. traceparent) and/or downstream_port: the places "
+                "where the trace must come back"
+            )
+        return self
+
+    async def observe(self, ctx: ProbeContext) -> dict[str, Any]:
+        facts = await super().observe(ctx)
+        looked = [place for place in ("response", "downstream") if facts[place] is not None]
+        lost = [_lost(place, facts[place], facts["trace_id"]) for place in looked]
+        problems = [why for why in lost if why]
+        return {
+            **facts,
+            "looked": looked,
+            "propagated": not problems,
+            "problem": "; ".join(problems) or None,
+        }
+
+
+def _lost(place: str, seen: dict[str, Any], trace_id: str) -> str | None:
+    """Why `seen` does not carry the trace, in words; None when it does."""
+    if place == "response":
+        where = f"the answer's {seen['header']} header"
+    elif not seen["calls"]:
+        return (
+            f"no downstream call reached 127.0.0.1:{seen['port']}: point the service's next "
+            "hop there (or raise downstream_wait if it calls later)"
+        )
+    else:
+        where = f"its downstream call ({seen['method']} {seen['path']})"
+    if seen["value"] is None:
+        return f"{where} carried no trace context: the service does not pass traceparent on"
+    if not seen["same_trace"]:
+        other = seen["trace_id"] or seen["value"]
+        return (
+            f"{where} carried trace {other}, not ours ({trace_id}): the service started a new trace"
+        )
+    return None
 
 
 def _checked_url(url: str, schemes: tuple[str, ...]) -> str:

@@ -1,6 +1,9 @@
-# Observe the network from the target (params["op"]: port | http | http.load | net.bandwidth).
+# Observe the network from the target (params["op"]: port | http | http.load | http.trace |
+# net.bandwidth).
 import http.client
+import http.server
 import os
+import re
 import socket
 import ssl
 import threading
@@ -261,11 +264,112 @@ def observe_load(params):
     return facts
 
 
+TRACEPARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
+
+
+def _context(value):
+    """(trace id, parent id) of a W3C traceparent value; None when it is not one (an all-zero
+    id is invalid by the spec, and version ff is forbidden)."""
+    found = TRACEPARENT.fullmatch((value or "").strip().lower())
+    if not found or found[1] == "ff" or set(found[2]) == {"0"} or set(found[3]) == {"0"}:
+        return None
+    return found[2], found[3]
+
+
+def _seen(value, trace_id, span_id):
+    """What a header value says of our trace: a traceparent's ids, or (a header such as
+    x-trace-id) whether it holds the trace id at all."""
+    if value is None:
+        return {"value": None, "trace_id": None, "same_trace": False, "new_span": None}
+    parsed = _context(value)
+    if parsed is None:
+        return {"value": value, "trace_id": None, "same_trace": trace_id in value.lower(),
+                "new_span": None}  # fmt: skip
+    return {"value": value, "trace_id": parsed[0], "same_trace": parsed[0] == trace_id,
+            "new_span": parsed[1] != span_id}  # fmt: skip
+
+
+class _Downstream(http.server.ThreadingHTTPServer):
+    """Stands where the service's next hop would be, and keeps what each call carried."""
+
+    daemon_threads = True
+    calls = None
+
+    def __init__(self, address):
+        self.calls = []
+        self.arrived = threading.Event()
+        super().__init__(address, _Recorder)
+
+
+class _Recorder(http.server.BaseHTTPRequestHandler):
+    def _answer(self):
+        length = int(self.headers.get("content-length") or 0)
+        if length:
+            self.rfile.read(length)
+        self.server.calls.append((self.command, self.path, self.headers.get("traceparent")))
+        self.server.arrived.set()
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", "2")
+        self.end_headers()
+        self.wfile.write(b"{}")
+
+    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _answer
+
+    def log_message(self, *args):
+        pass
+
+
+def _listen(port, host):
+    try:
+        server = _Downstream(("127.0.0.1", port))
+    except OSError as exc:
+        raise ObserveError(
+            f"cannot listen on 127.0.0.1:{port} on {host} for the service's downstream call: "
+            f"{_why(exc, 0)} — pick a free downstream_port and point the service's next hop "
+            "there"
+        ) from None
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def observe_trace(params):
+    """Send a request carrying a fresh traceparent; see whether the trace comes back in the
+    response header and reaches the downstream listener."""
+    host = socket.gethostname()
+    trace_id, span_id = os.urandom(16).hex(), os.urandom(8).hex()
+    sent = f"00-{trace_id}-{span_id}-{'01' if params['sampled'] else '00'}"
+    headers = {**(params.get("headers") or {}), "traceparent": sent}
+    port = params.get("downstream_port")
+    server = _listen(port, host) if port else None
+    try:
+        reply = observe_http({**params, "headers": headers, "max_bytes": 0})
+        facts = {"url": params["url"], "status": reply["status"], "traceparent": sent,
+                 "trace_id": trace_id, "response": None, "downstream": None}  # fmt: skip
+        name = params.get("response_header")
+        if name:
+            facts["response"] = {"header": name, **_seen(reply["headers"].get(name.lower()),
+                                                         trace_id, span_id)}  # fmt: skip
+        if server:
+            server.arrived.wait(params["downstream_wait"])
+            calls = list(server.calls)
+            first = next((c for c in calls if c[2]), calls[0]) if calls else (None,) * 3
+            seen = _seen(first[2], trace_id, span_id)
+            facts["downstream"] = {"port": port, "calls": len(calls), "method": first[0],
+                                   "path": first[1], **seen}  # fmt: skip
+    finally:
+        if server:
+            server.shutdown()
+            server.server_close()
+    return facts
+
+
 observe = by_op(
     {
         "port": observe_port,
         "http": observe_http,
         "http.load": observe_load,
+        "http.trace": observe_trace,
         "net.bandwidth": observe_bandwidth,
     }
 )

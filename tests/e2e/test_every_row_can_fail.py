@@ -22,10 +22,18 @@ from matrix.spec.yaml import read_yaml
 # (blank vars leave rows `when:`-false, with params that need not validate).
 APPLICABLE: dict[str, tuple[list[str], dict[str, str]]] = {
     "specs/pipeline.yaml": (
-        ["instance_id=i-0123456789abcdef0", "speedtest_url=s3://bucket/speedtest.bin"],
+        [
+            "instance_id=i-0123456789abcdef0",
+            "speedtest_url=s3://bucket/speedtest.bin",
+            "prometheus_url=http://prometheus:9090",
+            "trainer_metrics_url=http://127.0.0.1:8000/metrics",
+        ],
         {"SLACK_WEBHOOK": "https://hooks.slack.com/services/T0/B0/x"},
     ),
-    "specs/serving-config.yaml": ([], {"PORT": "8080", "MODEL_DIR": "/srv/model"}),
+    "specs/serving-config.yaml": (
+        ["server_url=http://127.0.0.1:8000"],
+        {"PORT": "8080", "MODEL_DIR": "/srv/model"},
+    ),
 }
 # Values a broken setup could report; each matcher must reject at least one of them.
 WRONG: list[Any] = [

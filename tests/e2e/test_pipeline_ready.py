@@ -180,8 +180,14 @@ def test_a_sound_setup_is_ready(aws, gpu_host, model_dir, webhook, cli, tmp_path
     assert report["verdict"] == "READY", report["stdout"]
     assert report["exit_code"] == 0
     skipped = {t: r["reason"] for t, r in report["by_id"].items() if r["status"] == "skip"}
-    # only the CUDA rows are off (device: cpu); every other row ran and passed
-    assert {t.split("@")[0] for t in skipped} == {"cuda", "gpu-memory"}
+    # only the CUDA rows (device: cpu) and the Prometheus ones (this stand-in has no
+    # Prometheus: test_prometheus_probes runs them against a real one) are off
+    prometheus = {
+        f"alert-rules[failure_type={f}]"
+        for f in ("oom", "nan_loss", "stalled_progress", "spot_interruption")
+    }
+    prometheus |= {"heartbeat-metric", "trainer-metrics"}
+    assert {t.split("@")[0] for t in skipped} == {"cuda", "gpu-memory", *prometheus}
     assert report["score"] == 100.0
     assert "✅ READY" in report["stdout"]
 

@@ -14,6 +14,7 @@ import struct
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -42,6 +43,59 @@ SERVER_VARS = [
     "TRUST_REMOTE_CODE",
 ]
 SHARDS = ["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"]
+LIVE = ["under-load", "metrics", "trace-propagation"]  # the rows that need a running server
+
+# A model server stand-in: POST /v1/predict, Prometheus metrics from prometheus_client on its
+# own port, W3C trace context through OpenTelemetry's SDK and propagator to its next hop.
+# argv: port file, pid file, metrics port, next hop's port, bytes kept per request,
+# and "traced" or "untraced".
+SERVER = """
+import http.server, json, os, sys, urllib.request
+from prometheus_client import Counter, Histogram, start_http_server
+from opentelemetry import context
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+port_file, pid_file, metrics_port, hop, leak, traced = sys.argv[1:]
+hop, leak, traced = int(hop), int(leak), traced == "traced"
+requests = Counter("requests", "Predictions answered, by status", ["code"])
+latency = Histogram("request_latency_seconds", "Seconds to answer a prediction")
+start_http_server(int(metrics_port), addr="127.0.0.1")
+tracer, propagator = TracerProvider().get_tracer("server"), TraceContextTextMapPropagator()
+kept = []
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        with latency.time():
+            self.rfile.read(int(self.headers.get("content-length") or 0))
+            headers = {k.lower(): v for k, v in self.headers.items()}
+            incoming = propagator.extract(headers) if traced else context.Context()
+            with tracer.start_as_current_span("predict", context=incoming):
+                carrier = {}
+                propagator.inject(carrier)
+                try:  # the next hop listens only while the trace row runs
+                    url = f"http://127.0.0.1:{hop}/embed"
+                    urllib.request.urlopen(urllib.request.Request(url, headers=carrier)).read()
+                except OSError:
+                    pass
+            kept.append(bytearray(leak))
+            body = json.dumps({"outputs": [0.5]}).encode()
+            self.send_response(200)
+            for name, value in carrier.items():
+                self.send_header(name, value)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            requests.labels("200").inc()
+
+    def log_message(self, *args):
+        pass
+
+server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+open(pid_file, "w").write(str(os.getpid()))
+open(port_file, "w").write(str(server.server_address[1]))
+server.serve_forever()
+"""
 
 
 @pytest.fixture(autouse=True)
@@ -104,7 +158,7 @@ def results_of(path: Path) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
 def test_serving_spec_validates_and_plans(cli) -> None:
     done = cli("validate", SPEC)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "valid — 4 phases, 15 checks, 21 tasks" in done.stdout
+    assert "valid — 5 phases, 18 checks, 24 tasks" in done.stdout
 
     planned = cli("run", SPEC, "--dry-run")
     assert planned.returncode == 0, planned.stdout + planned.stderr
@@ -134,11 +188,17 @@ def test_good_server_configuration_is_ready(cli, tmp_path: Path, model_dir: Path
     out = tmp_path / "good.json"
     done = cli("run", SPEC, "--vars", team_vars(tmp_path), "--json", out, env=env)
     data, results = results_of(out)
-    bad = {t: r["diagnostic"] or r["reason"] for t, r in results.items() if r["status"] != "pass"}
+    bad = {
+        t: r["diagnostic"] or r["reason"]
+        for t, r in results.items()
+        if r["status"] != "pass" and t not in LIVE
+    }
     assert done.returncode == 0, (bad, done.stderr)
     assert data["verdict"] == "READY" and data["score"] == 100
     assert bad == {}
-    assert len(results) == 21
+    assert len(results) == 24
+    live = {t: r["status"] for t, r in results.items() if t in LIVE}
+    assert live == dict.fromkeys(LIVE, "skip")  # no server_url: not started yet
 
     # the symlinked version dir is read through the link, shards and all
     model = results["model-files"]["facts"]
@@ -150,6 +210,79 @@ def test_good_server_configuration_is_ready(cli, tmp_path: Path, model_dir: Path
     assert results["max-batch-size"]["facts"]["typed"] == 32
     assert results["port-free[var=PORT]"]["facts"]["port"] == int(env["PORT"])
     assert results["python-version@server"]["facts"]["executable"] == sys.executable
+
+
+@pytest.fixture
+def live_server(tmp_path: Path) -> Iterator[Callable[..., dict[str, Any]]]:
+    """live_server(leak=, traced=) → the --var settings that point the spec at it."""
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start(leak: int = 0, traced: bool = True) -> dict[str, Any]:
+        name = f"server{len(started)}"
+        port_file, pid_file = tmp_path / f"{name}.port", tmp_path / f"{name}.pid"
+        metrics, hop = free_port(), free_port()
+        argv = [sys.executable, "-c", SERVER, str(port_file), str(pid_file), str(metrics)]
+        started.append(
+            subprocess.Popen([*argv, str(hop), str(leak), ["untraced", "traced"][traced]])
+        )
+        deadline = time.monotonic() + 20
+        while not (port_file.exists() and port_file.read_text()):
+            assert time.monotonic() < deadline, "the stand-in server did not start"
+            time.sleep(0.02)
+        return {
+            "server_url": f"http://127.0.0.1:{port_file.read_text()}",
+            "server_process": str(pid_file),
+            "metrics_url": f"http://127.0.0.1:{metrics}/metrics",
+            "trace_downstream_port": hop,
+        }
+
+    yield start
+    for process in started:
+        process.kill()
+        process.wait()
+
+
+def live_rows(cli, tmp_path: Path, settings: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    out = tmp_path / f"live{len(list(tmp_path.glob('live*.json')))}.json"
+    team = team_vars(tmp_path, **settings)
+    done = cli("run", SPEC, "--phase", "live", "--vars", team, "--json", out, timeout=90)
+    assert done.returncode in (0, 1), done.stderr
+    return {task: row for task, row in results_of(out)[1].items() if task in LIVE}
+
+
+def test_a_running_server_is_stable_under_load_observable_and_traced(
+    cli, tmp_path: Path, live_server
+) -> None:
+    rows = live_rows(cli, tmp_path, live_server())
+
+    bad = {t: r["diagnostic"] or r["reason"] for t, r in rows.items() if r["status"] != "pass"}
+    assert sorted(rows) == sorted(LIVE) and bad == {}
+    load = rows["under-load"]["facts"]
+    assert load["requests"] == 200 and load["statuses"] == {"200": 200}
+    assert load["rss_growth_pct"] < 20 and load["p95_over_p50"] < 2
+    metrics = rows["metrics"]["facts"]
+    assert metrics["families"]["request_latency_seconds"]["type"] == "histogram"
+    assert metrics["values"]['requests_total{code="200"}'] >= 200  # the load row's, or ours
+    trace = rows["trace-propagation"]["facts"]
+    assert trace["looked"] == ["response", "downstream"] and trace["propagated"] is True
+
+
+def test_a_leaking_untraced_server_fails_each_live_row_with_its_cause(
+    cli, tmp_path: Path, live_server
+) -> None:
+    settings = live_server(leak=1 << 20, traced=False)  # seed 003: 1 MB kept per request
+    settings["required_metrics"] = ["requests_total", "gpu_memory_used_bytes"]
+
+    rows = live_rows(cli, tmp_path, settings)
+
+    assert {t: r["status"] for t, r in rows.items()} == dict.fromkeys(LIVE, "fail")
+    load = rows["under-load"]
+    assert load["facts"]["rss_growth_pct"] > 100
+    assert re.search(r"grew \d+(\.\d)?% over the load", load["diagnostic"])
+    assert rows["metrics"]["diagnostic"] == (
+        f"missing: gpu_memory_used_bytes at {settings['metrics_url']}"
+    )
+    assert "the service started a new trace" in rows["trace-propagation"]["diagnostic"]
 
 
 def privileged_port() -> int:

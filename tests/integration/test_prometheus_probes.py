@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -16,6 +17,8 @@ from prometheus import prometheus, query, until
 
 from matrix.results import Result, Run
 
+REPO = Path(__file__).resolve().parents[2]
+
 METRICS = """\
 # HELP trainer_steps_total Optimizer steps taken.
 # TYPE trainer_steps_total counter
@@ -25,6 +28,15 @@ trainer_steps_total 1234
 trainer_loss{run="a7"} 0.42
 # TYPE trainer_gpu_temp gauge
 trainer_gpu_temp{gpu="0"} 71
+# HELP training_loss Loss of the last optimizer step.
+# TYPE training_loss gauge
+training_loss 0.42
+# HELP training_step_seconds Seconds the last optimizer step took.
+# TYPE training_step_seconds gauge
+training_step_seconds 0.31
+# HELP training_heartbeat_timestamp_seconds When the trainer last beat (unix time).
+# TYPE training_heartbeat_timestamp_seconds gauge
+training_heartbeat_timestamp_seconds NOW
 """
 
 RULES = """\
@@ -46,7 +58,8 @@ def exporter() -> Iterator[tuple[str, Callable[[], None]]]:
 
     class Metrics(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
-            body = (METRICS if self.path == "/metrics" else "not metrics {{{\n").encode()
+            page = METRICS.replace("NOW", f"{time.time():.3f}")
+            body = (page if self.path == "/metrics" else "not metrics {{{\n").encode()
             self.send_response(200)
             self.send_header("Content-Type", "text/plain; version=0.0.4")
             self.send_header("Content-Length", str(len(body)))
@@ -146,3 +159,58 @@ def test_a_query_and_an_alert_that_fires_once_the_exporter_stops(
     assert fires.facts["alerts"][0]["annotations"]["summary"] == (
         f"Trainer {address} stopped answering"
     )
+
+
+# The pipeline's failure alerts, as a team would write them: the stalled one lacks its runbook
+# and SpotInterruption is not loaded at all.
+PIPELINE_RULES = """\
+groups:
+  - name: training
+    rules:
+      - alert: TrainingOutOfMemory
+        expr: increase(training_oom_total[5m]) > 0
+        annotations: {summary: "CUDA OOM on {{ $labels.instance }}", runbook_url: "https://runbooks/oom"}
+      - alert: TrainingLossNaN
+        expr: training_loss != training_loss
+        annotations: {summary: "Loss is NaN on {{ $labels.instance }}", runbook_url: "https://runbooks/nan"}
+      - alert: TrainingStalled
+        expr: time() - training_heartbeat_timestamp_seconds > 300
+        annotations: {summary: "No heartbeat from {{ $labels.instance }} for 5 minutes"}
+"""
+
+
+def test_the_pipeline_monitoring_rows_run_against_prometheus_without_a_team_script(
+    cli, exporter, tmp_path: Path
+) -> None:
+    address, _ = exporter
+    with prometheus(tmp_path, {"trainer": address}, PIPELINE_RULES) as server:
+        until(lambda: query(server, "training_heartbeat_timestamp_seconds"))
+        out = tmp_path / "monitoring.json"
+        done = cli(
+            "run", REPO / "specs" / "pipeline.yaml", "--phase", "monitoring",
+            "--var", f"prometheus_url={server}", "--var", "slack_alerts=false",
+            "--var", f"trainer_metrics_url=http://{address}/metrics", "--json", out,
+        )  # fmt: skip
+
+    assert done.returncode in (0, 1), done.stderr
+    rows = {r["task_id"]: r for r in json.loads(out.read_text())["results"]}
+    status = {task: row["status"] for task, row in rows.items() if row["status"] != "skip"}
+    assert status == {
+        "alert-rules[failure_type=oom]": "pass",
+        "alert-rules[failure_type=nan_loss]": "pass",
+        "alert-rules[failure_type=stalled_progress]": "fail",
+        "alert-rules[failure_type=spot_interruption]": "error",
+        "heartbeat-metric": "pass",
+        "trainer-metrics": "fail",
+        "aws-credentials": "error",  # what s3-monitoring needs: no AWS credentials here
+    }, {task: rows[task]["diagnostic"] or rows[task]["reason"] for task in status}
+    stalled = rows["alert-rules[failure_type=stalled_progress]"]
+    assert stalled["diagnostic"] == "TrainingStalled has no runbook_url"
+    assert stalled["fix"] == "Give the rule summary and runbook_url annotations"
+    assert rows["trainer-metrics"]["diagnostic"] == (
+        f"No HELP text on trainer_gpu_temp at http://{address}/metrics"
+    )
+    assert rows["s3-monitoring"]["reason"] == "blocked by aws-credentials"
+    spot = rows["alert-rules[failure_type=spot_interruption]"]
+    assert "has no alerting rule 'SpotInterruption'" in spot["diagnostic"]
+    assert "Load an alerting rule SpotInterruption for spot_interruption" in spot["fix"]
