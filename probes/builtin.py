@@ -36,8 +36,10 @@ KINDS = {
     "torch.batch_size": "probes.training",
     "torch.checkpoint": "probes.training",
     "torch.env": "probes.training",
+    "torch.export": "probes.training",
     "torch.inference": "probes.training",
     "torch.lr": "probes.training",
     "torch.memory": "probes.training",
+    "torch.soak": "probes.training",
     "torch.train": "probes.training",
 }

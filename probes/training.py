@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import Field, PositiveInt, field_validator, model_validator
 
-from matrix.probe import ProbeContext, ScriptProbe, probe
+from matrix.probe import ProbeContext, ProbeError, ScriptProbe, probe
 
 Dtype = Literal["fp32", "bf16", "fp16"]
 Optimizer = Literal["adamw", "adam", "sgd", "sgd_momentum"]
@@ -400,3 +400,137 @@ class TorchInference(_Workload):
     """Untimed passes first."""
     export: bool = True
     """Also try torch.export.export."""
+
+
+@probe(
+    "torch.soak",
+    default_expect={"leak": False, "slowdown": False},
+    facts=MODEL_FACT
+    | {
+        "steps": "optimizer steps run (warm-up included)",
+        "seconds": "seconds the soak took",
+        "warmup": "first steps left out of every figure (allocator and caches settle)",
+        "step_ms_first": "median step time of the first `window` steps after warm-up, ms",
+        "step_ms_last": "median step time of the last `window` steps, ms",
+        "step_time_drift": "step_ms_last / step_ms_first",
+        "step_time_slope_pct": "trend of the step time, % of the median per 100 steps (Theil–Sen)",
+        "memory": "what memory_slope_mb watches: CUDA allocated on a GPU, else RSS",
+        "memory_slope_mb": "trend of that memory, MB per 100 steps (Theil–Sen: steady growth "
+        "counts, a one-off jump does not); null where it cannot be read",
+        "memory_growth_mb": "that memory at the last step minus at the first after warm-up",
+        "rss_mb_start": "resident memory after warm-up, MB",
+        "rss_mb_end": "resident memory at the end, MB",
+        "rss_slope_mb": "trend of the resident memory, MB per 100 steps",
+        "cuda_allocated_slope_mb": "trend of torch.cuda.memory_allocated, MB per 100 steps; "
+        "null on CPU",
+        "cuda_reserved_slope_mb": "trend of torch.cuda.memory_reserved (the caching "
+        "allocator's pool), MB per 100 steps; null on CPU",
+        "loader": "the batches came from the entrypoint's `loader`",
+        "epochs": "passes started over the loader; null without one",
+        "data_wait_ms_p50": "median wait for the next batch, ms",
+        "data_wait_ms_max": "longest wait for a batch, ms",
+        "data_wait_share": "share of the step time spent waiting for batches",
+        "stalls": "batches that took longer than `stall_ms` to arrive",
+        "stall_steps": "the steps that waited (the first 20)",
+        "leak": "memory_slope_mb is over `max_growth_mb`",
+        "slowdown": "step_time_drift is over `max_drift`",
+        "device": "cpu or cuda:N",
+        "problem": 'e.g. "RSS grows 98.2 MB per 100 steps (over 10): a leak"; null when well',
+    },
+)
+class TorchSoak(_Training):
+    """Train for many steps and watch for what a short run cannot show: memory that grows
+    step after step (a leak), steps that get slower, and batches that arrive late. It runs
+    alone, since another check's load would read as a slowdown."""
+
+    script = "torch_soak"
+    alone = True
+
+    steps: int = Field(300, ge=2)
+    """Optimizer steps, warm-up included."""
+    seconds: float | None = Field(None, gt=0)
+    """Run for this long instead of `steps`: a real soak (e.g. 600); the check's timeout must
+    leave room for it."""
+    warmup: int = Field(20, ge=0)
+    """Steps left out first: the allocator, caches and autotuning settle in them."""
+    window: int = Field(30, ge=2)
+    """Steps in the first and last windows whose median step times are compared."""
+    max_growth_mb: float = Field(10.0, gt=0)
+    """Memory growth per 100 steps that is a leak. The default is above the noise of a
+    healthy model and far below a leak that ends a long run: 10 MB per 100 steps is 10 GB
+    over 100k steps."""
+    max_drift: float = Field(1.5, gt=1)
+    """Last window's median step time over the first's that is a slowdown."""
+    stall_ms: float = Field(100.0, gt=0)
+    """A batch that takes longer than this to arrive is a stall (counted, not a failure by
+    default: expect `stalls: 0` to make it one)."""
+
+    def script_params(self, ctx: ProbeContext) -> dict[str, Any]:
+        params = super().script_params(ctx)
+        if self.seconds is not None and self.seconds >= params["max_seconds"]:
+            raise ProbeError(
+                f"seconds: {self.seconds:g} does not fit the check's time bound "
+                f"({params['max_seconds']:g}s of its {ctx.timeout or 60:g}s timeout): raise "
+                f"the check's timeout to {self.seconds / BOUND_SHARE + 30:.0f}s"
+            )
+        return params
+
+    async def observe(self, ctx: ProbeContext) -> dict[str, Any]:
+        facts = await super().observe(ctx)
+        slope, drift = facts["memory_slope_mb"], facts["step_time_drift"]
+        facts["leak"] = slope is not None and slope > self.max_growth_mb
+        facts["slowdown"] = drift is not None and drift > self.max_drift
+        problems = []
+        if facts["leak"]:
+            problems.append(
+                f"{facts['memory']} grows {slope:g} MB per 100 steps (over {self.max_growth_mb:g}"
+                f"), {facts['memory_growth_mb']:g} MB over the soak: a leak — tensors kept "
+                "across steps (a loss appended with its graph, a growing cache)"
+            )
+        if facts["slowdown"]:
+            problems.append(
+                f"steps slowed from {facts['step_ms_first']:g} ms to {facts['step_ms_last']:g}"
+                f" ms ({drift:g}×, over {self.max_drift:g}×)"
+            )
+        facts["problem"] = "; ".join(problems) or None
+        return facts
+
+
+ExportFormat = Literal["export", "onnx", "torchscript", "aoti"]
+FORMAT_FACTS = (
+    "{format: {ok, error (which step failed and why), seconds, size_mb (the saved artifact), "
+    "max_abs_diff (against the eager model, both batch sizes), runtime (what ran it)}}"
+)
+
+
+@probe(
+    "torch.export",
+    default_expect={"ok": True},
+    facts=MODEL_FACT
+    | {
+        "formats": FORMAT_FACTS,
+        "ok": "every format exported, loaded back, ran at both batch sizes and answered as the "
+        "eager model does",
+        "failed": "the formats that did not",
+        "batch_sizes": "the batch sizes each artifact was run at: exported at the first",
+        "device": "cpu or cuda:N",
+        "problem": 'e.g. "onnx: torch.onnx.export failed: …"; null when every format worked',
+    },
+)
+class TorchExport(_Workload):
+    """The model through each format it will be deployed in: exported, saved, loaded back
+    and run at two batch sizes, its answers compared with the eager model's. A format that
+    needs packages the target lacks (ONNX: onnx, onnxscript, onnxruntime) fails saying which."""
+
+    script = "torch_export"
+    formats: list[ExportFormat] = Field(default_factory=lambda: ["export", "onnx"], min_length=1)
+    """export (torch.export, a .pt2 archive), onnx (torch.onnx's exporter, onnx.checker, then
+    onnxruntime), torchscript (torch.jit.trace), aoti (AOTInductor: compiled ahead of time,
+    needs a C++ compiler on the target; slow)."""
+    batch_size: int = Field(2, ge=1)
+    """Batch size the model is exported at."""
+    check_batch_size: int | None = Field(5, ge=1)
+    """A second batch size each artifact must also run at (its batch dimension is exported
+    as dynamic); null checks only `batch_size`."""
+    tolerance: float = Field(1e-4, ge=0)
+    """Largest difference from the eager model's answer that still counts as the same."""

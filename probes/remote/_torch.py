@@ -188,9 +188,10 @@ class Workload:
     `inputs(batch)`: what the model is called with for inference and export. `name` says
     whose code it is in errors: the entrypoint, or the built-in model."""
 
-    def __init__(self, model, batch, loss, name, inputs=None):
+    def __init__(self, model, batch, loss, name, inputs=None, loader=None):
         self.model, self.batch, self.loss, self.name = model, batch, loss, name
         self.inputs = inputs or (lambda batch: batch)
+        self.loader = loader  # the user's iterable of batches (a DataLoader), or None
 
     def infer(self, batch):
         """The model called on the inputs of `batch`, as inference and export call it; an error
@@ -307,17 +308,19 @@ def _user(p, batch_size, device):
         raise ObserveError(f"entrypoint {spec}: {module.__file__} defines no function {attr}")
     built = _blame(build, f"entrypoint {spec}")(batch_size, device)
     if isinstance(built, tuple) and len(built) == 2:
-        model, batch, loss, inputs = built[0], built[1], None, None
+        model, batch, loss, inputs, loader = built[0], built[1], None, None, None
     else:
         get = built.get if isinstance(built, dict) else functools.partial(getattr, built)
         model, batch = get("model", None), get("batch", None)
-        loss, inputs = get("loss", None), get("inputs", None)
+        loss, inputs, loader = get("loss", None), get("inputs", None), get("loader", None)
     usable = isinstance(model, torch.nn.Module) and callable(batch)
-    if not (usable and all(f is None or callable(f) for f in (loss, inputs))):
+    iterable = loader is None or hasattr(loader, "__iter__")
+    if not (usable and iterable and all(f is None or callable(f) for f in (loss, inputs))):
         raise ObserveError(
             f"entrypoint {spec} returned {type(built).__name__}: build(batch_size, device) must "
             "return (model, make_batch) or {'model': nn.Module, 'batch': callable, 'loss': "
-            "optional callable, 'inputs': optional callable} (see docs/torch-probes.md)"
+            "optional callable, 'inputs': optional callable, 'loader': optional iterable} (see "
+            "docs/torch-probes.md)"
         )
     inputs = inputs or (supervised_inputs if loss else None)
     return Workload(
@@ -326,6 +329,7 @@ def _user(p, batch_size, device):
         _blame(loss or default_loss, f"the loss of {spec}"),
         model_name(p),
         inputs and _blame(inputs, f"the inputs() of {spec}"),
+        loader,
     )
 
 
@@ -400,11 +404,12 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(device.type) if self.dtype == "fp16" else None
         self.skipped = 0  # fp16 steps GradScaler skipped for overflowing gradients
 
-    def step(self):
-        """One optimizer step: (loss, what first went non-finite or None)."""
+    def step(self, batch=None):
+        """One optimizer step on `batch` (default: a fresh one from the workload): (loss,
+        what first went non-finite or None)."""
         model = self.work.model
         self.optimizer.zero_grad(set_to_none=True)
-        batch = self.work.batch()
+        batch = self.work.batch() if batch is None else batch
         with autocast(self.device, self.dtype):
             loss = self.work.loss(model, batch)
         value = float(loss.detach().float())

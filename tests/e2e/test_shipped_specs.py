@@ -57,6 +57,7 @@ def test_training_readiness_is_ready_on_this_cpu(cli, tmp_path: Path) -> None:
 
 TORCH_ROWS = {
     "training-step", "learning-rate", "batch-size", "checkpoint-resume", "latency", "export",
+    "memory-stability",
 }  # fmt: skip
 
 
