@@ -206,7 +206,7 @@ class TorchLr(_Training):
 
 @probe(
     "torch.checkpoint",
-    default_expect={"resumed_exactly": True, "left_behind": False},
+    default_expect={"resumed_exactly": True, "left_behind": False, "resized_ok": {"ne": False}},
     facts=MODEL_FACT
     | {
         "resumed_exactly": "resuming from the checkpoint reproduced the uninterrupted run "
@@ -217,6 +217,11 @@ class TorchLr(_Training):
         "read_mb_s": "torch.load throughput (page cache dropped first where the OS allows)",
         "left_behind": "the probe's files are still in `dir` after cleanup",
         "rng_restored": "RNG state was restored on resume (restore_rng)",
+        "resized": "with resume_batch_size: {batch_size, loaded (the checkpoint loaded into "
+        "objects built for it), max_abs_diff (their weights against the checkpoint's), finite "
+        "(resume_steps more steps stayed finite)}; null without",
+        "resized_ok": "the resume at resume_batch_size loaded the saved weights and trained "
+        "on; null without it",
         "problem": "what differed, in words; null when the resume was exact",
     },
 )
@@ -236,6 +241,10 @@ class TorchCheckpoint(_Training):
     tolerance: float = Field(0.0, ge=0)
     """Largest weight difference that still counts as exact; 0 is bitwise. On CUDA the runs
     use deterministic algorithms, but some ops have none: allow e.g. 1e-6 there."""
+    resume_batch_size: int | None = Field(None, ge=1)
+    """Also resume at this batch size, as a job restarted on more or fewer GPUs does: the
+    checkpoint must load into a model and optimizer built for it, with the saved weights,
+    and train on finite (seed 000: "Test with different batch sizes")."""
 
 
 @probe(

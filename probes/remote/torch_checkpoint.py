@@ -9,6 +9,7 @@ from _prelude import ObserveError
 from _torch import (
     Deadline,
     Trainer,
+    describe,
     load_workload,
     model_name,
     need_torch,
@@ -67,9 +68,12 @@ def _workdir(where):
 
 
 def _max_diff(model, reference):
+    """Largest difference between `model`'s weights and `reference`'s (a model, or a
+    state_dict as saved)."""
+    saved = reference if isinstance(reference, dict) else reference.state_dict()
     return max(
         float((a.detach().double() - b.detach().double()).abs().max()) if a.numel() else 0.0
-        for a, b in zip(model.state_dict().values(), reference.state_dict().values())
+        for a, b in zip(model.state_dict().values(), saved.values())
     )
 
 
@@ -86,8 +90,41 @@ def _resume(params, device, path, deadline):
     return trainer, seconds
 
 
+def _resized(params, device, path, deadline):
+    """Resume at another batch size, as a job restarted on more or fewer GPUs does: the
+    checkpoint must load into objects built for it, with the saved weights, and train on."""
+    size = params["resume_batch_size"]
+    trainer = Trainer(load_workload(params, size, device), params, device, params["lr"])
+    facts = {"batch_size": size, "loaded": False, "max_abs_diff": None, "finite": None}
+    state, _ = _load(path, device)
+    try:
+        trainer.load_state_dict(state)
+    except Exception as exc:  # load_state_dict lists each mismatch on a line of its own
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        facts["problem"] = (
+            f"the checkpoint does not load into the model built for batch {size}: "
+            f"{'; '.join(lines[1:4]) or describe(exc)} — keep state that depends on the batch "
+            "size out of the state_dict (non-persistent buffers)"
+        )
+        return facts
+    facts.update(loaded=True, max_abs_diff=_max_diff(trainer.work.model, state["model"]))
+    if facts["max_abs_diff"]:
+        facts["problem"] = (
+            f"resumed at batch {size}, the weights differ from the checkpoint's by up to "
+            f"{facts['max_abs_diff']:.3g}: load_state_dict did not restore them all"
+        )
+        return facts
+    try:
+        _steps(trainer, params["resume_steps"], deadline, f"run resumed at batch {size}")
+        facts["finite"] = True
+    except ObserveError as exc:
+        facts.update(finite=False, problem=str(exc))
+    return facts
+
+
 def _round_trip(params, workdir):
-    """(uninterrupted trainer, resumed trainer, checkpoint bytes, write and read seconds)."""
+    """(uninterrupted trainer, resumed trainer, checkpoint bytes, write and read seconds,
+    the resume at another batch size or None)."""
     torch = need_torch()
     device = resolve_device(params["device"])
     if device.type == "cuda":
@@ -105,14 +142,17 @@ def _round_trip(params, workdir):
         raise _cannot_write(params["dir"], exc) from None
     _steps(run, params["resume_steps"], deadline, "uninterrupted run")
     resumed, read_seconds = _resume(params, device, path, deadline)
-    return run, resumed, os.path.getsize(path), write_seconds, read_seconds
+    resized = None
+    if params["resume_batch_size"]:  # last: building models reseeds the RNGs the runs use
+        resized = _resized(params, device, path, deadline)
+    return run, resumed, os.path.getsize(path), write_seconds, read_seconds, resized
 
 
 @quiet
 def observe(params):
     workdir = _workdir(params["dir"])  # first: an unwritable volume fails before torch loads
     try:
-        run, resumed, size, write_seconds, read_seconds = _round_trip(params, workdir)
+        run, resumed, size, write_seconds, read_seconds, resized = _round_trip(params, workdir)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     diff = _max_diff(resumed.work.model, run.work.model)
@@ -125,6 +165,10 @@ def observe(params):
             f"the resumed run differs from the uninterrupted one by up to {diff:.3g} "
             f"(tolerance {tolerance:g}){rng}"
         )
+    resized_ok = None
+    if resized is not None:
+        resized_ok = "problem" not in resized
+        problem = "; ".join(filter(None, (problem, resized.pop("problem", None)))) or None
     mb = size / 2**20
     return {
         "model": model_name(params),
@@ -135,5 +179,7 @@ def observe(params):
         "read_mb_s": round(mb / read_seconds, 1),
         "left_behind": os.path.exists(workdir),
         "rng_restored": params["restore_rng"],
+        "resized": resized,
+        "resized_ok": resized_ok,
         "problem": problem,
     }

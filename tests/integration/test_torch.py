@@ -137,6 +137,63 @@ def test_checkpoint_resumes_exactly_and_a_forgotten_rng_is_detected(tmp_path: Pa
     assert list(volume.iterdir()) == []
 
 
+# A model whose state_dict holds a buffer sized by the batch (a cached mask): its checkpoint
+# cannot resume at another batch size.
+PER_BATCH = """
+import torch
+from torch import nn
+
+
+class Masked(nn.Module):
+    def __init__(self, batch_size):
+        super().__init__()
+        self.linear = nn.Linear(4, 1)
+        self.register_buffer("mask", torch.ones(batch_size, 1))
+
+    def forward(self, x):
+        return self.linear(x) * self.mask
+
+
+def build(batch_size, device):
+    x = torch.randn(batch_size, 4, device=device)
+    loss = lambda model, batch: model(batch).pow(2).mean()
+    return {"model": Masked(batch_size), "batch": lambda: x, "loss": loss}
+"""
+
+
+def test_a_checkpoint_resumes_at_another_batch_size_unless_its_state_depends_on_it(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "code").mkdir()
+    (tmp_path / "code" / "masked.py").write_text(PER_BATCH)
+    mine = {"entrypoint": "masked:build", "pythonpath": str(tmp_path / "code")}
+    resize = {"dir": str(tmp_path), "resume_batch_size": 3}
+    results = run_torch(
+        tmp_path,
+        [
+            check("builtin", "torch.checkpoint", **TINY, **resize),
+            check("example", "torch.checkpoint", **EXAMPLE, **resize, device="cpu"),
+            check("per-batch", "torch.checkpoint", **mine, **resize, device="cpu"),
+        ],
+    )
+
+    assert status(results) == {"builtin": "pass", "example": "pass", "per-batch": "fail"}, {
+        name: result.reason for name, result in results.items()
+    }
+    for name in ("builtin", "example"):
+        facts = results[name].facts
+        assert facts["resized"] == {"batch_size": 3, "loaded": True, "max_abs_diff": 0.0,
+                                    "finite": True}  # fmt: skip
+        assert facts["resized_ok"] is True and facts["resumed_exactly"] is True
+    broken = results["per-batch"].facts
+    assert broken["resumed_exactly"] is True  # at the same batch size all is well
+    assert broken["resized_ok"] is False and broken["resized"]["loaded"] is False
+    assert broken["problem"].startswith(
+        "the checkpoint does not load into the model built for batch 3: "
+    )
+    assert "size mismatch for mask" in broken["problem"]
+
+
 def test_batch_size_search_finds_the_limit_under_a_memory_cap(tmp_path: Path) -> None:
     wide = {**TINY, "seq_len": 64, "vocab": 1024}  # ~1MB of activations per sample
     results = run_torch(
