@@ -1,12 +1,17 @@
-"""A real HTTP server on 127.0.0.1 in a thread, for probes that talk HTTP (webhooks, slow
-endpoints): subclass `Handler`, answer with `reply`, serve with `serving`."""
+"""Real HTTP servers on 127.0.0.1 for probes that talk HTTP: in a thread (webhooks, slow
+endpoints: subclass `Handler`, answer with `reply`, serve with `serving`), or scripts in
+processes of their own (`script_servers`)."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 
@@ -33,3 +38,50 @@ def serving(handler: type[Handler]) -> Iterator[str]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+# What every script server ends with: its `Handler` served quietly on a free port; its pid
+# and then that port written to the files its last argument names.
+SERVE = """
+import http.server, os, sys
+Handler.log_message = lambda *args: None
+server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+open(sys.argv[-1] + ".pid", "w").write(str(os.getpid()))
+open(sys.argv[-1], "w").write(str(server.server_address[1]))
+server.serve_forever()
+"""
+
+
+class ScriptServers:
+    """Servers that are python scripts in processes of their own (so a probe can watch their
+    memory, and they can die): `start(script, *args)` runs `script`, which defines an HTTP
+    `Handler`, with `args` in sys.argv, serves it on a free port and returns (the port, the
+    file holding its pid). `stop()` kills them all."""
+
+    def __init__(self, root: Path) -> None:
+        self.root, self.started = root, []
+
+    def start(self, script: str, *args: object) -> tuple[int, Path]:
+        port_file = self.root / f"server{len(self.started)}.port"
+        argv = [sys.executable, "-c", script + SERVE, *map(str, args), str(port_file)]
+        self.started.append(subprocess.Popen(argv))
+        deadline = time.monotonic() + 20
+        while not (port_file.exists() and port_file.read_text()):
+            assert self.started[-1].poll() is None, f"the test server exited: {argv[3:]}"
+            assert time.monotonic() < deadline, "the test server did not start in 20 s"
+            time.sleep(0.02)
+        return int(port_file.read_text()), Path(f"{port_file}.pid")
+
+    def stop(self) -> None:
+        for process in self.started:
+            process.kill()
+            process.wait()
+
+
+@contextmanager
+def script_servers(root: Path) -> Iterator[ScriptServers]:
+    servers = ScriptServers(root)
+    try:
+        yield servers
+    finally:
+        servers.stop()

@@ -14,7 +14,6 @@ import struct
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import Any
 
 import pytest
 import yaml
+from http_server import script_servers
 
 REPO = Path(__file__).resolve().parents[2]
 SPEC = REPO / "specs" / "serving-config.yaml"
@@ -47,16 +47,15 @@ LIVE = ["under-load", "metrics", "trace-propagation"]  # the rows that need a ru
 
 # A model server stand-in: POST /v1/predict, Prometheus metrics from prometheus_client on its
 # own port, W3C trace context through OpenTelemetry's SDK and propagator to its next hop.
-# argv: port file, pid file, metrics port, next hop's port, bytes kept per request,
-# and "traced" or "untraced".
+# argv: metrics port, next hop's port, bytes kept per request, "traced" or "untraced".
 SERVER = """
-import http.server, json, os, sys, urllib.request
+import http.server, json, sys, time, urllib.request
 from prometheus_client import Counter, Histogram, start_http_server
 from opentelemetry import context
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-port_file, pid_file, metrics_port, hop, leak, traced = sys.argv[1:]
+metrics_port, hop, leak, traced = sys.argv[1:5]
 hop, leak, traced = int(hop), int(leak), traced == "traced"
 requests = Counter("requests", "Predictions answered, by status", ["code"])
 latency = Histogram("request_latency_seconds", "Seconds to answer a prediction")
@@ -78,6 +77,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
                     urllib.request.urlopen(urllib.request.Request(url, headers=carrier)).read()
                 except OSError:
                     pass
+            time.sleep(0.02)  # the model's compute: steadier than loopback's jitter
             kept.append(bytearray(leak))
             body = json.dumps({"outputs": [0.5]}).encode()
             self.send_response(200)
@@ -87,14 +87,6 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.end_headers()
             self.wfile.write(body)
             requests.labels("200").inc()
-
-    def log_message(self, *args):
-        pass
-
-server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-open(pid_file, "w").write(str(os.getpid()))
-open(port_file, "w").write(str(server.server_address[1]))
-server.serve_forever()
 """
 
 
@@ -215,31 +207,20 @@ def test_good_server_configuration_is_ready(cli, tmp_path: Path, model_dir: Path
 @pytest.fixture
 def live_server(tmp_path: Path) -> Iterator[Callable[..., dict[str, Any]]]:
     """live_server(leak=, traced=) → the --var settings that point the spec at it."""
-    started: list[subprocess.Popen[bytes]] = []
+    with script_servers(tmp_path) as servers:
 
-    def start(leak: int = 0, traced: bool = True) -> dict[str, Any]:
-        name = f"server{len(started)}"
-        port_file, pid_file = tmp_path / f"{name}.port", tmp_path / f"{name}.pid"
-        metrics, hop = free_port(), free_port()
-        argv = [sys.executable, "-c", SERVER, str(port_file), str(pid_file), str(metrics)]
-        started.append(
-            subprocess.Popen([*argv, str(hop), str(leak), ["untraced", "traced"][traced]])
-        )
-        deadline = time.monotonic() + 20
-        while not (port_file.exists() and port_file.read_text()):
-            assert time.monotonic() < deadline, "the stand-in server did not start"
-            time.sleep(0.02)
-        return {
-            "server_url": f"http://127.0.0.1:{port_file.read_text()}",
-            "server_process": str(pid_file),
-            "metrics_url": f"http://127.0.0.1:{metrics}/metrics",
-            "trace_downstream_port": hop,
-        }
+        def start(leak: int = 0, traced: bool = True) -> dict[str, Any]:
+            metrics, hop = free_port(), free_port()
+            mode = "traced" if traced else "untraced"
+            port, pid_file = servers.start(SERVER, metrics, hop, leak, mode)
+            return {
+                "server_url": f"http://127.0.0.1:{port}",
+                "server_process": str(pid_file),
+                "metrics_url": f"http://127.0.0.1:{metrics}/metrics",
+                "trace_downstream_port": hop,
+            }
 
-    yield start
-    for process in started:
-        process.kill()
-        process.wait()
+        yield start
 
 
 def live_rows(cli, tmp_path: Path, settings: dict[str, Any]) -> dict[str, dict[str, Any]]:

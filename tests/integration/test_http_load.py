@@ -5,18 +5,17 @@ from __future__ import annotations
 
 import itertools
 import json
-import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from http_server import script_servers
 
 from matrix.results import Result, Run
 
 # A server that sleeps `delay` s per request, keeps `leak` bytes more each time, and answers
-# `status`; it writes its pid, then its port, to the files it is given.
+# `status`.
 SERVER = """
 import http.server, os, sys, time
 delay, leak, status = float(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
@@ -30,46 +29,19 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.send_header("Content-Length", "2")
         self.end_headers()
         self.wfile.write(b"ok")
-
-    def log_message(self, *args):
-        pass
-
-server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-open(sys.argv[4], "w").write(str(os.getpid()))
-open(sys.argv[5], "w").write(str(server.server_address[1]))
-server.serve_forever()
 """
 
 
 @pytest.fixture
 def serve(tmp_path: Path) -> Iterator[Callable[..., tuple[str, Path]]]:
     """serve(delay=, leak=, status=) → (its URL, its pid file); stopped after the test."""
-    started: list[subprocess.Popen[bytes]] = []
+    with script_servers(tmp_path) as servers:
 
-    def start(delay: float = 0.0, leak: int = 0, status: int = 200) -> tuple[str, Path]:
-        name = f"server{len(started)}"
-        pid, port = tmp_path / f"{name}.pid", tmp_path / f"{name}.port"
-        argv = [
-            sys.executable,
-            "-c",
-            SERVER,
-            str(delay),
-            str(leak),
-            str(status),
-            str(pid),
-            str(port),
-        ]
-        started.append(subprocess.Popen(argv))
-        deadline = time.monotonic() + 10
-        while not (port.exists() and port.read_text()):
-            assert time.monotonic() < deadline, "the test server did not start"
-            time.sleep(0.02)
-        return f"http://127.0.0.1:{port.read_text()}/", pid
+        def start(delay: float = 0.0, leak: int = 0, status: int = 200) -> tuple[str, Path]:
+            port, pid = servers.start(SERVER, delay, leak, status)
+            return f"http://127.0.0.1:{port}/", pid
 
-    yield start
-    for server in started:
-        server.kill()
-        server.wait()
+        yield start
 
 
 def load(run_spec: Callable[..., Run], rows: dict[str, dict]) -> dict[str, Result]:

@@ -6,13 +6,11 @@ from __future__ import annotations
 
 import json
 import socket
-import subprocess
-import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from http_server import script_servers
 
 from matrix.results import Result, Run
 
@@ -21,7 +19,7 @@ from matrix.results import Result, Run
 # a new trace; drop: calls downstream without trace headers; mute: never calls downstream.
 SERVICE = """
 import http.server, sys, urllib.request
-from opentelemetry import context, trace
+from opentelemetry import context
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
@@ -46,13 +44,6 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.send_header("Content-Length", "2")
         self.end_headers()
         self.wfile.write(b"ok")
-
-    def log_message(self, *args):
-        pass
-
-server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-open(sys.argv[3], "w").write(str(server.server_address[1]))
-server.serve_forever()
 """
 
 
@@ -65,22 +56,14 @@ def free_port() -> int:
 @pytest.fixture
 def service(tmp_path: Path) -> Iterator[Callable[[str], tuple[str, int]]]:
     """service(mode) → (its URL, the port its next hop must listen on)."""
-    started: list[subprocess.Popen[bytes]] = []
+    with script_servers(tmp_path) as servers:
 
-    def start(mode: str) -> tuple[str, int]:
-        downstream, port_file = free_port(), tmp_path / f"{mode}.port"
-        argv = [sys.executable, "-c", SERVICE, mode, str(downstream), str(port_file)]
-        started.append(subprocess.Popen(argv))
-        deadline = time.monotonic() + 20
-        while not (port_file.exists() and port_file.read_text()):
-            assert time.monotonic() < deadline, "the test service did not start"
-            time.sleep(0.02)
-        return f"http://127.0.0.1:{port_file.read_text()}/predict", downstream
+        def start(mode: str) -> tuple[str, int]:
+            downstream = free_port()
+            port, _ = servers.start(SERVICE, mode, downstream)
+            return f"http://127.0.0.1:{port}/predict", downstream
 
-    yield start
-    for process in started:
-        process.kill()
-        process.wait()
+        yield start
 
 
 def trace(run_spec: Callable[..., Run], rows: dict[str, dict]) -> dict[str, Result]:
