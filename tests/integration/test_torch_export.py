@@ -74,13 +74,14 @@ def test_every_format_round_trips_the_builtin_model_and_an_entrypoint(tmp_path: 
     results = run_checks(
         tmp_path,
         [
-            export("builtin", formats=every),
-            export("regressor", formats=every[:3], entrypoint="torch_model.regressor:build",
+            export("builtin", formats=every[:3]),
+            # AOTInductor compiles C++: on the small model, so it costs seconds, not half a minute
+            export("regressor", formats=every, entrypoint="torch_model.regressor:build",
                    pythonpath=examples),
         ],
     )  # fmt: skip
 
-    for name, formats in (("builtin", every), ("regressor", every[:3])):
+    for name, formats in (("builtin", every[:3]), ("regressor", every)):
         result = results[name]
         assert result.status.value == "pass", result.reason
         facts = result.facts
