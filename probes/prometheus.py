@@ -188,7 +188,11 @@ def _number(text: str | None) -> float | None:
 @probe(
     "prometheus.alert",
     runs_on="controller",
-    default_expect={"firing": False, "missing_annotations": []},
+    default_expect={
+        "firing": False,
+        "missing_annotations": [],
+        "health": {"in": ["ok", "unknown"]},
+    },
     facts={
         "alert": "the alerting rule's name as given",
         "state": "the rule's state: inactive, pending or firing",
@@ -199,13 +203,17 @@ def _number(text: str | None) -> float | None:
         "missing_annotations": "names in `annotations` the rule does not carry, or leaves "
         "blank (an alert that says only that something failed)",
         "query": "the rule's PromQL expression",
+        "health": "ok, err (its last evaluation failed: it cannot fire) or unknown (not "
+        "evaluated yet)",
+        "last_error": "why its last evaluation failed; null when it did not",
     },
 )
 class PrometheusAlert(_Server):
     """An alerting rule on a Prometheus server: that it exists, carries the annotations
     on-call needs, and whether it fires now. Inject a failure and expect `firing: true` to
-    test the alert path end to end; by default a firing alert fails the check. A rule the
-    server does not have is an error."""
+    test the alert path end to end; by default a firing alert fails the check, and so does a
+    rule whose evaluation fails (it could never fire). A rule the server does not have is an
+    error."""
 
     alert: str
     """The alerting rule's name (`alert:` in the rule file)."""
@@ -246,4 +254,6 @@ class PrometheusAlert(_Server):
                 name for name in self.annotations if not str(annotations.get(name, "")).strip()
             ],
             "query": rules[0].get("query"),
+            "health": rules[0].get("health", "unknown"),
+            "last_error": rules[0].get("lastError") or None,
         }

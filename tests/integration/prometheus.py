@@ -85,3 +85,15 @@ def query(base: str, expression: str) -> list[dict]:
         if code == 200:
             return json.loads(body)["data"]["result"]
     return []
+
+
+def rule_health(base: str, alert: str) -> str | None:
+    """An alerting rule's health (ok, err, unknown); None while the server is not up yet."""
+    with contextlib.suppress(OSError, ValueError):
+        code, body = get(f"{base}/api/v1/rules?type=alert")
+        if code == 200:
+            for group in json.loads(body)["data"]["groups"]:
+                for rule in group["rules"]:
+                    if rule["name"] == alert:
+                        return rule.get("health")
+    return None

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from prometheus import prometheus, query, until
+from prometheus import prometheus, query, rule_health, until
 
 from matrix.results import Result, Run
 
@@ -49,6 +49,9 @@ groups:
         annotations:
           summary: "Trainer {{ $labels.instance }} stopped answering"
           runbook_url: ""
+      - alert: TrainerMetricsOdd
+        expr: '{__name__=~"trainer_.+"} * on() vector(1) > 0'
+        annotations: {summary: "never evaluates: many series match one"}
 """
 
 
@@ -125,6 +128,7 @@ def test_a_query_and_an_alert_that_fires_once_the_exporter_stops(
     address, stop = exporter
     with prometheus(tmp_path, {"trainer": address}, RULES) as server:
         until(lambda: query(server, 'up{job="trainer"} == 1'))
+        until(lambda: rule_health(server, "TrainerMetricsOdd") == "err")
         alert = {"kind": "prometheus.alert", "server": server, "alert": "TrainerDown",
                  "annotations": ["summary"]}  # fmt: skip
         healthy = checks(
@@ -135,6 +139,7 @@ def test_a_query_and_an_alert_that_fires_once_the_exporter_stops(
                 {"id": "quiet", "probe": alert},
                 {"id": "runbook", "probe": {**alert, "annotations": ["summary", "runbook_url"]}},
                 {"id": "typo", "probe": {**alert, "alert": "TrainerDwn"}},
+                {"id": "broken", "probe": {**alert, "alert": "TrainerMetricsOdd"}},
                 {"id": "bad-query", "probe": {"kind": "prometheus.query", "server": server,
                                               "query": "up{"}},
             ],
@@ -150,8 +155,13 @@ def test_a_query_and_an_alert_that_fires_once_the_exporter_stops(
     assert (quiet.facts["state"], quiet.facts["labels"]) == ("inactive", {"severity": "page"})
     assert healthy["runbook"].facts["missing_annotations"] == ["runbook_url"]
     assert healthy["runbook"].status.value == "fail"
+    broken = healthy["broken"]
+    assert (broken.status.value, broken.facts["health"]) == ("fail", "err")
+    assert "many-to-one matching must be explicit" in broken.facts["last_error"]
     assert healthy["typo"].status.value == "error"
-    assert "has no alerting rule 'TrainerDwn' (it has TrainerDown)" in healthy["typo"].reason
+    assert "has no alerting rule 'TrainerDwn' (it has TrainerDown, TrainerMetricsOdd)" in (
+        healthy["typo"].reason
+    )
     assert healthy["bad-query"].status.value == "error"
     assert healthy["bad-query"].reason.startswith("Prometheus at ")
     fires = fired["fires"]
