@@ -441,7 +441,8 @@ class TorchInference(_Workload):
         "data_wait_share": "share of the step time spent waiting for batches",
         "stalls": "batches that took longer than `stall_ms` to arrive",
         "stall_steps": "the steps that waited (the first 20)",
-        "leak": "memory_slope_mb is over `max_growth_mb`",
+        "leak": "memory_slope_mb is over `max_growth_mb`; null where memory cannot be read "
+        "(so the default expectation fails rather than pass unmeasured)",
         "slowdown": "step_time_drift is over `max_drift`",
         "device": "cpu or cuda:N",
         "problem": 'e.g. "RSS grows 98.2 MB per 100 steps (over 10): a leak"; null when well',
@@ -487,9 +488,14 @@ class TorchSoak(_Training):
     async def observe(self, ctx: ProbeContext) -> dict[str, Any]:
         facts = await super().observe(ctx)
         slope, drift = facts["memory_slope_mb"], facts["step_time_drift"]
-        facts["leak"] = slope is not None and slope > self.max_growth_mb
+        facts["leak"] = None if slope is None else slope > self.max_growth_mb
         facts["slowdown"] = drift is not None and drift > self.max_drift
         problems = []
+        if slope is None:  # not a pass: an unmeasured leak is no evidence of none
+            problems.append(
+                f"{facts['memory']} cannot be read on this target (no /proc/self/status): a "
+                "leak was not looked for"
+            )
         if facts["leak"]:
             problems.append(
                 f"{facts['memory']} grows {slope:g} MB per 100 steps (over {self.max_growth_mb:g}"
