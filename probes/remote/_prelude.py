@@ -11,6 +11,12 @@ def gb(size):
     return round(size / GB, 2)
 
 
+def percentile(ordered, percent):
+    """Nearest-rank percentile of sorted values: p50 of [1, 2, 3, 4] is 2, and p50 <= p95 <=
+    p99 always hold."""
+    return ordered[max(0, -(-len(ordered) * percent // 100) - 1)]
+
+
 class ObserveError(Exception):
     """Raised by a script when it cannot observe; reported as the probe's error."""
 

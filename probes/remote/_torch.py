@@ -441,7 +441,8 @@ class Trainer:
             self.scaler.load_state_dict(state["scaler"])
 
 
-def _proc_status(key):
+def proc_status(key):
+    """A byte count from this process's /proc/self/status (VmRSS, VmHWM); OSError elsewhere."""
     with open("/proc/self/status") as handle:
         for line in handle:
             if line.startswith(key + ":"):
@@ -458,7 +459,7 @@ def peak_start(device):
     try:
         with open("/proc/self/clear_refs", "w") as handle:
             handle.write("5")
-        return _proc_status("VmRSS")
+        return proc_status("VmRSS")
     except OSError:
         return None
 
@@ -467,7 +468,7 @@ def peak_bytes(device, baseline):
     """Bytes allocated at the peak since peak_start (CUDA), or peak RSS growth (CPU), or None."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device)
-    return None if baseline is None else _proc_status("VmHWM") - baseline
+    return None if baseline is None else proc_status("VmHWM") - baseline
 
 
 class Deadline:

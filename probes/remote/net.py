@@ -11,7 +11,7 @@ import time
 import urllib.error
 import urllib.request
 
-from _prelude import GB, ObserveError, by_op
+from _prelude import GB, ObserveError, by_op, percentile
 
 
 def _why(exc, timeout):
@@ -160,11 +160,6 @@ def _send(params, context):
         return "error", _ms(started), _why(exc, params["timeout"])
 
 
-def _percentile(ordered, share):
-    """Nearest-rank percentile of sorted values (p50 of [1, 2, 3, 4] is 2)."""
-    return ordered[max(0, -(-len(ordered) * share // 100) - 1)]
-
-
 def _phase(params, context, concurrency):
     """`requests` requests, `concurrency` at a time: latencies, statuses, throughput."""
     count = params["requests"]
@@ -196,9 +191,9 @@ def _phase(params, context, concurrency):
     return {
         "concurrency": concurrency,
         "requests": count,
-        "p50_ms": _percentile(ordered, 50),
-        "p95_ms": _percentile(ordered, 95),
-        "p99_ms": _percentile(ordered, 99),
+        "p50_ms": percentile(ordered, 50),
+        "p95_ms": percentile(ordered, 95),
+        "p99_ms": percentile(ordered, 99),
         "max_ms": ordered[-1],
         "rps": round(count / seconds, 1),
         "statuses": statuses,

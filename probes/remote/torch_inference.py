@@ -1,7 +1,7 @@
 # torch.inference: forward-pass latency percentiles per batch size, and torch.export.export.
-import math
 import time
 
+from _prelude import percentile
 from _torch import (
     Deadline,
     autocast,
@@ -33,11 +33,6 @@ def _latencies(work, params, device, deadline, size):
     return sorted(times)
 
 
-def _rank(times, percent):
-    """Nearest-rank percentile of sorted times."""
-    return round(times[max(0, math.ceil(percent / 100 * len(times)) - 1)], 3)
-
-
 def export_error(work):
     """None when torch.export.export traced the model and the exported program ran; else which
     step failed and why."""
@@ -66,7 +61,7 @@ def observe(params):
         first = first or work
         times = _latencies(work, params, device, deadline, size)
         key = str(size)
-        latency[key] = {p: _rank(times, int(p[1:])) for p in ("p50", "p95", "p99")}
+        latency[key] = {p: round(percentile(times, int(p[1:])), 3) for p in ("p50", "p95", "p99")}
         latency[key]["mean"] = round(sum(times) / len(times), 3)
         throughput[key] = round(size * 1000 / latency[key]["p50"], 1)
     error = export_error(first) if params["export"] else None

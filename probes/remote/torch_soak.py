@@ -10,6 +10,7 @@ from _torch import (
     load_workload,
     model_name,
     need_torch,
+    proc_status,
     quiet,
     resolve_device,
     sync,
@@ -22,13 +23,9 @@ SLOPE_POINTS = 120  # samples the slope is fitted on: pairwise slopes grow with 
 def _rss():
     """This process's resident memory in bytes (Linux), or None elsewhere."""
     try:
-        with open("/proc/self/status") as handle:
-            for line in handle:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
+        return proc_status("VmRSS")
     except OSError:
-        pass
-    return None
+        return None
 
 
 def _memory(device):
