@@ -24,7 +24,7 @@ from typing import Any
 import anyio
 
 from matrix import interrupt
-from matrix.errors import ProbeError
+from matrix.errors import NoAnswer, ProbeError, TransportError
 from matrix.listener import Listener, Listeners
 from matrix.plan.model import Plan, Task
 from matrix.probe import ProbeContext
@@ -45,7 +45,7 @@ from matrix.spec import template
 from matrix.spec.expect import evaluate
 from matrix.spec.models import Check, TargetSpec
 from matrix.transport import TargetPool, address, transport
-from matrix.transport.base import LOCAL
+from matrix.transport.base import LOCAL, LOCAL_NAMES, TargetRef
 
 AGENT_TASKS = 64  # a host's tasks at once through its agent, unless `max_sessions` says
 CHANNELS = 4  # SSH channels at once per host without the agent (servers allow 10 by default)
@@ -61,6 +61,8 @@ class Options:
     concurrency: int = 0
     fail_fast: bool = False
     handle_signals: bool = True
+    node: str | None = None  # the Slurm node a run on it stands for (`--slurm-node`): the
+    # host of its `local` results, and a label of every output
 
 
 class _Execution:
@@ -80,10 +82,14 @@ class _Execution:
         concurrency = options.concurrency or default_concurrency()
         self.limit = anyio.CapacityLimiter(concurrency)
         self.pool = TargetPool(  # every place a task that is not filtered out runs
-            host
-            for task in plan.tasks.values()
-            if task.skip is None
-            for host in task.spans or (task.target,)
+            (
+                host
+                for task in plan.tasks.values()
+                if task.skip is None
+                for host in task.spans or (task.target,)
+            ),
+            spec=plan.spec.name,
+            budgets=plan.budgets(),
         )
         self.host_limits = {
             name: anyio.CapacityLimiter(_tasks_at_once(ref.options))
@@ -122,7 +128,8 @@ class _Execution:
             duration=time.perf_counter() - started,
             interrupted=self.interrupted,
             stopped_early=self.stopped_early.text if self.stopped_early else None,
-            warnings=list(self.plan.warnings),
+            warnings=[*self.plan.warnings, *self.pool.notes],
+            node=self.options.node,
         )
         run.warnings += [phase.budget_warning() for phase in run.over_budget()]
         return run
@@ -315,8 +322,8 @@ class _Execution:
             why = f"timed out after {span(timeout)} (probe killed)"
             return ended(Status.error, why, "timeout", "TimeoutError"), {}
         except ProbeError as exc:
-            why = json_safe(str(exc))
-            return ended(Status.error, why, "probe-error", "ProbeError"), json_safe(exc.facts)
+            why, kind = json_safe(str(exc)), _error_type(exc)
+            return ended(Status.error, why, kind, type(exc).__name__), json_safe(exc.facts)
         except Exception as exc:
             name = type(exc).__name__
             why = json_safe(f"probe {task.params.kind} crashed: {name}: {exc}")
@@ -325,6 +332,12 @@ class _Execution:
         if not unmet:
             return ended(Status.passed), facts
         return ended(Status.failed, _explain(facts, unmet), "assertion"), facts
+
+    def _host(self, ref: TargetRef) -> str:
+        """A task's host: on a node-local run, the node `local` stands for."""
+        if self.options.node and ref.group in LOCAL_NAMES:
+            return self.options.node
+        return ref.host
 
     def _result(
         self,
@@ -355,7 +368,7 @@ class _Execution:
             check_id=check.id,
             phase_id=task.phase.id,
             target=task.target.name,
-            host=task.target.host,
+            host=self._host(task.target),
             cell=redact(task.cell),
             group=task.target.group,
             status=status,
@@ -378,6 +391,14 @@ class _Execution:
             address=host,
             port=port,
         )
+
+
+def _error_type(exc: ProbeError) -> str:
+    """`transport` when the probe's target could not run it, `no-answer` when its program
+    ended without a result, else `probe-error`: only the last is evidence about the target."""
+    if isinstance(exc, TransportError):
+        return "transport"
+    return "no-answer" if isinstance(exc, NoAnswer) else "probe-error"
 
 
 def _tasks_at_once(options: TargetSpec) -> int:

@@ -64,6 +64,9 @@ class Skip:
         return self.kind not in (SkipKind.filtered, SkipKind.not_applicable)
 
 
+OBSERVED_ERRORS = frozenset({"probe-error"})  # error types that are evidence about the target
+
+
 class Verdict(str, Enum):
     ready = "READY"
     caution = "CAUTION"
@@ -77,8 +80,11 @@ class Attempt:
 
     `error_type` says why it did not pass, the same words in every format: `assertion` (an
     expectation was not met), `timeout`, `crash` (the probe raised), `not-configured` (an env
-    var or secret is missing) or `probe-error` (the probe could not observe); `exception` is
-    the exception class behind an error."""
+    var or secret is missing), `probe-error` (the probe ran on its target and reported what
+    stopped it there), `transport` (the probe never ran or lost its target: unreachable, a
+    lost SSH session or Slurm step, a cancelled job) or `no-answer` (the probe's program on
+    the target ended without a result: killed, or never started); `exception` is the
+    exception class behind an error."""
 
     started_at: float
     duration: float
@@ -132,6 +138,16 @@ class Result:
     def bad(self) -> bool:
         """Failed or errored: what the verdict and fix list care about."""
         return self.status in (Status.failed, Status.error)
+
+    @property
+    def observed(self) -> bool:
+        """Whether the probe ran on its target and this outcome is what it saw there: a pass,
+        a failed expectation, or the probe's own account of what stopped it. A timeout, a lost
+        host, a crash of the probe's code or a missing setting teach nothing about the target:
+        matrix never acts on a node for them (commands/nodes.py)."""
+        if self.status in (Status.passed, Status.failed):
+            return True
+        return self.status is Status.error and self.error_type in OBSERVED_ERRORS
 
 
 @dataclass
@@ -188,6 +204,8 @@ class Run:
     interrupted: bool = False
     stopped_early: str | None = None
     warnings: list[str] = field(default_factory=list)
+    node: str | None = None
+    """The Slurm node a run on the node itself stood for (`--slurm-node`), else None."""
 
     @property
     def verdict(self) -> Verdict:
@@ -249,6 +267,7 @@ class Run:
         return {
             "schema_version": RUN_SCHEMA_VERSION,
             "spec": {"name": self.spec_name, "path": self.spec_path},
+            "node": self.node,
             "vars": self.vars,
             "verdict": self.verdict.value,
             "score": round(self.score, 1),

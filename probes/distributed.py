@@ -72,6 +72,10 @@ FREE_PORT = "import socket; s = socket.socket(); s.bind(('', 0)); print(s.getsoc
         'deadline while waiting for the rendezvous at 127.0.0.1:29500"}; empty when all did',
         "problem": "what went wrong across the ranks and hosts and what to do (a host that "
         "failed, a straggler past `straggler_ratio`); null when all is well",
+        "faulty_hosts": "the hosts at fault by what was measured on them: the host whose own "
+        "ranks failed first (exited, wrong results; not a rendezvous timeout or a host that "
+        "could not be reached), else a straggler; empty when none is (a `drain: named` row "
+        "drains them)",
     },
 )
 class TorchDistributed(ScriptProbe):
@@ -122,7 +126,7 @@ class TorchDistributed(ScriptProbe):
             facts = self._host(await super().observe(ctx))
             del facts["timed_out"], facts["failed_at"]  # for merging hosts' replies
             host = facts["host"]
-            merged = {**facts, "hosts": [host], "launch": "fork"}
+            merged = {**facts, "hosts": [host], "launch": "fork", "faulty_hosts": []}
             merged["compute_ms"] = {host: facts["compute_ms"]}
             merged["per_host"] = {host: {key: facts[key] for key in TIMINGS}}
             return self._findings(merged)
@@ -257,6 +261,8 @@ class TorchDistributed(ScriptProbe):
         ratio = timed[facts["slowest_host"]] / median if median else None
         facts["slowest_ratio"] = _round(ratio)
         facts["straggler"] = ratio is not None and ratio > self.straggler_ratio
+        if facts["straggler"] and not facts["faulty_hosts"]:
+            facts["faulty_hosts"] = [facts["slowest_host"]]
         if facts["straggler"] and facts["problem"] is None:
             facts["problem"] = (
                 f"{facts['slowest_host']} is a straggler: its compute step took {ratio:.1f}× "
@@ -301,6 +307,7 @@ def _merged(
     whole = observed and not failed
     facts["sweep"] = _slowest_sweep([reply["sweep"] for reply in observed]) if whole else []
     facts["problem"] = _problem(names, replies)
+    facts["faulty_hosts"] = _at_fault(names, replies)
     return facts
 
 
@@ -314,12 +321,7 @@ def _problem(names: list[str], replies: list[dict[str, Any] | Exception]) -> str
         if _failed(reply)
     }
     causes = [name for name, reply in said.items() if not isinstance(reply, NoAnswer)]
-
-    def when(name: str) -> float:
-        reply = replies[names.index(name)]
-        return reply.get("failed_at") or math.inf if isinstance(reply, dict) else -math.inf
-
-    order = sorted(causes, key=when)
+    order = sorted(causes, key=lambda name: _failed_at(replies[names.index(name)]))
     problems = [f"{name}: {said[name]}" for name in order]
     stopped = [name for name in said if name not in causes]
     if stopped and order:
@@ -327,6 +329,23 @@ def _problem(names: list[str], replies: list[dict[str, Any] | Exception]) -> str
     elif stopped:
         problems += [f"{name}: {said[name]}" for name in stopped]
     return "; ".join(problems) or None
+
+
+def _failed_at(reply: dict[str, Any] | Exception) -> float:
+    """When a host saw its ranks fail; one that could not run the script at all comes first."""
+    return reply.get("failed_at") or math.inf if isinstance(reply, dict) else -math.inf
+
+
+def _at_fault(names: list[str], replies: list[dict[str, Any] | Exception]) -> list[str]:
+    """The host whose own ranks failed first, by what they reported (a rank that exited,
+    wrong results), not by a rendezvous that timed out or a host that could not be reached:
+    the one a `drain: named` row may drain."""
+    own = [
+        (_failed_at(reply), name)
+        for name, reply in zip(names, replies)
+        if isinstance(reply, dict) and _failed(reply) and not reply["timed_out"]
+    ]
+    return [min(own)[1]] if own else []
 
 
 def _failed(reply: dict[str, Any] | Exception) -> bool:

@@ -21,7 +21,7 @@ assert {status.value for status in Status} == set(STATUSES)
 
 def metrics(run: Run) -> str:
     """The run's metrics, HELP and TYPE lines included, ending in a newline."""
-    spec = {"spec": run.spec_name}
+    spec = {"spec": run.spec_name, **({"node": run.node} if run.node else {})}
     lines: list[str] = []
     family = _family(lines)
     family("matrix_verdict", "the run's verdict: 1 for the one it reached", [
@@ -53,6 +53,7 @@ def _task_labels(run: Run, result: Result) -> dict[str, str]:
     `cell_AXIS`."""
     return {
         "spec": run.spec_name,
+        **({"node": run.node} if run.node else {}),
         "phase": result.phase_id,
         "check": result.check_id,
         "target": result.target,

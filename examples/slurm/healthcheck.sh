@@ -1,24 +1,23 @@
 #!/bin/sh
 # matrix as slurmd's HealthCheckProgram: check this node every HealthCheckInterval, drain it
-# when a critical check fails and resume it once matrix's own drain is no longer deserved.
+# when a critical check observes a failure, and resume it once a whole run of the same spec
+# passes. Only drains of this spec are resumed: a node drained by another spec (a fleet
+# check), by Slurm or by an admin stays as it is.
 #
 #   slurm.conf:  HealthCheckProgram=/etc/slurm/matrix/healthcheck.sh
 #                HealthCheckInterval=300
 #
-# Slurm ignores the exit code of a health check program: the program sets the node's state
-# itself, which `--drain --resume` does. A node someone else drained is never touched.
-PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
-export PATH
+# slurmd sets no SLURM_CONF here: set it in matrix-prolog.conf when slurm.conf is not at the
+# default path (matrix-node.sh). Slurm ignores the exit code of a health check program; a
+# drain or resume that failed is logged in REPORTS/NODE.log.
 here=$(dirname "$0")
-MATRIX=matrix
-SPEC=$here/node.yaml
-REPORTS=/var/log/matrix
-ARGS=
-[ -r "$here/matrix-prolog.conf" ] && . "$here/matrix-prolog.conf"
-
-node=${SLURMD_NODENAME:-$(hostname -s)}
-mkdir -p "$REPORTS" 2>/dev/null
-# shellcheck disable=SC2086 # MATRIX and ARGS are word lists
-$MATRIX run "$SPEC" $ARGS --quiet --drain --resume --slurm-node "$node" \
-    --json "$REPORTS/$node.health.json"
+WHAT=healthcheck
+. "$here/matrix-node.sh"
+check_node --drain --resume
+code=$?
+case $code in
+    0 | 1) ;;
+    4) log "a drain or resume of $node failed (above): check SLURM_CONF and that root may run scontrol update" ;;
+    *) log "matrix exited $code: a problem of the check, not of $node; see $REPORTS" ;;
+esac
 exit 0

@@ -14,6 +14,7 @@ if TYPE_CHECKING:
 
 EXIT_INVALID = 2
 EXIT_UNWRITTEN = 3  # the run happened, but a report could not be written
+EXIT_UNACTED = 4  # the run happened, but a drain or resume it asked for was not carried out
 EXIT_INTERRUPTED = 130
 
 

@@ -10,7 +10,14 @@ import argparse
 import os
 import sys
 
-from matrix.commands import EXIT_INTERRUPTED, EXIT_UNWRITTEN, plan, spec_options, split
+from matrix.commands import (
+    EXIT_INTERRUPTED,
+    EXIT_UNACTED,
+    EXIT_UNWRITTEN,
+    plan,
+    spec_options,
+    split,
+)
 
 
 def arguments(parser: argparse.ArgumentParser) -> None:
@@ -42,12 +49,18 @@ def arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--drain",
         action="store_true",
-        help="set Slurm nodes with a critical failure DRAIN, the reason naming the check",
+        help="set DRAIN the Slurm nodes on which a critical check observed a failure, the "
+        "reason naming the spec and the check",
     )
     parser.add_argument(
         "--resume",
         action="store_true",
-        help="set RESUME the Slurm nodes matrix drained that now pass every critical check",
+        help="set RESUME the Slurm nodes this spec drained that now pass every critical check",
+    )
+    parser.add_argument(
+        "--resume-any",
+        action="store_true",
+        help="with --resume: also the nodes matrix drained for other specs",
     )
     parser.add_argument(
         "--slurm-node",
@@ -107,20 +120,29 @@ def main(args: argparse.Namespace) -> int:
             reports.append(entry.create(destination, **options))
     console = ConsoleReporter(sys.stderr if to_stdout else None)
     listeners = Listeners(reports if args.quiet else [console, *reports])
-    options = Options(concurrency=args.concurrency, fail_fast=args.fail_fast)
+    options = Options(
+        concurrency=args.concurrency, fail_fast=args.fail_fast, node=args.slurm_node or None
+    )
     run = anyio.run(execute, planned, options, listeners)
+    unacted: list[str] = []
     if args.drain or args.resume:
         from matrix.commands import nodes
 
         partial = any([args.phase, args.check, args.tags, args.skip_tags, args.limit])
-        run.warnings += nodes.act(
-            run, planned, drain=args.drain, resume=args.resume, partial=partial,
-            here=args.slurm_node,
+        acted = nodes.act(
+            run, planned, drain=args.drain, resume=args.resume, resume_any=args.resume_any,
+            partial=partial, here=args.slurm_node,
         )  # fmt: skip
+        run.warnings += acted.lines
+        unacted = acted.failed
     listeners.finish(run)
     for listener, why in listeners.failed.items():
         print(
             f"matrix: {type(listener).__name__} could not write its report: {why}", file=sys.stderr
         )
+    for line in unacted:
+        print(f"matrix: {line}", file=sys.stderr)
     code = run.exit_code(strict=args.strict)
-    return EXIT_UNWRITTEN if listeners.failed and code != EXIT_INTERRUPTED else code
+    if code == EXIT_INTERRUPTED:
+        return code
+    return EXIT_UNACTED if unacted else EXIT_UNWRITTEN if listeners.failed else code

@@ -538,10 +538,17 @@ class Planner:
             diagnostic="{{ error }}",
             fix=gate.fix,
             on=ref.group,
-            timeout=min((options.connect_timeout if options else 10) + gate.slack, MAX_SECONDS),
+            timeout=min(_gate_timeout(gate, options), MAX_SECONDS),
         )
         p = self.spec.phases.index(first.phase)
         return self._task(("phases", p), first.phase, check, ref, {}, self.kinds[gate.kind])
+
+
+def _gate_timeout(gate: Gate, options: TargetSpec | None) -> float:
+    """The gate's own budget, or the group's connect timeout plus the gate's slack."""
+    if gate.budget is not None and options is not None:
+        return float(load(gate.budget)(options))
+    return (options.connect_timeout if options else 10) + gate.slack
 
 
 def _short(text: str) -> str:

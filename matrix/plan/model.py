@@ -138,3 +138,28 @@ class Plan:
     secret_values: dict[str, str] = field(default_factory=dict)
     # every group a Need names → its tasks, in plan order
     groups: dict[str, list[str]] = field(default_factory=dict)
+
+    def budgets(self) -> dict[str, float]:
+        """{target group: the longest its selected tasks can take}: per host, every task on
+        it or spanning it run out to its timeout, each retry included, one after another; the
+        group's is its slowest host's. A bound, not a guess: a Slurm group's job is given it
+        as its time limit, so the job ends by itself whatever ends matrix."""
+        per_host: dict[tuple[str, str], float] = {}
+        for task in self.tasks.values():
+            if task.skip is None and not task.compares:
+                for host in task.spans or (task.target,):
+                    key = (host.group, host.name)
+                    per_host[key] = per_host.get(key, 0.0) + _budget(task.check)
+        found: dict[str, float] = {}
+        for (group, _), seconds in per_host.items():
+            found[group] = max(found.get(group, 0.0), seconds)
+        return found
+
+
+def _budget(check: Check) -> float:
+    """The most one task of `check` takes: every attempt to its timeout, and the backoffs."""
+    retry = check.retry
+    if retry is None:
+        return check.timeout
+    backoffs = sum(retry.backoff * 2**attempt for attempt in range(retry.attempts - 1))
+    return check.timeout * retry.attempts + backoffs

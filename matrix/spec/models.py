@@ -78,7 +78,26 @@ class ProbeRef(BaseModel):
 SSH_OPTIONS = frozenset(
     {"hosts", "user", "port", "key", "keys", "password", "jump", "known_hosts", "insecure"}
 )
-SLURM_OPTIONS = frozenset({"partition", "nodes", "constraint", "account", "qos", "time", "gres"})
+SLURM_OPTIONS = frozenset(
+    {"partition", "nodes", "constraint", "account", "qos", "time", "gres", "start_timeout"}
+)
+# Slurm's time formats: minutes, m:s, h:m:s, d-h, d-h:m, d-h:m:s (never unlimited)
+_SLURM_TIME = re.compile(r"^(\d+-)?\d+(:\d+){0,2}$")
+
+
+def slurm_time(value: Any) -> Any:
+    """A job's time limit as Slurm writes it; an unlimited one is refused, so that no job of
+    matrix can outlive its run for good."""
+    if value is None:
+        return value
+    text = str(value).strip()
+    if not _SLURM_TIME.match(text) or not any(c not in "0-:" for c in text):
+        raise ValueError(
+            f"expected a Slurm time limit such as 30, 30:00, 2:00:00 or 1-00:00, got {value!r}: "
+            "a job of matrix always ends by itself (leave `time` out to derive it from the "
+            "checks' timeouts)"
+        )
+    return text
 
 
 class TargetSpec(Model):
@@ -138,13 +157,27 @@ class TargetSpec(Model):
     """Slurm: the account the group's job is charged to (`--account`)."""
     qos: str | None = None
     """Slurm: the quality of service of the group's job (`--qos`)."""
-    time: str | None = None
-    """Slurm: the time limit of the group's job (`--time`, e.g. `30:00`); by default the
-    partition's. The job ends with the run in any case."""
+    time: Annotated[str | None, BeforeValidator(slurm_time)] = None
+    """Slurm: the time limit of the group's job (`--time`, e.g. `30:00`). By default it is
+    derived from the timeouts of the group's checks (each run out, retries included, one
+    after another), so that the job ends by itself even if matrix is killed; the job ends
+    with the run in any case. Unlimited is refused."""
+    start_timeout: Duration = 120.0
+    """Slurm: how long a node's step may wait to start, held behind the job's prolog on the
+    node (or, with PrologFlags=Alloc, the job itself), before the node's gate errors saying
+    what held it. Give it at least the prolog's own time budget."""
     gres: str | None = None
     """Slurm: generic resources the job takes on each node (`--gres`), e.g. `gpu:8`: where
     Slurm confines devices to jobs (cgroup ConstrainDevices), a job without GPUs sees none,
     so a GPU group needs this. Every check's step shares them."""
+
+
+class Drain(str, Enum):
+    """Which nodes a check's critical failure may take out of service (`run --drain`)."""
+
+    observed = "observed"  # the node on which this row's probe observed the failure
+    named = "named"  # also those a check across the nodes names by evidence (faulty_hosts)
+    never = "never"  # none: the row informs, it never drains
 
 
 class Check(Model):
@@ -213,6 +246,12 @@ class Check(Model):
     counted before any task is made: a spec plans at most 500,000 tasks."""
     weight: Weight = 1.0
     """Share of its phase's score relative to sibling checks."""
+    drain: Drain = Drain.observed
+    """Which Slurm nodes a critical failure of this row drains under `run --drain`:
+    `observed` (the default), the node on which the probe ran and observed it — never one it
+    could not reach or lost; `named`, also the nodes that a check across the group, or its
+    `consistent` row, names at fault by what it measured on them (its `faulty_hosts` fact: the
+    outliers, a straggler, a node whose rank failed on its own); `never`, none."""
 
 
 class Phase(Model):

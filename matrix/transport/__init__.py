@@ -9,7 +9,7 @@ pull in asyncssh), so `validate` stays fast.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
@@ -21,7 +21,10 @@ from matrix.transport.base import Target, TargetRef, split_host
 class Gate:
     """A check every task on a remote host needs first: the host is reached once, and a dead
     host gives one error instead of one timeout per task. Its probe is `kind`, run on the host
-    under the group's connect timeout plus `slack` seconds."""
+    under the group's connect timeout plus `slack` seconds, or under what `budget` ("module:
+    function" of the group's options) gives, for a transport whose reaching a host has more
+    steps than a connection (Slurm: a job, then a step that waits for the node's prolog): the
+    gate's timeout must leave the transport room to say in its own words what held it."""
 
     kind: str
     id: str
@@ -30,6 +33,7 @@ class Gate:
     failure: str
     fix: str
     slack: float = 5.0
+    budget: str | None = None
 
 
 @dataclass(frozen=True)
@@ -75,6 +79,7 @@ TRANSPORTS: dict[str, Transport] = {
             remote=True,
             inventory="matrix.transport.slurm:inventory",
             gate=Gate(
+                budget="matrix.transport.slurm:gate_budget",
                 kind="slurm.connect",
                 id="slurm-connect",
                 title="Slurm node",
@@ -125,8 +130,17 @@ class TargetPool:
     and closes every target at the end whatever happened (also on Ctrl-C). `refs`: every
     place the run may use, so that what a group's targets share can cover the group."""
 
-    def __init__(self, refs: Iterable[TargetRef] = ()) -> None:
+    def __init__(
+        self,
+        refs: Iterable[TargetRef] = (),
+        spec: str = "matrix",
+        budgets: Mapping[str, float] | None = None,
+    ) -> None:
         self.refs = {ref.name: ref for ref in refs}
+        self.spec = spec  # the spec's name: what a Slurm job of the run is named after
+        self.budgets = dict(budgets or {})  # {group: the most its tasks take} (Plan.budgets)
+        self.notes: list[str] = []  # what the transports did beyond the tasks, for the run's
+        # warnings (a stale job of an earlier run cancelled, a job Slurm would not confirm ended)
         self._targets: dict[str, Target] = {}
         self._shared: dict[object, Closing] = {}
         self._stack = ExitStack()

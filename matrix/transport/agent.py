@@ -32,9 +32,11 @@ from matrix.transport.base import OUTPUT_LIMIT, Completed
 BOOTSTRAP = "import sys; exec(sys.stdin.buffer.read(int(sys.argv[1])))"
 
 
-def connection_lost(where: str, why: object) -> TransportError:
-    """The one wording for a host that went away mid-task, with or without the agent."""
-    return TransportError(f"lost the SSH connection to {where}: {why}")
+def connection_lost(link: str, why: object) -> TransportError:
+    """The one wording for a host that went away mid-task, with or without the agent; `link`
+    says what was lost, in its transport's words ("the SSH connection to gpu-01", "the Slurm
+    step on n1")."""
+    return TransportError(f"lost {link}: {why}")
 
 
 class AgentUnavailable(Exception):
@@ -62,6 +64,7 @@ class HostAgent:
     process: Any
     where: str
     marker: bytes
+    link: str  # what a lost stream is called, in the transport's words (connection_lost)
     _ids: itertools.count[int] = field(default_factory=itertools.count)
     _waiting: dict[int, _Waiting] = field(default_factory=dict)
     _lost: str | None = None
@@ -70,14 +73,20 @@ class HostAgent:
 
     @classmethod
     async def start(
-        cls, connection: Any, python: str, where: str, timeout: float, token: str | None = None
+        cls,
+        connection: Any,
+        python: str,
+        where: str,
+        timeout: float,
+        token: str | None = None,
+        link: str | None = None,
     ) -> HostAgent:
         source = resources.files(__package__).joinpath("agent_remote.py").read_bytes()
         marker = f"matrix-agent-{secrets.token_hex(8)}".encode()
         argv = command(python, source, marker, token)
         process = await connection.create_process(argv, encoding=None)
         process.stdin.write(source)
-        agent = cls(process, where, marker)
+        agent = cls(process, where, marker, link or f"the SSH connection to {where}")
         try:
             with anyio.fail_after(timeout):
                 await agent._skip_banner()
@@ -162,8 +171,13 @@ class HostAgent:
         out, err = (bytearray(base64.b64decode(reply[k])) for k in ("out", "err"))
         return Completed.captured(reply["code"], out, err, time.perf_counter() - started)
 
+    @property
+    def lost(self) -> str | None:
+        """Why its stream ended, once it has: every task it ran or will run errors."""
+        return self._lost
+
     def _lost_error(self) -> TransportError:
-        return connection_lost(self.where, self._lost)
+        return connection_lost(self.link, self._lost)
 
     async def aclose(self) -> None:
         """Close its stdin: the agent kills what it still runs and exits."""

@@ -120,6 +120,13 @@ def _stat(pid: int) -> tuple[int, bool, int, int] | None:
     return int(fields[1]), fields[0] != b"Z", int(fields[3]), int(fields[19])
 
 
+def start_time(pid: int) -> int | None:
+    """When a live process started, in clock ticks since boot (with its pid, a name no later
+    process can take); None once it is gone."""
+    found = _stat(pid)
+    return found[3] if found and found[1] else None
+
+
 def _mark(pid: int) -> bytes | None:
     """The process's mark; b"" when it has none, None when its environment cannot be read
     (empty: a zombie's, one cleared, one in the middle of an exec; another user's)."""

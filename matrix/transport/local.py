@@ -194,7 +194,12 @@ class AgentProcess:
                 self.process.kill()
 
     async def wait_closed(self) -> None:
+        """Until it is reaped; then its pipes are closed here, as what it left unread would
+        otherwise keep them open until the loop's shutdown ('Event loop is closed')."""
         await self.waiting
+        transport = getattr(self.process, "_transport", None)
+        if transport is not None:
+            transport.close()
 
 
 async def _collect(

@@ -109,6 +109,10 @@ class SshTarget:
         user = self.options.user or "(ssh config/local user)"
         return f"{user}@{host}" + (f":{port}" if port else "")
 
+    def link(self) -> str:
+        """What a lost session is, in messages (agent.connection_lost)."""
+        return f"the SSH connection to {self.describe()}"
+
     async def connect(self) -> dict[str, Any]:
         connection = await self._connected()
         key = connection.get_server_host_key()
@@ -144,8 +148,9 @@ class SshTarget:
             return None
         try:
             return await HostAgent.start(
-                connection, self.python, self.describe(), self.options.connect_timeout
-            )
+                connection, self.python, self.describe(), self.options.connect_timeout,
+                link=self.link(),
+            )  # fmt: skip
         except AgentUnavailable as exc:
             self.agent_problem = f"{exc}; each task opens its own SSH session instead"
             return None
@@ -263,7 +268,7 @@ class SshTarget:
             lost = _lost(exc, (asyncssh.ConnectionLost, asyncssh.DisconnectError, OSError))
             if lost is None:
                 raise
-            raise connection_lost(self.describe(), lost) from None
+            raise connection_lost(self.link(), lost) from None
         finally:
             if process.returncode is None:  # cut short: the wrapper did not sweep
                 with anyio.CancelScope(shield=True):
@@ -287,7 +292,7 @@ class SshTarget:
                     ) from None
                 await anyio.sleep(0.05 * 2**attempt)
             except (asyncssh.ConnectionLost, asyncssh.DisconnectError) as exc:
-                raise connection_lost(self.describe(), exc) from None
+                raise connection_lost(self.link(), exc) from None
         raise AssertionError("unreachable")
 
     async def _kill(self, connection: Any, pgid: int | None, mark: str) -> None:

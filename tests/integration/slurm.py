@@ -70,7 +70,7 @@ SelectType=select/cons_tres
 SelectTypeParameters=CR_Core
 ReturnToService=2
 SlurmdParameters=config_overrides
-SlurmdTimeout=30
+SlurmdTimeout={slurmd_timeout}
 InactiveLimit=0
 KillWait=2
 NodeName={nodes} NodeHostname={host} NodeAddr=127.0.0.1 Port=[{first_port}-{last_port}] {node}
@@ -82,11 +82,19 @@ PartitionName=whole Nodes={nodes} MaxTime=INFINITE State=UP OverSubscribe=EXCLUS
 class SlurmCluster:
     """slurmctld and `count` slurmd nodes n1…nN in partition `debug` (jobs share nodes) and
     `whole` (a job takes whole nodes); `env` is what a client
-    command needs (SLURM_CONF); `extra_config` is appended to slurm.conf (a Prolog). Each
+    command needs (SLURM_CONF); `extra_config` is appended to slurm.conf (a Prolog);
+    `slurmd_timeout`: seconds before slurmctld takes a silent node for failed. Each
     node has `gpus` GPUs as Slurm's generic resources: stand-in device files, enough for
     Slurm to allocate them to jobs (what a GPU would do there is mocked, as nothing else)."""
 
-    def __init__(self, root: Path, count: int = 3, extra_config: str = "", gpus: int = 0) -> None:
+    def __init__(
+        self,
+        root: Path,
+        count: int = 3,
+        extra_config: str = "",
+        gpus: int = 0,
+        slurmd_timeout: int = 30,
+    ) -> None:
         require_slurm()
         self.root = root
         self.names = [f"n{i}" for i in range(1, count + 1)]
@@ -108,6 +116,7 @@ class SlurmCluster:
                 nodes=self.nodes,
                 first_port=first_port,
                 last_port=first_port + count - 1,
+                slurmd_timeout=slurmd_timeout,
                 node="CPUs=2 RealMemory=2000 Feature=cpu State=UNKNOWN"
                 + (f" Gres=gpu:{gpus}" if gpus else ""),
             )
@@ -120,7 +129,7 @@ class SlurmCluster:
             files = f"{root}/gpu[0-{gpus - 1}]" if gpus > 1 else f"{root}/gpu0"
             (root / "gres.conf").write_text(f"NodeName={self.nodes} Name=gpu File={files}\n")
         self.env = {**os.environ, "SLURM_CONF": str(self.conf)}
-        self.daemons: list[subprocess.Popen[bytes]] = []
+        self.daemons: dict[str, subprocess.Popen[bytes]] = {}
         try:
             self._start(root)
             self.wait_idle(self.names)
@@ -141,22 +150,34 @@ class SlurmCluster:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"munged did not start: {self._log('munged')}")
             time.sleep(0.05)
-        self._daemon(["slurmctld", "-D", "-i"], "slurmctld")
+        self.start("slurmctld")
         for name in self.names:
-            self._daemon(["slurmd", "-D", "-N", name], f"slurmd-{name}")
+            self.start(f"slurmd-{name}")
+
+    def start(self, name: str) -> None:
+        """Start (or start again) `slurmctld` or `slurmd-NODE`, state kept from before."""
+        if name == "slurmctld":
+            argv = ["slurmctld", "-D", "-i"]
+        else:
+            argv = ["slurmd", "-D", "-N", name.removeprefix("slurmd-")]
+        self._daemon(argv, name)
+
+    def kill(self, name: str) -> None:
+        """SIGKILL a daemon (`slurmctld`, `slurmd-n2`), as a crash would end it."""
+        daemon = self.daemons.pop(name)
+        os.killpg(daemon.pid, 9)
+        daemon.wait()
 
     def _daemon(self, argv: list[str], name: str) -> None:
-        log = (self.root / "log" / f"{name}.out").open("wb")
+        log = (self.root / "log" / f"{name}.out").open("ab")
         with log:
-            self.daemons.append(
-                subprocess.Popen(
-                    [_which(argv[0]) or argv[0], *argv[1:]],
-                    env=self.env,
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
+            self.daemons[name] = subprocess.Popen(
+                [_which(argv[0]) or argv[0], *argv[1:]],
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
 
     def _log(self, name: str) -> str:
@@ -200,10 +221,11 @@ class SlurmCluster:
             timeout=30,
         )
 
-    def job(self, node: str) -> subprocess.CompletedProcess[str]:
-        """`srun -w NODE true`: a job on the node, its prolog run first; not checked."""
+    def job(self, node: str, *argv: str) -> subprocess.CompletedProcess[str]:
+        """`srun -w NODE ARGV` (`true` by default): a job on the node, its prolog run first
+        and its epilog after; not checked."""
         return subprocess.run(
-            [_which("srun") or "srun", f"--nodelist={node}", "--immediate=30", "true"],
+            [_which("srun") or "srun", f"--nodelist={node}", "--immediate=30", *(argv or ["true"])],
             env=self.env,
             capture_output=True,
             text=True,
@@ -216,11 +238,27 @@ class SlurmCluster:
     def resume(self, node: str) -> None:
         self.run("scontrol", "update", f"NodeName={node}", "State=RESUME")
 
+    def jobs(self) -> list[str]:
+        """`JOBID NAME STATE` of every job Slurm lists."""
+        listed = self.run("squeue", "--noheader", "--format=%i %j %T").stdout
+        return [line.strip() for line in listed.splitlines() if line.strip()]
+
+    def wait_no_jobs(self, within: float = 15.0) -> list[str]:
+        """Until Slurm lists no job (a job being released is COMPLETING for a moment), or
+        `within` seconds; the jobs left."""
+        deadline = time.monotonic() + within
+        left = self.jobs()
+        while left and time.monotonic() < deadline:
+            time.sleep(0.2)
+            left = self.jobs()
+        return left
+
     def stop(self) -> None:
-        for daemon in reversed(self.daemons):
+        daemons = list(self.daemons.values())
+        for daemon in reversed(daemons):
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(daemon.pid, 15)
-        for daemon in self.daemons:
+        for daemon in daemons:
             try:
                 daemon.wait(timeout=10)
             except subprocess.TimeoutExpired:

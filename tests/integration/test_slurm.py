@@ -10,8 +10,9 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 from slurm import SlurmCluster
@@ -91,9 +92,11 @@ def test_checks_fan_out_to_every_node_through_srun(cli, tmp_path, cluster) -> No
     for node in cluster.names:
         gate = found[("slurm-connect", node)]
         assert gate["status"] == "pass"
+        assert 0 < gate["facts"].pop("step_wait") < 10  # no prolog: the step starts at once
+        # the job's limit covers two 60 s checks and the gate run out, in whole minutes
         assert gate["facts"] | {"host": node} == {
             "host": node, "via": "slurm", "node": node, "partition": "debug", "job": job,
-            "state": "idle", "agent": True, "agent_problem": None,
+            "time_limit": "14", "state": "idle", "agent": True, "agent_problem": None,
         }  # fmt: skip
         said = found[("where", node)]["facts"]["stdout"].split()
         assert said == [node, job]  # run by slurmd on that node, in the run's one job
@@ -128,6 +131,7 @@ def test_a_node_other_jobs_hold_is_named_and_the_job_holds_the_free_ones(
     cli, tmp_path, cluster
 ) -> None:
     other = hold(cluster, "n3")
+    other_job = other.job
     try:
         spec(tmp_path, ", connect_timeout: 2", partition="whole")
         cli("run", "spec.yaml", "--json", "out.json")
@@ -139,27 +143,36 @@ def test_a_node_other_jobs_hold_is_named_and_the_job_holds_the_free_ones(
         "pass", "pass", "error",
     ]  # fmt: skip
     assert found[("slurm-connect", "n3")]["reason"].startswith(
-        "node n3 is allocated (held by other jobs) and Slurm gave no job on n1, n2, n3 within "
+        f"node n3 is allocated to job {other_job} and Slurm gave no job on n1, n2, n3 within "
         "2s: Unable to allocate resources"
     )
     assert found[("healthy", "n1")]["status"] == "pass"
 
 
-def hold(cluster: SlurmCluster, node: str) -> subprocess.Popen[bytes]:
+class Held(NamedTuple):
+    """Another user's job holding a node: its salloc and its job id."""
+
+    salloc: subprocess.Popen[bytes]
+    job: str
+
+
+def hold(cluster: SlurmCluster, node: str) -> Held:
     """Another job holding `node` whole (partition `whole`) until its input ends."""
     other = subprocess.Popen(
         ["salloc", "--partition=whole", f"--nodelist={node}", "--immediate=10", "cat"],
         env=cluster.env, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )  # fmt: skip
-    assert other.stderr is not None and b"Granted" in other.stderr.readline()
-    return other
+    assert other.stderr is not None
+    granted = other.stderr.readline()
+    assert b"Granted job allocation" in granted, granted
+    return Held(other, granted.split()[-1].decode())
 
 
-def release(other: subprocess.Popen[bytes]) -> None:
-    assert other.stdin is not None
-    other.stdin.close()
-    other.wait()
+def release(other: Held) -> None:
+    assert other.salloc.stdin is not None
+    other.salloc.stdin.close()
+    other.salloc.wait()
 
 
 def test_ctrl_c_while_slurm_has_not_given_the_job_yet_leaves_no_job(cli, tmp_path, cluster) -> None:
@@ -210,7 +223,7 @@ def test_drain_takes_out_a_failing_node_and_only_a_whole_run_on_it_resumes_it(
     done = cli("run", path.name, "--json", "out.json", "--drain")
 
     assert done.returncode == 1
-    reason = "matrix: healthy: n3 carries the bad mark"
+    reason = "matrix[slurm] healthy: n3 carries the bad mark"
     assert cluster.sinfo()["n3"] == ("drained", reason)
     assert {n: s for n, (s, _) in cluster.sinfo().items()} == {
         "n1": "idle", "n2": "idle", "n3": "drained",
@@ -318,45 +331,116 @@ def test_a_constraint_picks_the_nodes_with_those_features(cli, tmp_path, cluster
 
 
 REPO = Path(__file__).resolve().parents[2]
+WRAPPERS = ("matrix-node.sh", "prolog.sh", "epilog.sh", "healthcheck.sh")
 
 
-def test_the_prolog_drains_a_failing_node_before_a_job_and_the_health_check_resumes_it(
-    tmp_path, cluster
-) -> None:
-    """examples/slurm's prolog.sh, unmodified, as slurmd runs it before each job, with the
-    shipped node.yaml; its scratch var points at a folder n2 lacks."""
+def install_wrappers(tmp_path: Path, *settings: str) -> Path:
+    """examples/slurm's wrappers, unmodified, in a folder of their own, with a
+    matrix-prolog.conf that runs this checkout's matrix on the shipped node.yaml; each node's
+    scratch is tmp_path/scratch-NODE (the test makes or removes it)."""
     wrappers = tmp_path / "etc"
     wrappers.mkdir()
-    for name in ("prolog.sh", "healthcheck.sh"):
+    for name in WRAPPERS:
         (wrappers / name).write_bytes((REPO / "examples" / "slurm" / name).read_bytes())
         (wrappers / name).chmod(0o755)
-    (tmp_path / "scratch-n1").mkdir()
     (wrappers / "matrix-prolog.conf").write_text(
         f'MATRIX="{sys.executable} -m matrix"\n'
         f"SPEC={REPO}/examples/slurm/node.yaml\n"
         f"REPORTS={tmp_path}/reports\n"
         f'ARGS="--var gpus=false --var scratch={tmp_path}/scratch-$SLURMD_NODENAME"\n'
-        f"export PYTHONPATH={REPO}\n"
+        f"export PYTHONPATH={REPO}\n" + "".join(f"{line}\n" for line in settings)
     )
-    on_prolog = SlurmCluster(tmp_path / "slurm", 2, f"Prolog={wrappers}/prolog.sh\n")
+    return wrappers
+
+
+def wait_for(what: Callable[[], bool], within: float = 30.0) -> bool:
+    deadline = time.monotonic() + within
+    while not what():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.2)
+    return True
+
+
+def test_the_prolog_drains_a_failing_node_before_a_job_and_the_epilog_one_a_job_broke(
+    tmp_path, cluster
+) -> None:
+    """prolog.sh and epilog.sh, unmodified, as slurmd runs them around each job, with the
+    shipped node.yaml; its scratch var points at a folder n2 lacks."""
+    wrappers = install_wrappers(tmp_path)
+    (tmp_path / "scratch-n1").mkdir()
+    slurm = SlurmCluster(
+        tmp_path / "slurm", 2, f"Prolog={wrappers}/prolog.sh\nEpilog={wrappers}/epilog.sh\n"
+    )
     try:
-        first = on_prolog.job("n1")
-        second = on_prolog.job("n2")
-        states = on_prolog.sinfo()
-        health = dict(on_prolog.env, SLURMD_NODENAME="n2")
-        (tmp_path / "scratch-n2").mkdir()
-        fixed = subprocess.run([f"{wrappers}/healthcheck.sh"], env=health, timeout=60)
-        after = on_prolog.sinfo()
+        first = slurm.job("n1")
+        second = slurm.job("n2")
+        after_prolog = slurm.sinfo()
+        broke = slurm.job("n1", "rmdir", f"{tmp_path}/scratch-n1")  # the job breaks its node
+        drained = wait_for(lambda: slurm.sinfo()["n1"][0].startswith("drain"))
+        after_epilog = slurm.sinfo()
     finally:
-        on_prolog.stop()
+        slurm.stop()
 
     assert first.returncode == 0, first.stderr
-    assert json.loads((tmp_path / "reports" / "n1.json").read_text())["verdict"] == "READY"
+    assert json.loads((tmp_path / "reports" / "n1.prolog.json").read_text())["verdict"] == "READY"
     assert second.returncode != 0 and "Job prolog failed" in second.stderr
-    state, reason = states["n2"]
-    assert state == "drained" and reason.startswith("matrix: scratch-space: ")
-    assert fixed.returncode == 0
-    assert after["n2"][0].startswith("idle") and after["n1"] == ("idle", "none")
+    state, reason = after_prolog["n2"]
+    assert state.startswith("drain") and reason.startswith(
+        "matrix[slurm-node] scratch-space: No such "
+    )
+    assert "drain" not in after_prolog["n1"][0] and after_prolog["n1"][1] == "none"
+    assert broke.returncode == 0 and drained, after_epilog
+    assert after_epilog["n1"][1].startswith("matrix[slurm-node] scratch-space: No such directory")
+    log = (tmp_path / "reports" / "n1.log").read_text()
+    assert "epilog (job " in log and "BLOCKED: n1 is drained" in log
+
+
+@pytest.mark.timeout(120)
+def test_the_health_check_says_it_cannot_act_without_slurm_conf_and_resumes_only_its_own(
+    tmp_path, cluster
+) -> None:
+    """healthcheck.sh as slurmd runs it (HealthCheckProgram: no SLURM_CONF, no PATH): told
+    where slurm.conf is, it drains a failing node and resumes it once fixed; a drain of
+    another spec stays."""
+    wrappers = install_wrappers(tmp_path)
+    scratch = tmp_path / "scratch-n1"
+    scratch.mkdir()
+    slurm = SlurmCluster(
+        tmp_path / "slurm", 1,
+        f"HealthCheckProgram={wrappers}/healthcheck.sh\nHealthCheckInterval=2\n",
+    )  # fmt: skip
+    log = tmp_path / "reports" / "n1.log"
+    report = tmp_path / "reports" / "n1.healthcheck.json"
+    try:
+        scratch.rmdir()
+        unacted = wait_for(lambda: log.exists() and "could not drain n1" in log.read_text())
+        state_unacted = slurm.sinfo()["n1"]
+        with (wrappers / "matrix-prolog.conf").open("a") as conf:
+            conf.write(f"SLURM_CONF={slurm.conf}\n")
+        drained = wait_for(lambda: slurm.sinfo()["n1"][0] == "drained")
+        reason = slurm.sinfo()["n1"][1]
+        scratch.mkdir()
+        resumed = wait_for(lambda: slurm.sinfo()["n1"][0].startswith("idle"))
+        slurm.drain("n1", "matrix[fleet] ib-bandwidth: n1 at 12 GB/s, need 180")
+        runs = report.stat().st_mtime_ns
+        wait_for(lambda: report.stat().st_mtime_ns != runs)  # two more health checks
+        runs = report.stat().st_mtime_ns
+        wait_for(lambda: report.stat().st_mtime_ns != runs)
+        kept = slurm.sinfo()["n1"]
+    finally:
+        slurm.stop()
+
+    assert unacted and state_unacted[0] == "idle", log.read_text()
+    said = log.read_text()  # matrix's own stderr, and the wrapper's line
+    assert "matrix: Slurm: could not drain n1: cannot read the state of n1: sinfo: " in said
+    assert "healthcheck: a drain or resume of n1 failed (above): check SLURM_CONF" in said
+    assert drained and reason.startswith("matrix[slurm-node] scratch-space: No such directory")
+    assert resumed
+    assert kept == ("drained", "matrix[fleet] ib-bandwidth: n1 at 12 GB/s, need 180")
+    assert "n1 stays drained: matrix[fleet] drained it" in " ".join(
+        json.loads(report.read_text())["warnings"]
+    )
 
 
 def test_a_fact_that_differs_on_one_node_fails_the_consistency_row_naming_it(

@@ -24,6 +24,7 @@ def test_the_outliers_are_named_with_the_value_the_majority_has() -> None:
     assert status is Status.failed
     assert reason == 'torch "2.4.0" on gpu-07; "2.5.1" on the other 15 hosts'
     assert facts["outliers"] == {"torch": ["gpu-07"], "gpus": []}
+    assert facts["faulty_hosts"] == ["gpu-07"]
     assert facts["hosts"] == 16 and facts["not_observed"] == []
 
 
@@ -52,7 +53,7 @@ def test_hosts_that_did_not_observe_are_listed_not_compared() -> None:
     assert compare(["v"], hosts)[:2] == (
         Status.passed,
         {"hosts": 2, "not_observed": ["c", "d"], "values": {"v": {"1": ["a", "b"]}},
-         "outliers": {"v": []}},
+         "outliers": {"v": []}, "faulty_hosts": []},
     )  # fmt: skip
     assert compare(["v"], hosts[2:])[0] is Status.error
     assert compare(["v"], hosts[2:])[2] == "no host observed the facts to compare"
@@ -64,3 +65,34 @@ def test_a_number_and_its_text_differ() -> None:
     )
 
     assert status is Status.failed and reason == 'n "2" on b; 2 on the other 2 hosts'
+
+
+def test_a_tie_blames_no_host() -> None:
+    pair = [result("n1", {"v": "2.5.1", "n": 8}), result("n3", {"v": "2.4.0", "n": 8})]
+    four = [result(h, {"v": v}) for h, v in (("a", 1), ("b", 2), ("c", 1), ("d", 2))]
+
+    status, facts, reason = compare(["v", "n"], pair)
+    four_status, four_facts, four_reason = compare(["v"], four)
+
+    assert status is Status.failed
+    assert reason == (
+        'v differs with no majority to tell the odd host (a tie): "2.5.1" on n1; "2.4.0" on n3'
+    )
+    assert facts["outliers"] == {"v": [], "n": []} and facts["faulty_hosts"] == []
+    assert four_status is Status.failed and four_facts["faulty_hosts"] == []
+    assert (
+        four_reason
+        == "v differs with no majority to tell the odd host (a tie): 1 on a, c; 2 on b, d"
+    )
+
+
+def test_a_tie_on_one_fact_still_names_the_outlier_of_another() -> None:
+    hosts = [
+        result(h, {"v": v, "n": n})
+        for h, v, n in (("a", 1, 8), ("b", 2, 8), ("c", 1, 8), ("d", 2, 7))
+    ]
+
+    _, facts, reason = compare(["v", "n"], hosts)
+
+    assert facts["faulty_hosts"] == ["d"] and facts["outliers"] == {"v": [], "n": ["d"]}
+    assert reason.endswith("; n 7 on d; 8 on the other 3 hosts")
