@@ -7,7 +7,8 @@ Prometheus (as Goss's `goss serve` does for its checks).
   checks with their reasons.
 - `/metrics`: that run in Prometheus's text format (reporters/prometheus.py).
 
-Runs never overlap: the next starts `--interval` after the last one ended. The spec is loaded
+Runs never overlap: the next starts `--interval` after the last one ended. Each run is one
+line on stdout (when, verdict, score, counts, the first thing that blocked it). The spec is loaded
 and planned once, at start (an invalid spec exits 2 before anything listens). SIGINT or
 SIGTERM stops serving (exit 0); a run they cut short is not published.
 """
@@ -15,6 +16,7 @@ SIGTERM stops serving (exit 0); a run they cut short is not published.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 import threading
@@ -140,6 +142,29 @@ def _interval(text: str) -> float:
     return seconds
 
 
+def _logged(number: int, run: Run) -> str:
+    """One line per run for serve's log (journald, a container's): when, the verdict and
+    score, the counts, and what blocked it first."""
+    from datetime import datetime, timezone
+
+    from matrix.redact import redact
+    from matrix.results import span, whole
+
+    when = datetime.fromtimestamp(run.started_at, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    counts = run.counts()
+    line = (
+        f"matrix serve: {when} run {number}: {run.verdict.value} {whole(run.score)}/100 in "
+        f"{span(run.duration)}: {counts['pass']} passed, {counts['fail']} failed, "
+        f"{counts['error']} errors, {counts['skip']} skipped"
+    )
+    first = next(iter(run.fixes()), None)
+    if run.interrupted:
+        line += " (interrupted: not published)"
+    elif first is not None:
+        line += f"; first: {first.check_id}@{first.host}: {' '.join((first.reason or '').split())}"
+    return redact(line)
+
+
 def main(args: argparse.Namespace) -> int:
     import anyio
 
@@ -169,12 +194,14 @@ def main(args: argparse.Namespace) -> int:
     stop = threading.Event()
     try:
         with interrupt.listen(stop.set):
-            while not stop.is_set():
+            for number in itertools.count(1):
                 run = anyio.run(execute, planned, Options(), Listeners([]))
+                print(_logged(number, run), flush=True)
                 if run.interrupted:
                     break
                 latest.publish(run)
-                stop.wait(interval)
+                if stop.wait(interval):
+                    break
     finally:
         server.shutdown()
         server.server_close()

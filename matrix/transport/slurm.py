@@ -157,6 +157,8 @@ CONFIRM_WAIT = 30.0  # seconds to keep cancelling a job Slurm still lists (slurm
 ENDING_READS = 6  # reads, half a second apart, for a COMPLETING job to show how it ended
 STARTED = "matrix-step-started"  # a node's step prints it first: its task runs on the node
 LAUNCH_TIMED_OUT = "Socket timed out"  # srun's words when slurmd kept a launch past MessageTimeout
+# srun's words for a step that never ran its task (as against the task's own failure)
+UNLAUNCHED = ("Application launch failed", "Unable to create step", "Job step aborted")
 LIVE = ("RUNNING", "PENDING", "CONFIGURING", "SUSPENDED", "REQUEUED", "RESIZING")
 ENDED_BY = {  # what a job state other than RUNNING says happened to the run's job
     "CANCELLED": "someone cancelled it (scancel) or an admin did",
@@ -472,9 +474,14 @@ class SlurmTarget:
                 raise await self.lost(self._agent.lost) from None
         step = [*self.job.step_argv(self.host), *argv]
         done = await self._here.run(step, input=input, env=env)  # srun exports env to the node
-        if done.exit_code != 0 and not await self.job.running():
-            said = done.stderr.decode(errors="replace").strip().splitlines()[-1:]
-            raise await self.lost(said[0] if said else f"srun exited {done.exit_code}")
+        if done.exit_code == 0:
+            return done
+        said = done.stderr.decode(errors="replace").strip().splitlines()
+        unlaunched = next((line for line in said if any(w in line for w in UNLAUNCHED)), None)
+        if unlaunched is not None:
+            raise TransportError(f"the Slurm step on {self.host} did not launch: {unlaunched}")
+        if not await self.job.running():
+            raise await self.lost(said[-1] if said else f"srun exited {done.exit_code}")
         return done
 
     async def lost(self, said: str) -> TransportError:

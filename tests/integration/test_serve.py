@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import signal
 import subprocess
 from collections.abc import Iterator
@@ -82,6 +83,17 @@ def test_healthz_follows_the_last_run_and_sigterm_stops_serving(served) -> None:
 
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=20) == 0
+    assert process.stdout is not None
+    logged = process.stdout.read().splitlines()  # one line per run, numbered
+    assert all(line.startswith("matrix serve: 20") for line in logged), logged
+    assert re.search(
+        r" run 1: READY 100/100 in \d+\.\ds: 2 passed, 0 failed, 0 errors, 0 skipped$", logged[0]
+    ), logged[0]
+    blocked_line = next(line for line in logged if " BLOCKED " in line)
+    assert blocked_line.endswith(
+        f"BLOCKED 50/100 in {blocked_line.split(' in ')[1].split(':')[0]}: 1 passed, 1 failed, "
+        f"0 errors, 0 skipped; first: marker@localhost: {marker} exists"
+    )
 
 
 @pytest.mark.parametrize(

@@ -456,9 +456,10 @@ def test_a_fact_that_differs_on_one_node_fails_the_consistency_row_naming_it(
         "      - id: torch\n        on: cluster\n"
         f"        probe: {{kind: command, shell: 'cat {versions}/$SLURMD_NODENAME'}}\n"
         "        consistent: [stdout, exit_code]\n"
+        "        drain: named\n"
     )
 
-    done = cli("run", "spec.yaml", "--json", "out.json")
+    done = cli("run", "spec.yaml", "--json", "out.json", "--drain")
 
     assert done.returncode == 1
     row = results(tmp_path)[("torch", "cluster")]
@@ -466,8 +467,14 @@ def test_a_fact_that_differs_on_one_node_fails_the_consistency_row_naming_it(
     assert row["reason"] == 'stdout "2.4.0" on n3; "2.5.1" on the other 2 hosts'
     assert row["facts"]["outliers"] == {"stdout": ["n3"], "exit_code": []}
     assert row["facts"]["values"]["stdout"] == {'"2.5.1"': ["n1", "n2"], '"2.4.0"': ["n3"]}
+    assert row["facts"]["faulty_hosts"] == ["n3"]  # `drain: named` drains the outlier
+    states = cluster.sinfo()
+    assert states["n3"] == ("drained", f"matrix[same] torch: {row['reason']}")
+    assert states["n1"][0] == states["n2"][0] == "idle"
 
     (versions / "n3").write_text("2.5.1")
+    cluster.resume("n3")
+    cluster.wait_idle(["n3"])
     cluster.drain("n2", "maintenance")
     done = cli("run", "spec.yaml", "--json", "out.json")
 
@@ -490,6 +497,9 @@ phases:
         probe: {{kind: torch.distributed, world_size: {per_node}, master_addr: 127.0.0.1,
                  timeout: 80, sizes: [1024, 65536], straggler_ratio: {ratio}}}
 """
+
+
+NAMED = DISTRIBUTED.replace("timeout: 100s", "timeout: 100s\n        drain: named")
 
 
 def straggle_rank(cli, tmp_path: Path, rank: int, code: str) -> dict[str, str]:
@@ -558,14 +568,18 @@ def test_a_slow_node_is_named_as_the_straggler(cli, tmp_path, cluster) -> None:
         "import torch; tanh = torch.tanh; "
         "torch.tanh = lambda x: (time.sleep(0.1), tanh(x))[1]",
     )  # fmt: skip
-    (tmp_path / "spec.yaml").write_text(DISTRIBUTED.format(ratio=3, per_node=1))
+    (tmp_path / "spec.yaml").write_text(NAMED.format(ratio=3, per_node=1))
 
-    cli("run", "spec.yaml", "--json", "out.json", env=env, timeout=200)
+    cli("run", "spec.yaml", "--json", "out.json", "--drain", env=env, timeout=200)
 
     row = results(tmp_path)[("ddp", "cluster")]
     assert row["status"] == "fail"
     assert row["facts"]["slowest_host"] == "n3" and row["facts"]["straggler"] is True
     assert row["facts"]["problem"].startswith("n3 is a straggler: its compute step took ")
+    states = cluster.sinfo()  # `drain: named`: the straggler, by what was measured on it
+    assert states["n3"][0] == "drained"
+    assert states["n3"][1].startswith("matrix[ddp] ddp: n3 is a straggler: its compute step")
+    assert states["n1"][0] == states["n2"][0] == "idle"
 
 
 @pytest.mark.timeout(240)
@@ -573,9 +587,9 @@ def test_a_rank_that_dies_names_its_node(cli, tmp_path, cluster) -> None:
     pytest.importorskip("torch")
     crash = "sys.stderr.write('Xid 79: GPU fell off\\n'); os._exit(3)"
     env = straggle_rank(cli, tmp_path, 1, crash)
-    (tmp_path / "spec.yaml").write_text(DISTRIBUTED.format(ratio=100, per_node=1))
+    (tmp_path / "spec.yaml").write_text(NAMED.format(ratio=100, per_node=1))
 
-    cli("run", "spec.yaml", "--json", "out.json", env=env, timeout=200)
+    cli("run", "spec.yaml", "--json", "out.json", "--drain", env=env, timeout=200)
 
     row = results(tmp_path)[("ddp", "cluster")]
     assert row["status"] == "fail"
@@ -584,6 +598,9 @@ def test_a_rank_that_dies_names_its_node(cli, tmp_path, cluster) -> None:
         "n2: torch.distributed (auto, 1 rank) failed: rank 1: exited 3: Xid 79: GPU fell off; "
         "n1, n3: stopped after n2 failed"
     )
+    assert row["facts"]["faulty_hosts"] == ["n2"]  # not the nodes stopped because of it
+    drained = {node for node, (state, _) in cluster.sinfo().items() if state == "drained"}
+    assert drained == {"n2"}
 
 
 def test_a_drained_node_blocks_the_spanning_check_by_name(cli, tmp_path, cluster) -> None:

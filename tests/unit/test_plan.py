@@ -813,3 +813,39 @@ def test_across_plans_one_task_on_the_group_needing_every_hosts_gate(plan_spec) 
         "phases[p].checks[d].across: probe kind 'disk' runs on one host: use `on:` to fan it out",
         "phases[p].checks[t].across: give `on:` (a task per host) or `across:`, not both",
     ]
+
+
+SLURM_BUDGET = """
+version: 1
+name: t
+targets:
+  gpu: {via: slurm, nodes: "n[1-2]", connect_timeout: 5, start_timeout: 30}
+phases:
+  - id: p
+    checks:
+      - {id: a, on: gpu, timeout: 10s, probe: {kind: command, argv: ["true"]}}
+      - id: b
+        on: gpu
+        timeout: 20s
+        retry: {attempts: 3, backoff: 1s}
+        probe: {kind: command, argv: ["true"]}
+      - {id: c, on: gpu, timeout: 5s, when: "{{ target.host == 'n2' }}",
+         probe: {kind: command, argv: ["true"]}}
+      - {id: d, timeout: 7s, probe: {kind: command, argv: ["true"]}}
+"""
+
+
+def test_a_slurm_groups_budget_bounds_its_busiest_node_and_its_gate_outwaits_the_transport(
+    plan_spec,
+):
+    from matrix.transport.slurm import LIST_TIMEOUT, SlurmJob
+
+    plan = plan_spec(SLURM_BUDGET)
+
+    gate = plan.tasks["slurm-connect@n1"].check.timeout
+    # two asks for the job, two waits behind prologs, the helper's start, and slack
+    assert gate == 2 * (5 + LIST_TIMEOUT) + 2 * 30 + 5 + 5
+    retried = 20 * 3 + 1 + 2  # every attempt to its timeout, and the backoffs between
+    assert plan.budgets() == {"gpu": gate + 10 + retried + 5, "local": 7}  # n2 runs c too
+    job = SlurmJob(plan.targets["n1"].options, ["n1", "n2"], budget=plan.budgets()["gpu"])
+    assert job.time_limit == "7"  # 178 s + the gate, release and confirm waits: 318 s, 6 min + 1
