@@ -1,4 +1,5 @@
 #!/bin/sh
+# shellcheck source-path=SCRIPTDIR
 # matrix as a Slurm Epilog (or part of one): check this node after each job, so that a job
 # that left it broken (a GPU fallen off the bus, a full scratch, leaked memory) drains it
 # before the next job instead of failing that job's prolog.
@@ -10,6 +11,7 @@
 # non-zero exit makes Slurm drain the node too.
 here=$(dirname "$0")
 WHAT=epilog
+# shellcheck source=matrix-node.sh
 . "$here/matrix-node.sh"
 check_node --drain
 slurm_exit $?

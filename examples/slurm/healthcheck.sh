@@ -1,4 +1,5 @@
 #!/bin/sh
+# shellcheck source-path=SCRIPTDIR
 # matrix as slurmd's HealthCheckProgram: check this node every HealthCheckInterval, drain it
 # when a critical check observes a failure, and resume it once a whole run of the same spec
 # passes. Only drains of this spec are resumed: a node drained by another spec (a fleet
@@ -12,6 +13,7 @@
 # drain or resume that failed is logged in REPORTS/NODE.log.
 here=$(dirname "$0")
 WHAT=healthcheck
+# shellcheck source=matrix-node.sh
 . "$here/matrix-node.sh"
 check_node --drain --resume
 code=$?

@@ -1,4 +1,5 @@
 #!/bin/sh
+# shellcheck source-path=SCRIPTDIR
 # matrix as a Slurm Prolog (or part of one): check this node before each job starts on it.
 #
 #   slurm.conf:  Prolog=/etc/slurm/matrix/prolog.sh
@@ -10,6 +11,7 @@
 # does not start here; what the exit codes mean is in matrix-node.sh (slurm_exit).
 here=$(dirname "$0")
 WHAT=prolog
+# shellcheck source=matrix-node.sh
 . "$here/matrix-node.sh"
 check_node --drain
 slurm_exit $?

@@ -161,7 +161,8 @@ def _logged(number: int, run: Run) -> str:
     if run.interrupted:
         line += " (interrupted: not published)"
     elif first is not None:
-        line += f"; first: {first.check_id}@{first.host}: {' '.join((first.reason or '').split())}"
+        why = " ".join((first.diagnostic or first.reason or "").split())
+        line += f"; first: {first.check_id}@{first.host}: {why}"
     return redact(line)
 
 

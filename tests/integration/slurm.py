@@ -20,6 +20,18 @@ from required import unavailable
 from sshd import free_ports
 
 DAEMONS = ("munged", "slurmctld", "slurmd")
+# A row of the Slurm tests' specs (vars.marks, a group `cluster`): it fails on a node whose
+# file marks/bad-NODE exists, a failure observed on that node.
+HEALTHY_ROW = """\
+      - id: healthy
+        title: Node not marked bad
+        on: cluster
+        failure: The node is marked bad
+        probe: {kind: file, path: "{{ vars.marks }}/bad-{{ target.host }}"}
+        expect: {exists: false}
+        diagnostic: "{{ target.host }} carries the bad mark"
+        fix: Remove {{ vars.marks }}/bad-{{ target.host }}
+"""
 UP_TIMEOUT = 30.0
 
 

@@ -153,3 +153,23 @@ def test_run_writes_metrics_prometheus_parses_as_the_json_report_counts(cli, tmp
     verdicts = {s.labels["verdict"]: s.value for s in families["matrix_verdict"]}
     assert verdicts == {"READY": 0, "CAUTION": 0, "BLOCKED": 1, "INCOMPLETE": 0}
     assert families["matrix_readiness_score"][0].value == report["score"]
+
+
+def test_a_run_on_a_slurm_node_labels_its_results_and_metrics_with_the_node(cli, tmp_path) -> None:
+    (tmp_path / "spec.yaml").write_text(SPEC.format(marker=tmp_path / "bad"))
+
+    done = cli(
+        "run", "spec.yaml", "--prometheus", "out.prom", "--json", "out.json",
+        env={"SLURMD_NODENAME": "gpu-07"},  # as slurmd sets it for a prolog
+    )  # fmt: skip
+
+    assert done.returncode == 0, done.stdout
+    report = json.loads((tmp_path / "out.json").read_text())
+    assert report["node"] == "gpu-07"
+    assert {r["host"] for r in report["results"]} == {"gpu-07"}
+    samples = [
+        sample
+        for family in text_string_to_metric_families((tmp_path / "out.prom").read_text())
+        for sample in family.samples
+    ]
+    assert samples and {s.labels.get("node") for s in samples} == {"gpu-07"}

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 import pytest
-from slurm import SlurmCluster
+from slurm import HEALTHY_ROW, SlurmCluster
 
 
 @pytest.fixture(scope="module")
@@ -56,22 +56,14 @@ phases:
       - id: where
         on: cluster
         probe: {{kind: command, shell: 'echo "$SLURMD_NODENAME $SLURM_JOB_ID"'}}
-      - id: healthy
-        title: Node not marked bad
-        on: cluster
-        failure: The node is marked bad
-        probe: {{kind: file, path: "{{{{ vars.marks }}}}/bad-{{{{ target.host }}}}"}}
-        expect: {{exists: false}}
-        diagnostic: "{{{{ target.host }}}} carries the bad mark"
-        fix: Remove {{{{ vars.marks }}}}/bad-{{{{ target.host }}}}
-"""
+{healthy}"""
 
 
 def spec(tmp_path: Path, extra: str = "", partition: str = "debug") -> Path:
     marks = tmp_path / "marks"
     marks.mkdir(exist_ok=True)
     path = tmp_path / "spec.yaml"
-    path.write_text(SPEC.format(marks=marks, extra=extra, partition=partition))
+    path.write_text(SPEC.format(marks=marks, extra=extra, partition=partition, healthy=HEALTHY_ROW))
     return path
 
 

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from slurm import SlurmCluster
+from slurm import HEALTHY_ROW, SlurmCluster
 
 NODES = ("n1", "n2", "n3")
 # The prolog of every job step's first launch on a node: what the file prolog-NODE says
@@ -74,15 +74,7 @@ targets:
 phases:
   - id: nodes
     checks:
-      - id: healthy
-        title: Node not marked bad
-        on: cluster
-        failure: The node is marked bad
-        probe: {{kind: file, path: "{{{{ vars.marks }}}}/bad-{{{{ target.host }}}}"}}
-        expect: {{exists: false}}
-        diagnostic: "{{{{ target.host }}}} carries the bad mark"
-        fix: Remove {{{{ vars.marks }}}}/bad-{{{{ target.host }}}}
-      - id: busy
+{healthy}      - id: busy
         on: cluster
         probe: {{kind: command, shell: 'sleep {{{{ vars.hold }}}}'}}
 """
@@ -92,7 +84,9 @@ def write(tmp_path: Path, *, name: str = "faults", hold: float = 0, extra: str =
     marks = tmp_path / "marks"
     marks.mkdir(exist_ok=True)
     path = tmp_path / f"{name}.yaml"
-    path.write_text(SPEC.format(name=name, marks=marks, hold=hold, extra=extra))
+    path.write_text(
+        SPEC.format(name=name, marks=marks, hold=hold, extra=extra, healthy=HEALTHY_ROW)
+    )
     return path
 
 
