@@ -1,8 +1,9 @@
 """Error types shared by the probe contract and the transports (a leaf: imports nothing).
 
 A probe raises `ProbeError` when it cannot observe; a transport raises `TransportError` when
-it cannot run what a probe asked (host unreachable, connection lost, program missing). Both
-end as the task's `error` result, so `TransportError` is a kind of `ProbeError`.
+it cannot run what a probe asked (host unreachable, connection or Slurm step lost). Both end
+as the task's `error` result, so `TransportError` is a kind of `ProbeError`; only the first
+is evidence about the target (a program the target lacks is: the target said so).
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ class ProbeError(Exception):
 
 
 class TransportError(ProbeError):
-    """The target could not run a command: it cannot be reached, went away, or lacks the
-    program."""
+    """The target could not run a command: it cannot be reached or went away. Nothing was
+    observed on it, so `run --drain` never acts on it."""
 
 
 class NoAnswer(ProbeError):

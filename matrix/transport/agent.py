@@ -26,7 +26,7 @@ from typing import Any
 
 import anyio
 
-from matrix.errors import TransportError
+from matrix.errors import ProbeError, TransportError
 from matrix.transport.base import OUTPUT_LIMIT, Completed
 
 BOOTSTRAP = "import sys; exec(sys.stdin.buffer.read(int(sys.argv[1])))"
@@ -165,7 +165,7 @@ class HostAgent:
         if reply is None:
             raise self._lost_error()
         if "unstarted" in reply:
-            raise TransportError(f"cannot start {argv[0]} on {self.where}: {reply['unstarted']}")
+            raise ProbeError(f"cannot start {argv[0]} on {self.where}: {reply['unstarted']}")
         if "error" in reply:
             raise TransportError(f"{reply['error']} (on {self.where})")
         out, err = (bytearray(base64.b64decode(reply[k])) for k in ("out", "err"))

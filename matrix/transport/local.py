@@ -29,7 +29,7 @@ from typing import Any
 import anyio
 from anyio.abc import ByteSendStream, Process
 
-from matrix.errors import TransportError
+from matrix.errors import ProbeError
 from matrix.transport.agent import AgentUnavailable, HostAgent
 from matrix.transport.agent_remote import (
     MARK,
@@ -119,7 +119,7 @@ class LocalTarget:
                 start_new_session=True,
             )
         except OSError as exc:
-            raise TransportError(f"cannot start {argv[0]} on {self.name}: {exc.strerror}") from None
+            raise ProbeError(f"cannot start {argv[0]} on {self.name}: {exc.strerror}") from None
         finally:
             _starting -= 1
         _leaders.add(proc.pid)
