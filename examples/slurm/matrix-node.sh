@@ -42,16 +42,18 @@ check_node() {
 # The exit a prolog or an epilog gives Slurm for matrix's exit code: non-zero fails the job
 # here (a prolog's batch job is requeued) and Slurm drains the node unless it is drained.
 #   0 (READY, CAUTION)  -> 0.
-#   1 (BLOCKED)         -> 1 when the node is drained now: matrix drained it for a failure a
-#                          check observed here (the reason names spec and check), or it was
-#                          already. BLOCKED with nothing observed here (a check that could not
-#                          run) drains nothing: logged, 0.
+#   1 (BLOCKED)         -> 1 when the node is drained now, as the run's report says (its
+#                          warnings): matrix drained it for a failure a check observed here (the
+#                          reason names spec and check), or found it drained. BLOCKED with
+#                          nothing observed here (a check that could not run) drains nothing:
+#                          logged, 0.
 #   4 (a drain failed)  -> logged, 1: Slurm drains the node itself ("Prolog error").
 #   2, 130, other       -> logged, 0: a problem of the check (an invalid spec), not the node.
 slurm_exit() {
     case $1 in
         0) return 0 ;;
-        1) if sinfo --noheader --Node --nodes="$node" --format=%T 2>/dev/null | grep -q drain
+        1) if grep -Fq -e "Slurm: drained $node: " -e "Slurm: $node left as it is: already" \
+                "$REPORTS/$node.$WHAT.json" 2>/dev/null
            then log "BLOCKED: $node is drained; see $REPORTS/$node.$WHAT.json"; return 1; fi
            log "BLOCKED, but no failure was observed on $node: nothing drained, the job goes on; see $REPORTS/$node.$WHAT.json"
            return 0 ;;

@@ -467,11 +467,14 @@ class SlurmTarget:
         await self.connect()
         if self._agent is not None:
             try:
-                return await self._agent.run(argv, input=input, env=env)
+                done = await self._agent.run(argv, input=input, env=env)
             except TransportError:
                 if self._agent.lost is None:
                     raise
                 raise await self.lost(self._agent.lost) from None
+            if _signalled(done.exit_code) and not await self.job.running():
+                raise await self.lost(f"its task was killed: exit {done.exit_code}")
+            return done
         step = [*self.job.step_argv(self.host), *argv]
         done = await self._here.run(step, input=input, env=env)  # srun exports env to the node
         if done.exit_code == 0:
@@ -517,6 +520,13 @@ class SlurmTarget:
         if self._agent is not None:
             await self._agent.aclose()
         await self._here.aclose()
+
+
+def _signalled(code: int) -> bool:
+    """Whether a task's exit code says a signal ended it (-N from Python, 128+N from a
+    shell): what Slurm does to the tasks of a job it cancels or loses a node of, so such an
+    end counts as the task's own only while the job still runs."""
+    return code < 0 or code > 128
 
 
 class NodeStep:

@@ -14,6 +14,7 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from required import unavailable
@@ -276,6 +277,16 @@ class SlurmCluster:
             except subprocess.TimeoutExpired:
                 os.killpg(daemon.pid, 9)
                 daemon.wait()
+
+
+def wait_for(what: Callable[[], bool], within: float = 30.0) -> bool:
+    """Whether `what()` came true within `within` seconds (polled every 0.1 s)."""
+    deadline = time.monotonic() + within
+    while not what():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
 
 
 def _ports(count: int) -> tuple[int, int]:

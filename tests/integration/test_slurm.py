@@ -10,12 +10,12 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import NamedTuple
 
 import pytest
-from slurm import HEALTHY_ROW, SlurmCluster
+from slurm import HEALTHY_ROW, SlurmCluster, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -343,15 +343,6 @@ def install_wrappers(tmp_path: Path, *settings: str) -> Path:
         f"export PYTHONPATH={REPO}\n" + "".join(f"{line}\n" for line in settings)
     )
     return wrappers
-
-
-def wait_for(what: Callable[[], bool], within: float = 30.0) -> bool:
-    deadline = time.monotonic() + within
-    while not what():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.2)
-    return True
 
 
 def test_the_prolog_drains_a_failing_node_before_a_job_and_the_epilog_one_a_job_broke(

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from slurm import HEALTHY_ROW, SlurmCluster
+from slurm import HEALTHY_ROW, SlurmCluster, wait_for
 
 NODES = ("n1", "n2", "n3")
 # The prolog of every job step's first launch on a node: what the file prolog-NODE says
@@ -104,7 +104,9 @@ def matrix_job(cluster: SlurmCluster, within: float = 30) -> str:
         if jobs and all(_pids(_sleeping(jobs[0], node)) for node in NODES):
             return jobs[0]
         time.sleep(0.2)
-    raise AssertionError(f"matrix's job did not run on every node: {cluster.jobs()}")
+    raise AssertionError(
+        f"matrix's job did not run on every node: {cluster.jobs()}; {cluster.sinfo()}"
+    )
 
 
 def _sleeping(job: str, node: str) -> Callable[[str, bytes], bool]:
@@ -179,8 +181,7 @@ def test_a_killed_srun_is_that_nodes_lost_step_and_drains_nothing(cli, tmp_path,
     spec = write(tmp_path, hold=6)
 
     def kill_srun(job: str) -> None:
-        for pid in _pids(lambda cmd, env: f"--jobid={job}" in cmd and "--nodelist=n1" in cmd):
-            os.kill(pid, signal.SIGKILL)
+        _kill(_pids(lambda cmd, env: f"--jobid={job}" in cmd and "--nodelist=n1" in cmd))
 
     run = faulted_run(cli, tmp_path, cluster, spec, kill_srun)
 
@@ -196,8 +197,7 @@ def test_a_node_whose_slurmd_dies_is_not_drained(cli, tmp_path, cluster) -> None
     def crash_n3(job: str) -> None:
         cluster.kill("slurmd-n3")
         stepd = {_parent(pid) for pid in _pids(lambda cmd, env: b"SLURMD_NODENAME=n3" in env)}
-        for pid in stepd - {None, 1}:
-            os.kill(pid, signal.SIGKILL)  # the node's slurmstepd: its step goes with it
+        _kill([pid for pid in stepd if pid not in (None, 1)])  # its slurmstepd: the step goes
 
     run = faulted_run(cli, tmp_path, cluster, spec, crash_n3)
 
@@ -210,13 +210,16 @@ def test_slurmctld_killed_and_restarted_mid_run_leaves_no_job(cli, tmp_path, clu
     spec = write(tmp_path, hold=8)
 
     def restart(job: str) -> None:
-        cluster.kill("slurmctld")
+        saved = cluster.root / "state" / "job_state"  # as a controller that ran a while has:
+        assert wait_for(lambda: saved.exists() and saved.stat().st_mtime > started)  # else
+        cluster.kill("slurmctld")  # the new one forgets the job and kills its steps
         time.sleep(3)  # the steps run on without it
         cluster.start("slurmctld")
 
+    started = time.time()
     run = faulted_run(cli, tmp_path, cluster, spec, restart)
 
-    assert [run.results[("busy", n)]["status"] for n in NODES] == ["pass"] * 3
+    assert [run.results[("busy", n)]["status"] for n in NODES] == ["pass"] * 3, run.out
     assert run.code == 0 and run.left == []
     assert run.drained_by_matrix() == {}
 
@@ -250,9 +253,13 @@ def test_a_failing_prolog_on_one_node_drains_no_other(cli, tmp_path, cluster, ag
     assert run.states["n2"][0].startswith("drain") and "matrix" not in run.states["n2"][1]
     if agent:  # the node's helper never started: its gate says why
         assert run.reason("slurm-connect", "n2").startswith("the Slurm step on n2 ended before")
-    else:  # each check is a step of its own: each says its step never ran
-        assert run.reason("busy", "n2").startswith("the Slurm step on n2 did not launch: srun: ")
-        assert run.results[("busy", "n2")]["error_type"] == "transport"
+    else:  # each check is a step of its own: the first says its step never ran; Slurm then
+        # cancels the job, and the others lost theirs
+        rows = [run.results[(check, "n2")] for check in ("healthy", "busy")]
+        assert {row["error_type"] for row in rows} == {"transport"}, rows
+        assert any(
+            row["reason"].startswith("the Slurm step on n2 did not launch: srun: ") for row in rows
+        ), rows
     assert run.left == []
 
 
@@ -316,8 +323,7 @@ def test_matrix_killed_outright_leaves_no_job_and_a_stale_one_is_cancelled_next_
     run = cli.popen("run", spec.name, "--json", "out.json")
     job = matrix_job(cluster)
     holders = _pids(lambda cmd, env: cmd.startswith("salloc") and "--job-name=matrix-faults" in cmd)
-    for pid in [*holders, run.pid]:  # salloc dies too: nothing gives the job back
-        os.kill(pid, signal.SIGKILL)
+    _kill([*holders, run.pid])  # salloc dies too: nothing gives the job back
     run.wait()
     assert any(line.startswith(f"{job} ") for line in cluster.jobs())  # left behind
 
@@ -375,6 +381,13 @@ def test_two_specs_never_undo_each_others_drain(cli, tmp_path, cluster) -> None:
     cli("run", fleet.name, "--drain")
     done = cli("run", node_spec.name, "--resume", "--resume-any", env=on_n2)
     assert "Slurm: resumed n2" in done.stdout, done.stdout
+
+
+def _kill(pids: list[int]) -> None:
+    """SIGKILL each, as a crash would end it; one already gone is no matter."""
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
 
 
 def _pids(match: Callable[[str, bytes], bool]) -> list[int]:
