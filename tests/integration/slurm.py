@@ -83,7 +83,7 @@ SelectType=select/cons_tres
 SelectTypeParameters=CR_Core
 ReturnToService=2
 SlurmdParameters=config_overrides
-SlurmdTimeout={slurmd_timeout}
+SlurmdTimeout=30
 InactiveLimit=0
 KillWait=2
 NodeName={nodes} NodeHostname={host} NodeAddr=127.0.0.1 Port=[{first_port}-{last_port}] {node}
@@ -95,8 +95,7 @@ PartitionName=whole Nodes={nodes} MaxTime=INFINITE State=UP OverSubscribe=EXCLUS
 class SlurmCluster:
     """slurmctld and `count` slurmd nodes n1…nN in partition `debug` (jobs share nodes) and
     `whole` (a job takes whole nodes); `env` is what a client
-    command needs (SLURM_CONF); `extra_config` is appended to slurm.conf (a Prolog);
-    `slurmd_timeout`: seconds before slurmctld takes a silent node for failed. Each
+    command needs (SLURM_CONF); `extra_config` is appended to slurm.conf (a Prolog). Each
     node has `gpus` GPUs as Slurm's generic resources: stand-in device files, enough for
     Slurm to allocate them to jobs (what a GPU would do there is mocked, as nothing else)."""
 
@@ -106,7 +105,6 @@ class SlurmCluster:
         count: int = 3,
         extra_config: str = "",
         gpus: int = 0,
-        slurmd_timeout: int = 30,
     ) -> None:
         require_slurm()
         self.root = root
@@ -129,7 +127,6 @@ class SlurmCluster:
                 nodes=self.nodes,
                 first_port=first_port,
                 last_port=first_port + count - 1,
-                slurmd_timeout=slurmd_timeout,
                 node="CPUs=2 RealMemory=2000 Feature=cpu State=UNKNOWN"
                 + (f" Gres=gpu:{gpus}" if gpus else ""),
             )

@@ -38,8 +38,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SlurmCluster]:
     prolog = root / "prolog.sh"
     prolog.write_text(PROLOG.format(root=root))
     prolog.chmod(0o755)
-    # a node whose slurmd died is taken for failed after 10 s, not the usual 30
-    cluster = SlurmCluster(root / "slurm", 3, f"Prolog={prolog}\n", slurmd_timeout=10)
+    cluster = SlurmCluster(root / "slurm", 3, f"Prolog={prolog}\n")
     cluster.prologs = root  # type: ignore[attr-defined]  # where prolog-NODE files go
     yield cluster
     cluster.stop()
@@ -137,10 +136,15 @@ class Faulted:
 
 
 def faulted_run(
-    cli, tmp_path: Path, cluster: SlurmCluster, spec: Path, fault: Callable[[str], None]
+    cli,
+    tmp_path: Path,
+    cluster: SlurmCluster,
+    spec: Path,
+    fault: Callable[[str], None],
+    wait: float = 15,
 ) -> Faulted:
     """`matrix run SPEC --drain` with `fault(job_id)` injected once its job runs on every
-    node."""
+    node; `wait`: how long Slurm gets to end the job after the run."""
     run = cli.popen("run", spec.name, "--drain", "--json", "out.json")
     try:
         fault(matrix_job(cluster))
@@ -151,7 +155,7 @@ def faulted_run(
             run.wait()
     text = out + err
     assert "Traceback" not in text and "Exception ignored" not in text, text
-    return Faulted(cluster, tmp_path, run.returncode, text)
+    return Faulted(cluster, tmp_path, run.returncode, text, wait)
 
 
 def test_scancel_of_matrixs_own_job_drains_only_the_node_with_evidence(
@@ -178,7 +182,7 @@ def test_scancel_of_matrixs_own_job_drains_only_the_node_with_evidence(
 
 
 def test_a_killed_srun_is_that_nodes_lost_step_and_drains_nothing(cli, tmp_path, cluster) -> None:
-    spec = write(tmp_path, hold=6)
+    spec = write(tmp_path, hold=4)
 
     def kill_srun(job: str) -> None:
         _kill(_pids(lambda cmd, env: f"--jobid={job}" in cmd and "--nodelist=n1" in cmd))
@@ -191,19 +195,17 @@ def test_a_killed_srun_is_that_nodes_lost_step_and_drains_nothing(cli, tmp_path,
     assert run.left == []
 
 
-def test_a_node_whose_slurmd_dies_is_not_drained(cli, tmp_path, cluster) -> None:
-    spec = write(tmp_path, hold=6)
+def test_a_node_whose_slurmd_dies_keeps_what_its_steps_observed(cli, tmp_path, cluster) -> None:
+    spec = write(tmp_path, hold=4)
+    mark_bad(tmp_path, "n3")
 
-    def crash_n3(job: str) -> None:
-        cluster.kill("slurmd-n3")
-        stepd = {_parent(pid) for pid in _pids(lambda cmd, env: b"SLURMD_NODENAME=n3" in env)}
-        _kill([pid for pid in stepd if pid not in (None, 1)])  # its slurmstepd: the step goes
+    run = faulted_run(cli, tmp_path, cluster, spec, lambda job: cluster.kill("slurmd-n3"), 1)
 
-    run = faulted_run(cli, tmp_path, cluster, spec, crash_n3)
-
-    assert run.drained_by_matrix() == {}
-    assert run.reason("busy", "n3").startswith("lost the Slurm step on n3: ")
-    assert run.results[("busy", "n1")]["status"] == "pass"
+    # the node's step runs on without its slurmd: what it observed there stands, the bad mark
+    # drains the node and the rest of it passes; the job ends once slurmd is back
+    assert [run.results[("busy", node)]["status"] for node in NODES] == ["pass"] * 3, run.out
+    assert run.drained_by_matrix() == {"n3": "matrix[faults] healthy: n3 carries the bad mark"}
+    assert all(line.endswith(" COMPLETING") for line in run.left), run.left
 
 
 def test_slurmctld_killed_and_restarted_mid_run_leaves_no_job(cli, tmp_path, cluster) -> None:
@@ -408,10 +410,3 @@ def _pids(match: Callable[[str, bytes], bool]) -> list[int]:
         if match(cmd, env):
             found.append(int(entry.name))
     return found
-
-
-def _parent(pid: int) -> int | None:
-    try:
-        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-    except (OSError, ValueError):
-        return None
