@@ -42,7 +42,7 @@ from matrix.results import (
 )
 from matrix.room import Room
 from matrix.spec import template
-from matrix.spec.expect import evaluate
+from matrix.spec.expect import evaluate, unread
 from matrix.spec.models import Check, TargetSpec
 from matrix.transport import TargetPool, address, transport
 from matrix.transport.base import LOCAL, LOCAL_NAMES, TargetRef
@@ -328,6 +328,9 @@ class _Execution:
             name = type(exc).__name__
             why = json_safe(f"probe {task.params.kind} crashed: {name}: {exc}")
             return ended(Status.error, why, "crash", name), {}
+        partial = unread(task.expect, facts)
+        if partial:
+            return ended(Status.error, partial, "incomplete", None), facts
         unmet = evaluate(task.expect, facts)
         if not unmet:
             return ended(Status.passed), facts

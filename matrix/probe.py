@@ -23,6 +23,9 @@ from pydantic import BaseModel, ConfigDict, model_validator
 
 from matrix import remote
 from matrix.errors import NoAnswer, ProbeError
+from matrix.remote import OUTPUT_LIMIT
+
+__all__ = ["OUTPUT_LIMIT"]  # what a target's command may print per stream; the rest is cut
 
 if TYPE_CHECKING:
     from matrix.transport.base import Completed, Target

@@ -15,6 +15,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+OUTPUT_LIMIT = 1 << 20  # bytes of a target's stdout and stderr kept; the rest is drained
 PRELUDE = "_prelude"
 # A program's second line names the modules it imports that are slow to import (torch): an
 # agent imports them once and forks each such program from itself (agent_remote.preloads).

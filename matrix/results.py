@@ -41,9 +41,13 @@ class Skip:
 
     kind: SkipKind
     detail: str = ""
+    because: str = ""
+    """The check's own `skip_reason`, said instead of the standard wording."""
 
     @property
     def text(self) -> str:
+        if self.because:
+            return self.because
         return {
             SkipKind.filtered: f"filtered out by {self.detail}",
             SkipKind.not_applicable: f"when: {self.detail} is false",
@@ -82,9 +86,10 @@ class Attempt:
     expectation was not met), `timeout`, `crash` (the probe raised), `not-configured` (an env
     var or secret is missing), `probe-error` (the probe ran on its target and reported what
     stopped it there), `transport` (the probe never ran or lost its target: unreachable, a
-    lost SSH session or Slurm step, a cancelled job) or `no-answer` (the probe's program on
-    the target ended without a result: killed, or never started); `exception` is the
-    exception class behind an error."""
+    lost SSH session or Slurm step, a cancelled job), `no-answer` (the probe's program on
+    the target ended without a result: killed, or never started) or `incomplete` (the
+    expectation reads a fact the probe could not read whole: a body cut at its cap);
+    `exception` is the exception class behind an error."""
 
     started_at: float
     duration: float
@@ -292,6 +297,8 @@ def _result_dict(result: Result) -> dict[str, Any]:
     data["reason"] = result.why
     if result.skip:
         data["skip"] = {"kind": result.skip.kind.value, "detail": result.skip.detail}
+        if result.skip.because:
+            data["skip"]["because"] = result.skip.because
     return data
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import Field, model_validator
 
-from matrix.probe import ProbeContext, ProbeParams, probe
+from matrix.probe import OUTPUT_LIMIT, ProbeContext, ProbeParams, probe
 
 
 @probe(
@@ -21,6 +21,8 @@ from matrix.probe import ProbeContext, ProbeParams, probe
         "duration": "seconds the command took",
         "truncated": "true when output beyond 1 MiB per stream was dropped",
         "json": "stdout parsed as JSON, present only when it parses",
+        "incomplete": "{stdout, stderr, json: why} for a stream cut at 1 MiB: an `expect` on it "
+        "is an error, never judged on part of it",
     },
 )
 class Command(ProbeParams):
@@ -57,7 +59,15 @@ class Command(ProbeParams):
             "duration": round(done.duration, 4),
             "truncated": done.truncated,
         }
-        if stdout[:1] in ("{", "[") or stdout in ("true", "false", "null"):
+        cut = {
+            name: f"{name} was over {OUTPUT_LIMIT >> 20} MiB: only its first MiB was kept"
+            for name, data in (("stdout", done.stdout), ("stderr", done.stderr))
+            if done.truncated and len(data) >= OUTPUT_LIMIT
+        }
+        if "stdout" in cut:
+            cut["json"] = cut["stdout"]
+        elif stdout[:1] in ("{", "[") or stdout in ("true", "false", "null"):
             with contextlib.suppress(ValueError):
                 facts["json"] = json.loads(stdout)
+        facts["incomplete"] = cut
         return facts

@@ -21,6 +21,13 @@ from probes.awsapi import AwsParams
 
 class _Net(ScriptProbe):
     script = "net"
+    libraries = ("_http", "_procs")
+
+
+INCOMPLETE = (
+    "{fact: why} for facts the probe could not read whole; an `expect` on one of them is an "
+    "error saying so, never a pass"
+)
 
 
 @probe(
@@ -55,7 +62,7 @@ class HttpRequest(_Net):
     """The request params every HTTP probe shares, made from the target."""
 
     url: str
-    """http:// or https:// URL; redirects are followed."""
+    """http:// or https:// URL."""
     method: str = "GET"
     """Request method."""
     headers: dict[str, str] = Field(default_factory=dict)
@@ -66,6 +73,10 @@ class HttpRequest(_Net):
     """Seconds to wait for the connection and for each read."""
     verify_tls: bool = True
     """false accepts self-signed or mismatched certificates."""
+    follow_redirects: bool = True
+    """Follow up to 10 http(s) redirects; a loop, or a redirect to another scheme (file:,
+    ftp:), is then an error (`http.load` counts it by its 3xx). false: the 3xx is the
+    answer."""
 
     @field_validator("url")
     @classmethod
@@ -85,24 +96,31 @@ class HttpRequest(_Net):
         "url": "URL as given",
         "status": "HTTP status code (4xx and 5xx are facts, not errors)",
         "reason": "status text, e.g. Not Found",
-        "headers": "response headers, names lower-cased",
+        "headers": "response headers, names lower-cased (the first 32 KiB of them)",
         "latency_ms": "milliseconds from request to the end of the (capped) body",
         "body": "body decoded as UTF-8 (invalid bytes replaced), at most `max_bytes`",
-        "truncated": "the body was longer than `max_bytes`",
+        "truncated": "the body was longer than `max_bytes` (the rest was not read)",
         "json": "body parsed as JSON, present only when it parses",
+        "redirects": "the URLs redirects led to, in order ([] when none)",
+        "final_url": "the URL that answered",
+        "incomplete": INCOMPLETE,
     },
 )
 class Http(HttpRequest):
-    """An HTTP request made from the target; no response at all (refused, timeout, DNS, TLS)
-    is an error naming the cause."""
+    """An HTTP request made from the target; no response at all (refused, timeout, DNS, TLS,
+    a redirect loop) is an error naming the cause. A body over `max_bytes` is cut there: an
+    `expect` on `body` or `json` is then an error, never judged on part of it."""
 
-    max_bytes: int = Field(1_048_576, ge=0)
-    """Body bytes kept; the rest is not read."""
+    max_bytes: int = Field(65_536, ge=0, le=131_072)
+    """Body bytes read and kept (at most 128 KiB, the share of a probe's 1 MiB answer a
+    body may take); the rest is not read. `prometheus.metrics` reads large pages."""
 
     async def observe(self, ctx: ProbeContext) -> dict[str, Any]:
         facts = await super().observe(ctx)
         body = facts["body"].strip()
-        if "json" in facts["headers"].get("content-type", "") or body[:1] in ("{", "["):
+        if facts["truncated"]:
+            facts["incomplete"]["json"] = facts["incomplete"]["body"]
+        elif "json" in facts["headers"].get("content-type", "") or body[:1] in ("{", "["):
             with contextlib.suppress(ValueError):
                 facts["json"] = json.loads(body)
         return facts
@@ -110,41 +128,62 @@ class Http(HttpRequest):
 
 LATENCIES = ("p50_ms", "p95_ms", "p99_ms", "max_ms")
 PHASE = (
-    "{concurrency, requests, p50_ms, p95_ms, p99_ms, max_ms, rps, statuses} of the requests made"
+    "{concurrency, requests, p50_ms, p95_ms, p99_ms, max_ms, p95_over_p50, rps, statuses, "
+    "first_error} of the requests made"
 )
 
 
 @probe(
     "http.load",
-    default_expect={"errors": 0},
+    default_expect={"errors": 0, "over_budget": []},
     facts={
         "url": "URL as given",
-        "requests": "requests counted, both phases (one untimed request warms up first)",
+        "requests": "requests counted, both phases (warm-up requests are not)",
+        "over_budget": 'the percentiles over their `max_pNN_ms`, in words: ["p99 536 ms '
+        '(8 at a time) is over the 100 ms budget"]; [] when within or without budgets',
         **{
-            key: f"{key[:3]} latency of the requests made one at a time, milliseconds (to the "
-            "end of each body)"
+            key: f"{key[:3]} latency in milliseconds (to the end of each body), the worse of the "
+            "two phases: a budget holds one at a time and under load"
             for key in LATENCIES[:3]
         },
-        "max_ms": "slowest of the requests made one at a time, milliseconds",
-        "p95_over_p50": "p95_ms / p50_ms: a long tail (seed 003 asks for < 2)",
+        "max_ms": "slowest request of either phase, milliseconds",
+        "p95_over_p50": "p95 / p50, the worse of the two phases (a long tail; seed 003 asks for "
+        "< 2); p50 counts as at least `tail_floor_ms`",
         "rps": "requests per second at `concurrency` (one at a time when it is 1)",
         "sequential": f"{PHASE} one at a time",
         "concurrent": f"{PHASE} `concurrency` at a time; null when it is 1",
-        "statuses": 'requests by status, both phases: {"200": 198, "503": 2, "error": 0} '
-        '("error": no answer: refused, reset, timed out)',
-        "errors": "requests answered 4xx or 5xx, or not answered",
+        "statuses": 'requests by final status, both phases: {"200": 198, "503": 2, "error": 0} '
+        '("error": no answer: refused, reset, timed out; a 3xx: a redirect that was not '
+        "followed: a loop, another scheme)",
+        "errors": "requests not answered 2xx (after redirects), or not answered",
         "error_rate": "errors / requests",
-        "pid": "the watched server process (`process`)",
-        "rss_before_mb": "its resident memory before the load, MiB",
+        "pid": "with `process` a pid, pid file or name: the server's root process",
+        "cgroup": "with `process` a cgroup or unit: its cgroup directory",
+        "processes": "[{pid, name, rss_before_mb, rss_after_mb, growth_pct}] of each of the "
+        "server's processes (its whole tree: workers too; rss_before_mb null for a process "
+        "started during the load, rss_after_mb null for one that exited)",
+        "process_count": "the server's processes after the load",
+        "exited": "pids of the server's processes that exited during the load (a worker that "
+        "crashed or was killed for memory)",
+        "rss_before_mb": "resident memory of all the server's processes before the load, MiB",
         "rss_after_mb": "and after it",
-        "rss_growth_pct": "growth over the load, % (seed 003: < 20% over 100 requests)",
+        "rss_total_growth_pct": "growth of that total over the load, %",
+        "rss_growth_pct": "the worse of the total's growth and any one process's, % (seed "
+        "003: < 20% over 100 requests; a leak in one of eight workers is an eighth of the "
+        "total)",
+        "long_tail": "p95_over_p50 is over `max_tail_ratio`",
+        "leak": "rss_growth_pct is over `max_growth_pct`; null without `process`",
+        "problem": "errors, budgets missed, a long tail, a leak and exited processes, in "
+        "words; null when none",
     },
 )
 class HttpLoad(HttpRequest):
     """`requests` requests made from the target (where clients are), one at a time and then
     `concurrency` at a time: latency percentiles, errors by status, throughput, and the
-    memory growth of a server process. It runs alone, with no other check of the run beside
-    it, since their load would skew its tail (a check may say `alone: false`)."""
+    memory growth of the server's processes (`process`: the master and every worker).
+    Warm-up requests come first and are not counted. It runs alone, with no other check of
+    the run beside it, since their load would skew its tail (a check may say
+    `alone: false`)."""
 
     alone = True
 
@@ -154,8 +193,24 @@ class HttpLoad(HttpRequest):
     """Requests at once in the second phase (threads on the target); 1 runs only the
     first."""
     process: str | None = None
-    """A server process to watch, on the target: its pid file's path (`/run/app.pid`) or its
-    name (`gunicorn`, matched against each process's name and command line)."""
+    """The server to watch, on the target, as its whole process tree: its pid file's path
+    (`/run/app.pid`; a stale one is an error before any load), its pid (`4242`), its name
+    (`gunicorn`, matched against each process's name and command line; a name that matches
+    unrelated servers is an error listing them), or every process of a cgroup
+    (`cgroup:/system.slice/app.service`) or systemd unit (`unit:app.service`)."""
+    tail_floor_ms: float = Field(10.0, ge=0)
+    """p50 counts as at least this in p95_over_p50: a few milliseconds of scheduling on a
+    busy machine are not a long tail of a fast endpoint."""
+    max_p50_ms: float | None = Field(None, gt=0)
+    """Latency budget for p50 in either phase (null: none); over it is in `over_budget`."""
+    max_p95_ms: float | None = Field(None, gt=0)
+    """Budget for p95, likewise."""
+    max_p99_ms: float | None = Field(None, gt=0)
+    """Budget for p99, likewise (seed 000 serves predictions at < 100 ms p99)."""
+    max_tail_ratio: float = Field(2.0, gt=1)
+    """p95_over_p50 above this is a long tail (`long_tail`; seed 003: < 2)."""
+    max_growth_pct: float = Field(20.0, gt=0)
+    """rss_growth_pct above this is a leak (`leak`; seed 003: < 20% over 100 requests)."""
 
     async def observe(self, ctx: ProbeContext) -> dict[str, Any]:
         facts = await super().observe(ctx)
@@ -165,20 +220,80 @@ class HttpLoad(HttpRequest):
             for status, count in phase["statuses"].items():
                 statuses[status] = statuses.get(status, 0) + count
         requests = sum(statuses.values())
-        errors = sum(n for status, n in statuses.items() if status[:1] not in ("1", "2", "3"))
-        one = facts["sequential"]
-        p50 = one["p50_ms"]
+        errors = sum(n for status, n in statuses.items() if status[:1] != "2")
+        over = self._over_budget(phases)
+        growth = facts.get("rss_growth_pct")
+        facts["long_tail"] = max(phase["p95_over_p50"] for phase in phases) > self.max_tail_ratio
+        facts["leak"] = None if growth is None else growth > self.max_growth_pct
         return {
             "url": facts["url"],
             "requests": requests,
-            **{key: one[key] for key in LATENCIES},
-            "p95_over_p50": round(one["p95_ms"] / p50, 2) if p50 else None,
+            **{key: max(phase[key] for phase in phases) for key in LATENCIES},
+            "p95_over_p50": max(phase["p95_over_p50"] for phase in phases),
             "rps": phases[-1]["rps"],
             **facts,
             "statuses": statuses,
             "errors": errors,
             "error_rate": round(errors / requests, 4) if requests else 0.0,
+            "over_budget": over,
+            "problem": self._problem(errors, requests, statuses, phases, over, facts),
         }
+
+    def _problem(
+        self,
+        errors: int,
+        requests: int,
+        statuses: dict[str, int],
+        phases: list[dict[str, Any]],
+        over: list[str],
+        facts: dict[str, Any],
+    ) -> str | None:
+        """What went wrong under the load, in words: errors with their first cause, budgets
+        missed, a long tail, a leak (in the process that grew most) and exited processes."""
+        said = []
+        if errors:
+            cause = next((p["first_error"] for p in phases if p["first_error"]), None)
+            said.append(f"{errors} of {requests} requests failed {statuses}")
+            said[-1] += f" ({cause})" if cause else ""
+        said += over
+        if facts["long_tail"]:
+            worst = max(phases, key=lambda p: p["p95_over_p50"])
+            said.append(
+                f"p95 {worst['p95_ms']:g} ms is {worst['p95_over_p50']:g}× p50 "
+                f"{worst['p50_ms']:g} ms ({_at(worst)}), over {self.max_tail_ratio:g}×"
+            )
+        if facts["leak"]:
+            said.append(self._grew(facts))
+        if facts.get("exited"):
+            said.append(f"server processes {facts['exited']} exited during the load")
+        return "; ".join(said) or None
+
+    def _grew(self, facts: dict[str, Any]) -> str:
+        """'memory grew 2650% in pid 812 (python3, 31 → 852 MiB); all 3 processes: +880%'."""
+        rows = [row for row in facts["processes"] if row["growth_pct"] is not None]
+        worst = max(rows, key=lambda row: row["growth_pct"], default=None)
+        total = f"all {facts['process_count']} processes: {facts['rss_total_growth_pct']:+g}%"
+        if worst is None:
+            return f"memory grew over {self.max_growth_pct:g}% ({total})"
+        return (
+            f"memory grew {worst['growth_pct']:g}% in pid {worst['pid']} ({worst['name']}, "
+            f"{worst['rss_before_mb']:g} → {worst['rss_after_mb']:g} MiB) over the load, over "
+            f"{self.max_growth_pct:g}%; {total}"
+        )
+
+    def _over_budget(self, phases: list[dict[str, Any]]) -> list[str]:
+        budgets = {"p50_ms": self.max_p50_ms, "p95_ms": self.max_p95_ms, "p99_ms": self.max_p99_ms}
+        return [
+            f"{key[:3]} {phase[key]:g} ms ({_at(phase)}) is over the {budget:g} ms budget"
+            for key, budget in budgets.items()
+            if budget is not None
+            for phase in phases
+            if phase[key] > budget
+        ]
+
+
+def _at(phase: dict[str, Any]) -> str:
+    return "one at a time" if phase["concurrency"] == 1 else f"{phase['concurrency']} at a time"
 
 
 SEEN = (

@@ -2,10 +2,10 @@
 and does its monitoring see a failure?
 
 `prometheus.metrics` fetches an exporter's `/metrics` from the target (as `http` does, so
-127.0.0.1 is the target's own) and parses it on the controller with prometheus-client's
-parser, the one Prometheus's Python ecosystem uses. `prometheus.query` and `prometheus.alert`
-ask a Prometheus server's HTTP API from the controller: a PromQL instant query, and an
-alerting rule's state, so a spec can inject a failure and expect the alert to fire.
+127.0.0.1 is the target's own) and reads it there as it streams (probes/remote/metrics.py).
+`prometheus.query` and `prometheus.alert` ask a Prometheus server's HTTP API from the
+controller: a PromQL instant query, and an alerting rule's state, so a spec can inject a
+failure and expect the alert to fire.
 """
 
 from __future__ import annotations
@@ -18,8 +18,6 @@ from pydantic import Field, field_validator
 from matrix.probe import ProbeContext, ProbeError, ProbeParams, probe
 from probes.net import HttpRequest
 
-BODY_LIMIT = 16 << 20  # bytes of /metrics read: a large node_exporter page is ~1 MiB
-
 
 @probe(
     "prometheus.metrics",
@@ -27,67 +25,39 @@ BODY_LIMIT = 16 << 20  # bytes of /metrics read: a large node_exporter page is ~
     facts={
         "url": "URL as given",
         "status": "HTTP status of the scrape",
-        "families": "{family: {type, help, samples}} as the parser reads them (a counter's "
-        "family drops `_total`: `requests` for `requests_total`)",
-        "values": '{sample: value}: `name` for a sample without labels, else `name{a="1"}`',
+        "bytes": "bytes of the page read",
+        "lines": "lines of the page",
+        "latency_ms": "milliseconds from the request to the page's last line",
+        "families": "{family: {type, help, samples}} (a counter's family drops `_total`: "
+        "`requests` for `requests_total`; a sample with no HELP or TYPE is a family of its own)",
+        "samples": "samples on the page",
+        "values": '{sample: value}: `name` for a sample without labels, else `name{a="1"}`; '
+        "every sample of the metrics in `required`, and the first 1000 others",
         "missing": "names in `required` that are neither a family nor a sample",
         "without_help": "families with no HELP text (whoever reads the dashboard cannot tell "
-        "what they mean)",
-        "untyped": "families with no TYPE (Prometheus treats them as unknown)",
+        "what they mean), the first 100",
+        "without_help_count": "how many families have no HELP text",
+        "untyped": "families with no TYPE (Prometheus treats them as unknown), the first 100",
+        "untyped_count": "how many families have no TYPE",
+        "incomplete": "{values, families: why} when the page had more than the facts keep",
     },
 )
 class PrometheusMetrics(HttpRequest):
     """A `/metrics` endpoint that answers in the Prometheus text format, with the metrics the
-    pipeline's dashboards and alerts need; a body that does not parse is an error naming the
-    parser's complaint."""
+    pipeline's dashboards and alerts need. The page is read on the target as it streams, a
+    line at a time, so an exporter of any size is checked; a line that is not the format is
+    an error naming its number and the complaint."""
+
+    script = "metrics"
+    libraries = ("_http",)
 
     url: str = "http://127.0.0.1:9100/metrics"
     """The endpoint, seen from the target."""
     required: list[str] = Field(default_factory=list)
     """Metric names that must be there (a family's or a sample's, e.g. `requests_total`)."""
-
-    def script_params(self, ctx: ProbeContext) -> dict[str, Any]:
-        return {**super().script_params(ctx), "op": "http", "max_bytes": BODY_LIMIT}
-
-    async def observe(self, ctx: ProbeContext) -> dict[str, Any]:
-        from prometheus_client.parser import text_string_to_metric_families
-
-        scraped = await super().observe(ctx)
-        if scraped["truncated"]:
-            raise ProbeError(f"{self.url} answered more than {BODY_LIMIT >> 20} MiB of metrics")
-        families: dict[str, dict[str, Any]] = {}
-        values: dict[str, float] = {}
-        try:
-            for family in text_string_to_metric_families(scraped["body"]):
-                families[family.name] = {
-                    "type": family.type,
-                    "help": family.documentation,
-                    "samples": len(family.samples),
-                }
-                for sample in family.samples:
-                    values[_sample_key(sample.name, sample.labels)] = sample.value
-        except ValueError as exc:
-            raise ProbeError(
-                f"{self.url} answered HTTP {scraped['status']} with a body that is not the "
-                f"Prometheus text format: {exc} — check the exporter (curl {self.url})"
-            ) from None
-        names = set(families) | {key.partition("{")[0] for key in values}
-        return {
-            "url": self.url,
-            "status": scraped["status"],
-            "families": families,
-            "values": values,
-            "missing": [name for name in self.required if name not in names],
-            "without_help": sorted(name for name, f in families.items() if not f["help"]),
-            "untyped": sorted(name for name, f in families.items() if f["type"] == "unknown"),
-        }
-
-
-def _sample_key(name: str, labels: dict[str, str]) -> str:
-    if not labels:
-        return name
-    inner = ",".join(f"{key}={json.dumps(value)}" for key, value in sorted(labels.items()))
-    return f"{name}{{{inner}}}"
+    max_bytes: int = Field(64 << 20, ge=1)
+    """Most bytes of the page read; a larger page is an error (Prometheus's own
+    body_size_limit is unlimited by default)."""
 
 
 class _Server(ProbeParams):

@@ -401,7 +401,9 @@ class Planner:
         try:
             if check.when is not None and not self._applies(loc, check.when, context):
                 condition = str(check.when).replace("{{", "").replace("}}", "").strip()
-                skip = Skip(SkipKind.not_applicable, condition)
+                because = self._rendered(loc, "skip_reason", check.skip_reason or "", context)
+                because = "" if because is _UNRENDERED else str(because)
+                skip = Skip(SkipKind.not_applicable, condition, because)
             if kind is not None:
                 params = self._params(loc, check, kind, context, unused=skip is not None)
                 expect = self._expect(loc, check, kind, context)

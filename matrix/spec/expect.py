@@ -286,3 +286,23 @@ def evaluate(expectation: Expectation, facts: Mapping[str, Any]) -> dict[str, st
         if not held:
             problems[path] = f"{path} is {_shown(value)}, expected {matcher.text}"
     return problems
+
+
+def unread(expectation: Expectation, facts: Mapping[str, Any]) -> str | None:
+    """Why the expectation cannot be judged on these facts: it reads a fact the probe could
+    not read whole, as the probe said in its `incomplete` fact ({fact: why}, e.g. a body cut
+    at max_bytes). A part is no evidence of the whole, so such a check is an error, never a
+    pass or a fail. An entry of a partial mapping that was kept is whole (a header, one
+    sample's value) and is judged; one that is absent may have been left out, and is not."""
+    marked = facts.get("incomplete")
+    if not isinstance(marked, Mapping) or not marked:
+        return None
+    for path in expectation:
+        parts = path.split(".")
+        for end in range(1, len(parts) + 1):
+            why = marked.get(".".join(parts[:end]))
+            if not (isinstance(why, str) and why):
+                continue
+            if end == len(parts) or lookup(facts, path) is MISSING:
+                return f"expect reads {path}, but {why}"
+    return None

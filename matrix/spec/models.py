@@ -228,6 +228,10 @@ class Check(Model):
     """Labels for `--tags` / `--skip-tags`."""
     when: str | bool | None = None
     """Template that must render true for the check to run (e.g. `{{ vars.use_gpu }}`)."""
+    skip_reason: str | None = None
+    """Said instead of the `when` condition when the row is skipped by it: what it could not
+    check and what to set to check it (`set trace_downstream_port to test propagation`);
+    templated like `when`."""
     across: str | None = None
     """Target group a check spans as one task, for probes that work across hosts
     (`torch.distributed`: ranks on every host, rendezvous on the first); the group's every

@@ -10,9 +10,8 @@ from collections.abc import AsyncIterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from matrix.remote import OUTPUT_LIMIT
 from matrix.spec.models import TargetSpec
-
-OUTPUT_LIMIT = 1 << 20  # bytes kept per stream; the rest is drained and counted
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ import os
 import sys
 
 GB = 1024**3  # facts say "GB" for GiB, like df -h and free -g
+REPLY_LIMIT = 1 << 20  # what the controller keeps of stdout (matrix/remote.py OUTPUT_LIMIT)
 
 
 def gb(size):
@@ -66,7 +67,12 @@ def main(observe, params="{}"):
         reply = {"error": str(exc)}
     except Exception as exc:  # a broken probe must still answer
         reply = {"error": f"{type(exc).__name__}: {exc} (at {_where(exc)})"}
-    sys.stdout.write(json.dumps(reply, default=str))
+    text = json.dumps(reply, default=str)
+    if len(text) > REPLY_LIMIT:  # cut, it would not parse: say so instead
+        failed = True
+        why = f"the answer is {len(text)} bytes, over the {REPLY_LIMIT} a probe may print"
+        text = json.dumps({"error": why + ": its facts must be capped (a bug of the probe)"})
+    sys.stdout.write(text)
     if failed:
         sys.stdout.flush()
         sys.exit(1)

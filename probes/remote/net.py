@@ -1,39 +1,24 @@
 # Observe the network from the target (params["op"]: port | http | http.load | http.trace |
 # net.bandwidth).
-import http.client
 import http.server
 import os
 import re
 import socket
-import ssl
 import threading
 import time
-import urllib.error
-import urllib.request
 
+from _http import (
+    FAILED,
+    HEADER_BYTES,
+    header_facts,
+    ms,
+    open_url,
+    request_failed,
+    tls,
+    why,
+)
 from _prelude import GB, ObserveError, by_op, percentile
-
-
-def _why(exc, timeout):
-    """A short human cause for a failed connection: "connection refused", "timed out"."""
-    if isinstance(exc, urllib.error.URLError) and not isinstance(exc.reason, str):
-        exc = exc.reason
-    if isinstance(exc, socket.timeout):
-        return f"timed out after {timeout:g}s"
-    if isinstance(exc, socket.gaierror):
-        return f"cannot resolve host ({exc.strerror})"
-    if isinstance(exc, ssl.SSLError):
-        cause = getattr(exc, "verify_message", None) or exc.reason or exc
-        return f"TLS error: {cause} (verify_tls: false accepts self-signed certificates)"
-    if isinstance(exc, urllib.error.URLError):
-        return str(exc.reason)
-    if isinstance(exc, OSError) and exc.strerror:  # "Connection refused" → "connection refused"
-        return exc.strerror[:1].lower() + exc.strerror[1:]
-    return str(exc)  # as it was raised: it may quote a URL or header that must stay maskable
-
-
-def _ms(started):
-    return round((time.perf_counter() - started) * 1000, 2)
+from _procs import Server, growth, snapshot
 
 
 def observe_port(params):
@@ -44,7 +29,7 @@ def observe_port(params):
     try:
         if mode == "open":
             socket.create_connection((host, port), timeout=timeout).close()
-            facts["latency_ms"] = _ms(started)
+            facts["latency_ms"] = ms(started)
         else:  # bind the way a server without SO_REUSEADDR would
             found = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)
             family, kind, proto, _, address = found[0]
@@ -52,64 +37,52 @@ def observe_port(params):
                 sock.bind(address)
         facts["ok"] = True
     except OSError as exc:
-        facts.update(ok=False, error=_why(exc, timeout))
+        facts.update(ok=False, error=why(exc, timeout))
     facts[mode] = facts["ok"]
     return facts
 
 
-def _request(params):
-    data = params["body"].encode() if params.get("body") is not None else None
-    return urllib.request.Request(
-        params["url"], data=data, headers=params.get("headers") or {}, method=params["method"]
-    )
-
-
-def _tls(verify):
-    context = ssl.create_default_context()
-    if not verify:
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    return context
-
-
 def observe_http(params):
-    timeout, limit = params["timeout"], params["max_bytes"]
+    limit = params["max_bytes"]
     started = time.perf_counter()
     try:
-        try:
-            response = urllib.request.urlopen(
-                _request(params), timeout=timeout, context=_tls(params["verify_tls"])
-            )
-        except urllib.error.HTTPError as exc:  # 4xx/5xx still answered: report them
-            response = exc
+        response, hops = open_url(params, tls(params["verify_tls"]))
         with response:
             body = response.read(limit + 1)
-    except (OSError, ValueError, http.client.HTTPException) as exc:
-        request = f"{params['method']} {params['url']}"
-        raise ObserveError(f"{request} failed: {_why(exc, timeout)}") from None
-    headers = {}
-    for name, value in response.headers.items():
-        name = name.lower()
-        headers[name] = headers[name] + ", " + value if name in headers else value
+    except FAILED as exc:
+        raise request_failed(params, exc) from None
+    headers, cut = header_facts(response)
+    truncated = len(body) > limit
+    incomplete = {}
+    if truncated:
+        incomplete["body"] = (
+            f"the body is longer than max_bytes ({limit} bytes): only its start was read"
+        )
+    if cut:
+        incomplete["headers"] = f"over {HEADER_BYTES} bytes of headers: only the first were kept"
     return {
         "url": params["url"],
         "status": response.getcode(),
         "reason": response.reason,
         "headers": headers,
-        "latency_ms": _ms(started),
+        "latency_ms": ms(started),
         "body": body[:limit].decode("utf-8", "replace"),
-        "truncated": len(body) > limit,
+        "truncated": truncated,
+        "redirects": hops,
+        "final_url": hops[-1] if hops else params["url"],
+        "incomplete": incomplete,
     }
 
 
 def observe_bandwidth(params):
     timeout, budget, source = params["timeout"], params["seconds"], params["source"]
-    request = urllib.request.Request(params["url"])
+    get = {"url": params["url"], "method": "GET", "timeout": timeout}
     started = time.perf_counter()
     try:
-        with urllib.request.urlopen(
-            request, timeout=timeout, context=_tls(params["verify_tls"])
-        ) as response:
+        response, _ = open_url(get, tls(params["verify_tls"]))
+        with response:
+            if response.getcode() >= 300:
+                raise ObserveError(f"GET {source} answered {response.getcode()} {response.reason}")
             first = time.perf_counter()
             got, complete = 0, False
             while time.perf_counter() - first < budget:
@@ -119,10 +92,8 @@ def observe_bandwidth(params):
                     break
                 got += len(chunk)
             ended = time.perf_counter()
-    except urllib.error.HTTPError as exc:
-        raise ObserveError(f"GET {source} answered {exc.code} {exc.reason}") from None
-    except (OSError, ValueError, http.client.HTTPException) as exc:
-        raise ObserveError(f"GET {source} failed: {_why(exc, timeout)}") from None
+    except FAILED as exc:
+        raise request_failed({**get, "url": source}, exc) from None
     seconds = max(ended - first, 1e-6)
     mbps = round(got * 8 / seconds / 1e6, 1)  # the estimate uses the speed as shown
     facts = {
@@ -142,27 +113,25 @@ def observe_bandwidth(params):
 
 
 def _send(params, context):
-    """One request: (status, or "error" when nothing answered, milliseconds to the end of
-    its body, why it failed)."""
+    """One request: (its final status, or "error" when nothing answered, milliseconds to the
+    end of its body, why it failed). A redirect counts by where it ends: a 3xx that was not
+    followed (a loop, another scheme) is its status."""
     started = time.perf_counter()
     try:
-        try:
-            response = urllib.request.urlopen(
-                _request(params), timeout=params["timeout"], context=context
-            )
-        except urllib.error.HTTPError as exc:  # 4xx/5xx answered: counted by status
-            response = exc
+        response, _ = open_url(params, context)
         with response:
             while response.read(1 << 16):
                 pass
-        return str(response.getcode()), _ms(started), None
-    except (OSError, ValueError, http.client.HTTPException) as exc:
-        return "error", _ms(started), _why(exc, params["timeout"])
+        return str(response.getcode()), ms(started), None
+    except FAILED as exc:
+        code = getattr(exc, "code", None)  # a refused redirect: answered, with a 3xx
+        return (str(code) if code else "error"), ms(started), why(exc, params["timeout"])
 
 
-def _phase(params, context, concurrency):
-    """`requests` requests, `concurrency` at a time: latencies, statuses, throughput."""
-    count = params["requests"]
+def _phase(params, context, concurrency, count):
+    """`count` requests, `concurrency` at a time: latencies, statuses, throughput, and the
+    tail ratio p95 / p50, with p50 taken as at least `tail_floor_ms` (a few milliseconds of
+    scheduling on a busy machine are not a long tail)."""
     answers = []
     lock = threading.Lock()
     left = [count]
@@ -184,78 +153,40 @@ def _phase(params, context, concurrency):
     for thread in threads:
         thread.join()
     seconds = max(time.perf_counter() - started, 1e-9)
-    ordered = sorted(ms for _, ms, _ in answers)
+    ordered = sorted(took for _, took, _ in answers)
     statuses = {}
     for status, _, _ in answers:
         statuses[status] = statuses.get(status, 0) + 1
+    p50, p95 = percentile(ordered, 50), percentile(ordered, 95)
     return {
         "concurrency": concurrency,
         "requests": count,
-        "p50_ms": percentile(ordered, 50),
-        "p95_ms": percentile(ordered, 95),
+        "p50_ms": p50,
+        "p95_ms": p95,
         "p99_ms": percentile(ordered, 99),
         "max_ms": ordered[-1],
+        "p95_over_p50": round(p95 / max(p50, params["tail_floor_ms"], 1e-9), 2),
         "rps": round(count / seconds, 1),
         "statuses": statuses,
+        "first_error": next((w for _, _, w in answers if w), None),
     }
 
 
-def _process(spec, host):
-    """The pid of the server process `spec` names: a pid file's path, else a process name
-    (its executable's name, or a word of its command line)."""
-    if spec.startswith("/"):
-        try:
-            with open(spec) as handle:
-                return int(handle.read().split()[0])
-        except (OSError, ValueError, IndexError) as exc:
-            raise ObserveError(f"cannot read a pid from {spec} on {host}: {exc}") from None
-    mine = os.getpid()
-    for entry in sorted(os.listdir("/proc"), key=lambda name: (len(name), name)):
-        if not entry.isdigit() or int(entry) == mine:
-            continue
-        try:
-            with open(f"/proc/{entry}/comm") as handle:
-                comm = handle.read().strip()
-            with open(f"/proc/{entry}/cmdline", "rb") as handle:
-                words = handle.read().decode(errors="replace").split("\0")
-        except OSError:
-            continue
-        if comm == spec or any(os.path.basename(word) == spec for word in words if word):
-            return int(entry)
-    raise ObserveError(
-        f"no process named {spec!r} runs on {host} — give the server's process name or its "
-        "pid file's path as `process`"
-    )
-
-
-def _rss_mb(pid, host):
-    try:
-        with open(f"/proc/{pid}/status") as handle:
-            for line in handle:
-                if line.startswith("VmRSS:"):
-                    return round(int(line.split()[1]) / 1024, 2)
-    except OSError:
-        pass
-    raise ObserveError(f"process {pid} on {host} is gone: the server died under load")
-
-
 def observe_load(params):
-    host = socket.gethostname()
-    context = _tls(params["verify_tls"])
-    pid = _process(params["process"], host) if params.get("process") else None
-    before = _rss_mb(pid, host) if pid else None
-    why = _send(params, context)[2]  # connects and warms the server: not counted
-    if why:
-        raise ObserveError(f"{params['method']} {params['url']} failed: {why}")
-    sequential = _phase(params, context, 1)
-    concurrency = params["concurrency"]
-    concurrent = _phase(params, context, concurrency) if concurrency > 1 else None
-    after = _rss_mb(pid, host) if pid else None
+    context = tls(params["verify_tls"])
+    server = Server(params["process"]) if params.get("process") else None
+    failed = _send(params, context)[2]  # connects and warms the server: not counted
+    if failed:
+        raise ObserveError(f"{params['method']} {params['url']} failed: {failed}")
+    count, concurrency = params["requests"], params["concurrency"]
+    if concurrency > 1:  # every worker of a pre-fork server warms up before memory is read
+        _phase(params, context, concurrency, concurrency)
+    before = snapshot(server) if server else None
+    sequential = _phase(params, context, 1, count)
+    concurrent = _phase(params, context, concurrency, count) if concurrency > 1 else None
     facts = {"url": params["url"], "sequential": sequential, "concurrent": concurrent}
-    if pid:
-        growth = (after - before) / before * 100 if before else None
-        facts.update(pid=pid, rss_before_mb=before, rss_after_mb=after,
-                     rss_growth_pct=round(growth, 1) if growth is not None else None)  # fmt: skip
+    if server:
+        facts.update(pid=server.root, cgroup=server.cgroup, **growth(before, snapshot(server)))
     return facts
 
 
@@ -321,7 +252,7 @@ def _listen(port, host):
     except OSError as exc:
         raise ObserveError(
             f"cannot listen on 127.0.0.1:{port} on {host} for the service's downstream call: "
-            f"{_why(exc, 0)} — pick a free downstream_port and point the service's next hop "
+            f"{why(exc, 0)} — pick a free downstream_port and point the service's next hop "
             "there"
         ) from None
     threading.Thread(target=server.serve_forever, daemon=True).start()
