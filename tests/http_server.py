@@ -52,30 +52,44 @@ server.serve_forever()
 """
 
 
+PREFORK = Path(__file__).with_name("prefork_server.py")
+
+
 class ScriptServers:
     """Servers that are python scripts in processes of their own (so a probe can watch their
     memory, and they can die): `start(script, *args)` runs `script`, which defines an HTTP
     `Handler`, with `args` in sys.argv, serves it on a free port and returns (the port, the
-    file holding its pid). `stop()` kills them all."""
+    file holding its pid). `prefork(*args)` starts tests/prefork_server.py, a master with
+    worker processes, likewise. `stop()` ends them all, workers too."""
 
     def __init__(self, root: Path) -> None:
         self.root, self.started = root, []
 
     def start(self, script: str, *args: object) -> tuple[int, Path]:
+        return self._launch([sys.executable, "-c", script + SERVE, *map(str, args)])
+
+    def prefork(self, *args: object) -> tuple[int, Path]:
+        return self._launch([sys.executable, str(PREFORK), *map(str, args)])
+
+    def _launch(self, argv: list[str]) -> tuple[int, Path]:
         port_file = self.root / f"server{len(self.started)}.port"
-        argv = [sys.executable, "-c", script + SERVE, *map(str, args), str(port_file)]
+        argv.append(str(port_file))
         self.started.append(subprocess.Popen(argv))
         deadline = time.monotonic() + 20
         while not (port_file.exists() and port_file.read_text()):
-            assert self.started[-1].poll() is None, f"the test server exited: {argv[3:]}"
+            assert self.started[-1].poll() is None, f"the test server exited: {argv[2:]}"
             assert time.monotonic() < deadline, "the test server did not start in 20 s"
             time.sleep(0.02)
         return int(port_file.read_text()), Path(f"{port_file}.pid")
 
     def stop(self) -> None:
         for process in self.started:
-            process.kill()
-            process.wait()
+            process.terminate()  # a pre-fork master kills its workers on SIGTERM
+            try:
+                process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
 
 
 @contextmanager

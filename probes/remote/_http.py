@@ -30,13 +30,25 @@ class _Redirects(urllib.request.HTTPRedirectHandler):
     def __init__(self):
         self.hops = []
 
+    def http_error_302(self, req, fp, code, msg, headers):
+        """urllib turns a redirect to another scheme into an HTTPError with the 3xx, which
+        would read as an answer: refuse it before that."""
+        newurl = headers.get("location") or headers.get("uri")
+        if newurl:
+            target = urllib.parse.urljoin(req.full_url, newurl)
+            if urllib.parse.urlsplit(target).scheme.lower() not in ("http", "https"):
+                why = f"redirected ({code}) to {target}: only http and https redirects are followed"
+                raise RedirectRefused(req.full_url, code, why, headers, fp)
+        return super().http_error_302(req, fp, code, msg, headers)
+
+    http_error_301 = http_error_303 = http_error_307 = http_error_302
+    if hasattr(urllib.request.HTTPRedirectHandler, "http_error_308"):  # Python >= 3.11
+        http_error_308 = http_error_302
+
     def redirect_request(self, req, fp, code, msg, headers, newurl):
         target = urllib.parse.urljoin(req.full_url, newurl)
-        scheme = urllib.parse.urlsplit(target).scheme.lower()
         seen = [req.full_url if not self.hops else self.hops[0][0]] + [to for _, to in self.hops]
-        if scheme not in ("http", "https"):
-            why = f"redirected ({code}) to {target}: only http and https redirects are followed"
-        elif target in seen:
+        if target in seen:
             chain = " → ".join([*seen, target])
             why = f"redirects in a loop ({code}): {chain}"
         elif len(self.hops) >= MAX_REDIRECTS:
@@ -45,6 +57,16 @@ class _Redirects(urllib.request.HTTPRedirectHandler):
             self.hops.append((req.full_url, target))
             return super().redirect_request(req, fp, code, msg, headers, newurl)
         raise RedirectRefused(req.full_url, code, why, headers, fp)
+
+
+class _Kept(urllib.request.HTTPRedirectHandler):
+    """follow_redirects: false: the 3xx is the answer (urllib then raises it as an
+    HTTPError, which open_url returns)."""
+
+    def http_error_302(self, req, fp, code, msg, headers):
+        return None
+
+    http_error_301 = http_error_303 = http_error_307 = http_error_308 = http_error_302
 
 
 def why(exc, timeout):
@@ -90,10 +112,9 @@ def open_url(params, context, headers=None):
         method=params["method"],
     )  # fmt: skip
     redirects = _Redirects()
-    handlers = [redirects, urllib.request.HTTPSHandler(context=context)]
-    if not params.get("follow_redirects", True):
-        redirects.redirect_request = lambda *args: None  # the 3xx itself is the answer
-    opener = urllib.request.build_opener(*handlers)
+    follow = params.get("follow_redirects", True)
+    https = urllib.request.HTTPSHandler(context=context)
+    opener = urllib.request.build_opener(redirects if follow else _Kept(), https)
     try:
         response = opener.open(request, timeout=params["timeout"])
     except RedirectRefused:

@@ -88,7 +88,7 @@ def _cgroup_members(path):
 
 
 def _described(pid):
-    return f"pid {pid} ({' '.join(_cmdline(pid))[:80]})"
+    return f"pid {pid} ({' '.join(_cmdline(pid))[:120]})"
 
 
 def _from_pid_file(path, table, host):

@@ -12,9 +12,11 @@ KEPT_FAMILIES = 4000
 LISTED = 100  # names listed in without_help and untyped
 LINE_BYTES = 1 << 16
 NAME = r"[a-zA-Z_:][a-zA-Z0-9_:]*"
-SAMPLE = re.compile(rf"({NAME})\s*(?:\{{(.*)\}})?\s*(\S+)(?:\s+(-?\d+))?\s*")
-LABEL = re.compile(r'\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*=\s*"((?:[^"\\]|\\.)*)"\s*(,|$)')
-ESCAPES = re.compile(r"\\(.)")
+HEAD = re.compile(rf"({NAME})\s*")
+LABEL = re.compile(r'\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*=\s*"((?:[^"\\\n]|\\.)*)"\s*(,|(?=\}))')
+COMMENT = re.compile(r"#[ \t]+(HELP|TYPE)[ \t]+([^ \t]+)(?:[ \t]+(.*))?")
+TAIL = re.compile(r"\s*(\S+)(?:\s+(-?\d+))?\s*")
+ESCAPES = re.compile(r'\\([\\"n])')  # in a label value; HELP escapes only \\ and \n
 SUFFIXES = {
     "counter": ("",),
     "gauge": ("",),
@@ -24,27 +26,45 @@ SUFFIXES = {
 TYPES = ("counter", "gauge", "summary", "histogram", "untyped")
 
 
-def _unescape(text):
-    return ESCAPES.sub(lambda m: "\n" if m[1] == "n" else m[1], text)
+def _unescape(text, quotes=True):
+    def one(found):
+        if found[1] == '"' and not quotes:
+            return found[0]
+        return "\n" if found[1] == "n" else found[1]
+
+    return ESCAPES.sub(one, text)
 
 
-def _labels(inner):
-    labels, at = {}, 0
-    while at < len(inner.rstrip()):
-        found = LABEL.match(inner, at)
-        if not found:
-            raise ValueError(f'labels are not name="value" pairs: {{{inner}}}')
-        if found[1] in labels:
-            raise ValueError(f"label {found[1]} appears twice")
-        labels[found[1]] = _unescape(found[2])
-        at = found.end()
-    return labels
+def _sample(text):
+    """(name, labels, value) of a sample line: name{label="value",...} value [timestamp]."""
+    head = HEAD.match(text)
+    if not head:
+        raise ValueError("not a sample (name{labels} value [timestamp])")
+    name, at, labels = head[1], head.end(), {}
+    if text.startswith("{", at):
+        at += 1
+        while not text.startswith("}", at):
+            found = LABEL.match(text, at)
+            if not found:
+                raise ValueError(f'labels are not name="value" pairs: {text[at - 1 :][:80]}')
+            if found[1] in labels:
+                raise ValueError(f"label {found[1]} appears twice")
+            labels[found[1]] = _unescape(found[2])
+            at = found.end()
+        at += 1
+    tail = TAIL.fullmatch(text, at)
+    if not tail:
+        raise ValueError("not a sample (name{labels} value [timestamp])")
+    return name, labels, _value(tail[1])
 
 
 def _value(text):
-    if "_" in text:
-        raise ValueError(f"{text!r} is not a number")
-    return float(text)
+    try:
+        if "_" not in text:
+            return float(text)
+    except ValueError:
+        pass
+    raise ValueError(f"{text!r} is not a number")
 
 
 def sample_key(name, labels):
@@ -83,7 +103,7 @@ class Page:
             self.current, self.allowed = (name, name), (name,)
         family = self._family(self.current[1])
         if kind == "HELP":
-            family["help"] = _unescape(text)
+            family["help"] = _unescape(text, quotes=False)
             return
         if text not in TYPES:
             raise ValueError(f"unknown type {text!r} (expected one of {', '.join(TYPES)})")
@@ -99,18 +119,15 @@ class Page:
         if not text:
             return
         if text.startswith("#"):
-            words = text.split(None, 3)
-            if len(words) > 2 and words[1] in ("HELP", "TYPE"):
-                if not re.fullmatch(NAME, words[2]):
-                    raise ValueError(f"{words[2]!r} is not a metric name")
-                if words[1] == "TYPE" and len(words) < 4:
-                    raise ValueError(f"TYPE of {words[2]} names no type")
-                self._declare(words[2], words[1], words[3] if len(words) > 3 else "")
+            found = COMMENT.fullmatch(text)
+            if found:  # any other comment is only a comment
+                if not re.fullmatch(NAME, found[2]):
+                    raise ValueError(f"{found[2]!r} is not a metric name")
+                if found[1] == "TYPE" and not found[3]:
+                    raise ValueError(f"TYPE of {found[2]} names no type")
+                self._declare(found[2], found[1], found[3] or "")
             return
-        found = SAMPLE.fullmatch(text)
-        if not found:
-            raise ValueError("not a sample (name{labels} value [timestamp])")
-        name, labels, value = found[1], _labels(found[2] or ""), _value(found[3])
+        name, labels, value = _sample(text)
         self.samples += 1
         if name in self.allowed:
             family_name = self.current[1]

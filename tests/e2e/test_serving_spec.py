@@ -43,7 +43,7 @@ SERVER_VARS = [
     "TRUST_REMOTE_CODE",
 ]
 SHARDS = ["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"]
-LIVE = ["under-load", "metrics", "trace-propagation"]  # the rows that need a running server
+LIVE = ["under-load", "metrics", "trace-response", "trace-propagation"]  # need a running server
 
 # A model server stand-in: POST /v1/predict, Prometheus metrics from prometheus_client on its
 # own port, W3C trace context through OpenTelemetry's SDK and propagator to its next hop.
@@ -150,7 +150,7 @@ def results_of(path: Path) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
 def test_serving_spec_validates_and_plans(cli) -> None:
     done = cli("validate", SPEC)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "valid — 5 phases, 18 checks, 24 tasks" in done.stdout
+    assert "valid — 5 phases, 19 checks, 25 tasks" in done.stdout
 
     planned = cli("run", SPEC, "--dry-run")
     assert planned.returncode == 0, planned.stdout + planned.stderr
@@ -188,7 +188,7 @@ def test_good_server_configuration_is_ready(cli, tmp_path: Path, model_dir: Path
     assert done.returncode == 0, (bad, done.stderr)
     assert data["verdict"] == "READY" and data["score"] == 100
     assert bad == {}
-    assert len(results) == 24
+    assert len(results) == 25
     live = {t: r["status"] for t, r in results.items() if t in LIVE}
     assert live == dict.fromkeys(LIVE, "skip")  # no server_url: not started yet
 
@@ -240,12 +240,14 @@ def test_a_running_server_is_stable_under_load_observable_and_traced(
     assert sorted(rows) == sorted(LIVE) and bad == {}
     load = rows["under-load"]["facts"]
     assert load["requests"] == 200 and load["statuses"] == {"200": 200}
-    assert load["rss_growth_pct"] < 20 and load["p95_over_p50"] < 2
+    assert load["rss_growth_pct"] < 20 and load["p95_over_p50"] < 2 and load["p99_ms"] < 100
+    assert load["leak"] is False and load["over_budget"] == [] and load["process_count"] == 1
     metrics = rows["metrics"]["facts"]
     assert metrics["families"]["request_latency_seconds"]["type"] == "histogram"
     assert metrics["values"]['requests_total{code="200"}'] >= 200  # the load row's, or ours
     trace = rows["trace-propagation"]["facts"]
-    assert trace["looked"] == ["response", "downstream"] and trace["propagated"] is True
+    assert trace["looked"] == ["downstream"] and trace["propagated"] is True
+    assert rows["trace-response"]["facts"]["looked"] == ["response"]
 
 
 def test_a_leaking_untraced_server_fails_each_live_row_with_its_cause(
@@ -259,11 +261,124 @@ def test_a_leaking_untraced_server_fails_each_live_row_with_its_cause(
     assert {t: r["status"] for t, r in rows.items()} == dict.fromkeys(LIVE, "fail")
     load = rows["under-load"]
     assert load["facts"]["rss_growth_pct"] > 100
-    assert re.search(r"grew \d+(\.\d)?% over the load", load["diagnostic"])
+    assert re.search(r"grew \d+(\.\d)?% in pid \d+ \(python", load["diagnostic"])
     assert rows["metrics"]["diagnostic"] == (
         f"missing: gpu_memory_used_bytes at {settings['metrics_url']}"
     )
     assert "the service started a new trace" in rows["trace-propagation"]["diagnostic"]
+    assert "the service started a new trace" in rows["trace-response"]["diagnostic"]
+
+
+@pytest.fixture
+def prefork(tmp_path: Path) -> Iterator[Callable[..., dict[str, Any]]]:
+    """prefork(*args) → the --var settings for tests/prefork_server.py started with `args`: a
+    master and its worker processes, as uvicorn --workers or gunicorn serve."""
+    with script_servers(tmp_path) as servers:
+
+        def start(*args: object, **settings: Any) -> dict[str, Any]:
+            port, pid_file = servers.prefork(*args)
+            return {
+                "server_url": f"http://127.0.0.1:{port}",
+                "server_process": str(pid_file),
+                "metrics_url": f"http://127.0.0.1:{port}/metrics",
+                "required_metrics": ["request_latency_seconds"],
+                **settings,
+            }
+
+        yield start
+
+
+def test_a_healthy_pre_fork_server_is_ready_and_says_what_it_did_not_check(
+    cli, tmp_path: Path, prefork
+) -> None:
+    rows = live_rows(cli, tmp_path, prefork("--workers", 2))
+
+    bad = {t: r["reason"] for t, r in rows.items() if r["status"] not in ("pass", "skip")}
+    assert bad == {}
+    load = rows["under-load"]["facts"]
+    assert load["process_count"] == 3 and load["leak"] is False  # the master and two workers
+    assert all(row["rss_before_mb"] for row in load["processes"])
+    # no downstream configured: propagation is not claimed, and the reason says what to set
+    assert rows["trace-propagation"]["status"] == "skip"
+    assert rows["trace-propagation"]["reason"].startswith(
+        "propagation not checked: set trace_downstream_port"
+    )
+    assert rows["trace-response"]["status"] == "pass"
+
+
+@pytest.mark.parametrize(
+    ("fault", "args", "settings", "expected"),
+    [
+        (  # ~1 MiB kept per request in each worker: the master's own memory stays flat
+            "leaking workers",
+            ("--workers", 2, "--leak", 1 << 20),
+            {},
+            {"under-load": r"memory grew \d+(\.\d)?% in pid \d+ \(python, [\d.]+ → [\d.]+ MiB\)"},
+        ),
+        (  # every 50th request sleeps 0.5 s: p95 and p50 stay fast, p99 does not
+            "a 2% tail of 0.5 s",
+            ("--workers", 2, "--tail", "0.02:0.5"),
+            {},
+            {"under-load": r"p99 5\d\d(\.\d+)? ms \(.+\) is over the 100 ms budget"},
+        ),
+        (  # the answer echoes the trace, the next hop never gets it
+            "a trace that is not passed on",
+            ("--workers", 1, "--no-propagate"),
+            {"trace_downstream_port": "HOP"},
+            {"trace-propagation": r"carried no trace context: the service does not pass"},
+        ),
+        (
+            "a redirect loop",
+            ("--workers", 1),
+            {"predict_path": "/loop"},
+            {
+                "under-load": r"POST \S+/loop failed: redirects in a loop \(302\): \S+ → \S+",
+                "trace-response": r"redirects in a loop \(302\)",
+            },
+        ),
+        (
+            "a redirect to file://",
+            ("--workers", 1),
+            {"predict_path": "/file"},
+            {"trace-response": r"redirected \(302\) to file:///etc/passwd: only http and https"},
+        ),
+    ],
+)
+def test_a_pre_fork_server_fault_fails_its_row_with_the_cause(
+    cli, tmp_path: Path, prefork, fault, args, settings, expected
+) -> None:
+    if settings.get("trace_downstream_port") == "HOP":
+        hop = free_port()
+        settings = {**settings, "trace_downstream_port": hop}
+        args = (*args, "--downstream", f"http://127.0.0.1:{hop}/embed")
+
+    rows = live_rows(cli, tmp_path, prefork(*args, **settings))
+
+    for row, pattern in expected.items():
+        assert rows[row]["status"] in ("fail", "error"), (fault, rows[row])
+        assert re.search(pattern, rows[row]["diagnostic"]), (fault, rows[row]["diagnostic"])
+
+
+def test_a_name_that_matches_two_servers_and_a_stale_pid_file_are_errors_before_load(
+    cli, tmp_path: Path, prefork
+) -> None:
+    first, _ = prefork("--workers", 1), prefork("--workers", 1)
+    stale = tmp_path / "old.pid"
+    stale.write_text("4194303")  # above any pid_max: never a running process
+
+    named = live_rows(cli, tmp_path, {**first, "server_process": "prefork_server.py"})
+    old = live_rows(cli, tmp_path, {**first, "server_process": str(stale)})
+
+    assert named["under-load"]["status"] == "error"
+    assert re.search(
+        r"'prefork_server.py' names 2 unrelated processes on .+: pid \d+ \(.*prefork_server\.py",
+        named["under-load"]["reason"],
+    )
+    assert old["under-load"]["status"] == "error"
+    assert old["under-load"]["reason"].startswith(
+        f"{stale} names pid 4194303, which is not running on "
+    )
+    assert old["under-load"]["facts"] == {}  # no request was counted: no load was sent
 
 
 def privileged_port() -> int:

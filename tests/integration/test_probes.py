@@ -380,6 +380,7 @@ def test_remote_scripts_run_on_python38(tmp_path: Path) -> None:
         ("{kind: env, name: X, min: 1}", "min and max need type int or float"),
         ("{kind: python, packages: ['torch>=>2']}", "invalid requirement 'torch>=>2'"),
         ("{kind: http, url: 'localhost:8000'}", "expected an http:// or https:// URL"),
+        ("{kind: http, url: 'http://x/', max_bytes: 1500000}", "less than or equal to 131072"),
     ],
 )
 def test_bad_params_point_at_the_spec_line(tmp_path: Path, probe: str, message: str) -> None:
