@@ -11,6 +11,7 @@ KINDS = {
     "aws.identity": "probes.aws",
     "aws.s3": "probes.aws",
     "command": "probes.command",
+    "script": "probes.command",
     "data.files": "probes.data",
     "data.jsonl": "probes.data",
     "torch.distributed": "probes.distributed",

@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import Field, model_validator
 
-from matrix.probe import OUTPUT_LIMIT, ProbeContext, ProbeParams, probe
+from matrix.probe import OUTPUT_LIMIT, ProbeContext, ProbeError, ProbeParams, probe
 
 
 @probe(
@@ -71,3 +71,56 @@ class Command(ProbeParams):
                 facts["json"] = json.loads(stdout)
         facts["incomplete"] = cut
         return facts
+
+
+NO_RESULT = (
+    'print a JSON object as the last line of stdout: {"ok": true}, or {"ok": false, '
+    '"problem": "why"} (docs/probes.md#script)'
+)
+
+
+@probe(
+    "script",
+    default_expect={"ok": True},
+    facts={
+        "ok": "the script's own verdict: its result's ok, and false when it exited non-zero",
+        "step": "where it got to or stopped, as it said (null when it did not say)",
+        "problem": "what went wrong, as it said or as its exit and stderr tell",
+        "result": "the whole JSON object it reported, its own fields included",
+        "exit_code": "process exit status",
+        "stdout": "standard output, stripped",
+        "stderr": "standard error, stripped",
+        "duration": "seconds the script took",
+        "truncated": "true when output beyond 1 MiB per stream was dropped",
+        "incomplete": "as for `command`",
+    },
+)
+class Script(Command):
+    """A team's script that reports its own result (a pipeline run, a resume, a failure
+    injected): the last line of its standard output is a JSON object, `{"ok": true}` or
+    `{"ok": false, "problem": "why"}`, with `step` (where it got to) and fields of its own.
+    A script that exits 0 without that line is an error ("the script reported no result"):
+    `true` is no evidence that a pipeline works. One that exits non-zero without it failed
+    (ok false, its stderr's last line as the problem)."""
+
+    async def observe(self, ctx: ProbeContext) -> dict[str, Any]:
+        facts = await super().observe(ctx)
+        last = facts["stdout"].splitlines()[-1:] if "stdout" not in facts["incomplete"] else []
+        try:
+            result = json.loads(last[0]) if last else None
+        except ValueError:
+            result = None
+        code, said = facts["exit_code"], facts["stderr"].splitlines()[-1:]
+        if not isinstance(result, dict) or not isinstance(result.get("ok"), bool):
+            if code == 0:
+                raise ProbeError(f"the script exited 0 and reported no result: {NO_RESULT}", facts)
+            result = {"ok": False, "problem": f"exit {code}" + (f": {said[0]}" if said else "")}
+        elif result["ok"] and code != 0:
+            result = {**result, "ok": False, "problem": f"it reported ok but exited {code}"}
+        return {
+            "ok": result["ok"],
+            "step": result.get("step"),
+            "problem": result.get("problem"),
+            "result": result,
+            **facts,
+        }

@@ -104,3 +104,26 @@ def test_aws_data_and_monitoring_rows_against_moto(
     assert results["slack-webhook"]["facts"]["sent"] is False
     assert hook not in out.read_text() and "abcdefghijklmnop" not in done.stdout
     assert aws.boto3("s3").list_objects_v2(Bucket="asoba-llm-cache").get("KeyCount") == 0
+
+
+def test_team_scripts_that_report_nothing_are_errors_not_passes(
+    cli, tmp_path: Path, report: Callable[[Path], dict[str, Any]]
+) -> None:
+    scripts = ["heartbeat_cmd", "detect_cmd"]  # the monitoring phase's team scripts
+    team = tmp_path / "team.vars.yaml"
+    team.write_text(json.dumps(dict.fromkeys(scripts, "true")))
+    env = clean_aws_env({"HOME": str(tmp_path)})
+
+    done = cli(
+        "run", SPEC, "--phase", "monitoring", "--vars", team, "--json", tmp_path / "out.json",
+        env=env,
+    )  # fmt: skip
+
+    assert done.returncode == 1, done.stderr
+    results = report(tmp_path / "out.json")["by_id"]
+    rows = ["heartbeat"] + [f"error-detection[failure_type={kind}]" for kind in ["oom", "nan_loss"]]
+    for row in rows:
+        assert results[row]["status"] == "error", row
+        assert results[row]["diagnostic"].startswith(
+            "the script exited 0 and reported no result: print a JSON object"
+        ), row

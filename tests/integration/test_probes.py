@@ -301,6 +301,47 @@ def test_http_status_json_and_errors(tmp_path: Path, http_base: str) -> None:
     assert results["refused"].reason == f"GET {refused} failed: connection refused"
 
 
+# ── script ──────────────────────────────────────────────────────────────────
+
+
+def test_a_team_script_passes_only_on_the_result_it_reports(tmp_path: Path) -> None:
+    def script(id: str, shell: str, expect: dict | None = None) -> dict:
+        return check(id, "script", expect, shell=shell)
+
+    results = run_checks(
+        tmp_path,
+        [
+            script("reported", """echo working; echo '{"ok": true, "step": "3/3", "rows": 7}'"""),
+            script("says-why", """echo '{"ok": false, "step": "2/3", "problem": "no GPU"}'"""),
+            script("true", "true"),
+            script("crashed", "echo 'Traceback: KeyError' >&2; exit 3"),
+            script("lied", """echo '{"ok": true}'; exit 2"""),
+            script("not-json", "echo done"),
+            script("own-field", """echo '{"ok": true, "left": ["i-1"]}'""", {"result.left": []}),
+        ],
+    )
+
+    assert status(results) == {
+        "reported": "pass",
+        "says-why": "fail",
+        "true": "error",
+        "crashed": "fail",
+        "lied": "fail",
+        "not-json": "error",
+        "own-field": "fail",
+    }
+    assert results["reported"].facts["step"] == "3/3"
+    assert results["reported"].facts["result"] == {"ok": True, "step": "3/3", "rows": 7}
+    assert results["says-why"].reason.startswith("no GPU (ok is false")
+    assert results["true"].reason == (
+        "the script exited 0 and reported no result: print a JSON object as the last line of "
+        'stdout: {"ok": true}, or {"ok": false, "problem": "why"} (docs/probes.md#script)'
+    )
+    assert results["true"].error_type == "probe-error"
+    assert results["crashed"].facts["problem"] == "exit 3: Traceback: KeyError"
+    assert results["lied"].facts["problem"] == "it reported ok but exited 2"
+
+
 # ── python ──────────────────────────────────────────────────────────────────
 
 
