@@ -31,7 +31,7 @@ APPLICABLE: dict[str, tuple[list[str], dict[str, str]]] = {
         {"SLACK_WEBHOOK": "https://hooks.slack.com/services/T0/B0/x"},
     ),
     "specs/serving-config.yaml": (
-        ["server_url=http://127.0.0.1:8000"],
+        ["server_url=http://127.0.0.1:8000", "trace_downstream_port=9411"],
         {"PORT": "8080", "MODEL_DIR": "/srv/model"},
     ),
 }

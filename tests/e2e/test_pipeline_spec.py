@@ -87,7 +87,7 @@ def test_aws_data_and_monitoring_rows_against_moto(
     status = {task_id: r["status"] for task_id, r in results.items()}
     for row in ["aws-credentials", "s3-read", "s3-write", "ec2-instance", "pdf-limit"]:
         assert status[row] == "pass", (row, results[row]["reason"])
-    for row in ["data-format", "data-volume", "s3-monitoring", "slack-webhook"]:
+    for row in ["data-format@trainer", "data-volume@trainer", "s3-monitoring", "slack-webhook"]:
         assert status[row] == "pass", (row, results[row]["reason"])
     assert status["ec2-running"] == "fail"
     assert results["ec2-running"]["diagnostic"] == (
@@ -96,8 +96,8 @@ def test_aws_data_and_monitoring_rows_against_moto(
     assert status["data-sources"] == "fail"
     assert results["data-sources"]["diagnostic"] == "Source utility/ has 0 files"
     assert results["data-sources"]["title"] == "Policy folders empty/missing"  # its failure
-    assert status["data-content"] == "fail"
-    assert results["data-content"]["diagnostic"] == (
+    assert status["data-content@trainer"] == "fail"
+    assert results["data-content@trainer"]["diagnostic"] == (
         "Records missing 'text' field: 1 of 26 sampled"
     )
     assert results["pdf-limit"]["facts"]["total"] == 2
@@ -121,7 +121,9 @@ def test_team_scripts_that_report_nothing_are_errors_not_passes(
 
     assert done.returncode == 1, done.stderr
     results = report(tmp_path / "out.json")["by_id"]
-    rows = ["heartbeat"] + [f"error-detection[failure_type={kind}]" for kind in ["oom", "nan_loss"]]
+    rows = ["heartbeat@trainer"] + [
+        f"error-detection[failure_type={kind}]@trainer" for kind in ["oom", "nan_loss"]
+    ]
     for row in rows:
         assert results[row]["status"] == "error", row
         assert results[row]["diagnostic"].startswith(

@@ -123,7 +123,7 @@ def test_pipeline_learning_rate_row_fails_above_max_learning_rate(learning_rate,
 
     spec = REPO / "specs" / "pipeline.yaml"
     task = build_plan(load(spec, var_args=[f"learning_rate={learning_rate}"])).tasks[
-        "learning-rate"
+        "learning-rate@trainer"
     ]
     problems = evaluate(task.expect, {"diverged": False, "lr": float(learning_rate)})
     assert [p.split(" ")[0] for p in problems] == unmet

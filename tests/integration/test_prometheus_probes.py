@@ -211,13 +211,13 @@ def test_the_pipeline_monitoring_rows_run_against_prometheus_without_a_team_scri
         "alert-rules[failure_type=stalled_progress]": "fail",
         "alert-rules[failure_type=spot_interruption]": "error",
         "heartbeat-metric": "pass",
-        "trainer-metrics": "fail",
+        "trainer-metrics@trainer": "fail",
         "aws-credentials": "error",  # what s3-monitoring needs: no AWS credentials here
     }, {task: rows[task]["diagnostic"] or rows[task]["reason"] for task in status}
     stalled = rows["alert-rules[failure_type=stalled_progress]"]
     assert stalled["diagnostic"] == "TrainingStalled has no runbook_url"
     assert stalled["fix"] == "Give the rule summary and runbook_url annotations"
-    assert rows["trainer-metrics"]["diagnostic"] == (
+    assert rows["trainer-metrics@trainer"]["diagnostic"] == (
         f"No HELP text on trainer_gpu_temp at http://{address}/metrics"
     )
     assert rows["s3-monitoring"]["reason"] == "blocked by aws-credentials"
