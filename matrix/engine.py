@@ -8,6 +8,7 @@ reporters always have a whole Run to write.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -26,6 +27,7 @@ import anyio
 from matrix import interrupt
 from matrix.errors import NoAnswer, ProbeError, TransportError
 from matrix.listener import Listener, Listeners
+from matrix.observations import Observation, Observations
 from matrix.plan.model import Plan, Task
 from matrix.probe import ProbeContext
 from matrix.redact import redact
@@ -97,6 +99,7 @@ class _Execution:
             if transport(ref.via).remote and ref.options is not None
         }
         self.exclusive: dict[str, anyio.Lock] = {}
+        self.observations = Observations()
         self.room = Room()
         self.interrupted = False
         self.stopped_early: Skip | None = None
@@ -282,7 +285,7 @@ class _Execution:
         started_at, started = time.time(), time.perf_counter()
         tries: list[Attempt] = []
         for attempt in range(1, allowed + 1):
-            last, facts = await self._attempt(task, env)
+            last, facts = await self._attempt(task, env, first=attempt == 1)
             tries.append(last)
             if last.status is Status.passed or attempt == allowed or retry is None:
                 break
@@ -300,14 +303,38 @@ class _Execution:
             tries=tries,
         )
 
-    async def _attempt(self, task: Task, env: dict[str, str]) -> tuple[Attempt, dict[str, Any]]:
-        """One try: the probe under its timeout, then the expectation over its facts."""
+    async def _attempt(
+        self, task: Task, env: dict[str, str], first: bool
+    ) -> tuple[Attempt, dict[str, Any]]:
+        """One try: the probe's observation (shared with the tasks that ask the same, on a
+        first try), then the expectation over its facts."""
+        seen = await self.observations.answer(
+            _question(task) if first else None, lambda: self._look(task, env)
+        )
+
+        def ended(status: Status, *why: str | None) -> Attempt:
+            return Attempt(seen.began, seen.duration, status, *why)
+
+        facts = seen.facts
+        if seen.error:
+            return ended(Status.error, *seen.error), facts
+        partial = unread(task.expect, facts)
+        if partial:
+            return ended(Status.error, partial, "incomplete", None), facts
+        unmet = evaluate(task.expect, facts)
+        if not unmet:
+            return ended(Status.passed), facts
+        return ended(Status.failed, _explain(facts, unmet), "assertion"), facts
+
+    async def _look(self, task: Task, env: dict[str, str]) -> Observation:
+        """The probe under its timeout: its facts, or why it could not observe."""
         assert task.params is not None
         timeout = task.check.timeout
         began, clock = time.time(), time.perf_counter()
 
-        def ended(status: Status, *why: str | None) -> Attempt:
-            return Attempt(began, time.perf_counter() - clock, status, *why)
+        def seen(facts: dict[str, Any], *error: str) -> Observation:
+            why = (error[0], error[1], error[2]) if error else None
+            return Observation(began, time.perf_counter() - clock, facts, why)
 
         try:
             ref = LOCAL if task.params.runs_on == "controller" else task.target
@@ -317,24 +344,17 @@ class _Execution:
                 ctx.targets = tuple(self.pool.get(host) for host in task.spans)
                 ctx.addresses = tuple(address(host)[0] or "127.0.0.1" for host in task.spans)
             with anyio.fail_after(timeout):
-                facts = json_safe(await task.params.observe(ctx))
+                return seen(json_safe(await task.params.observe(ctx)))
         except TimeoutError:
             why = f"timed out after {span(timeout)} (probe killed)"
-            return ended(Status.error, why, "timeout", "TimeoutError"), {}
+            return seen({}, why, "timeout", "TimeoutError")
         except ProbeError as exc:
-            why, kind = json_safe(str(exc)), _error_type(exc)
-            return ended(Status.error, why, kind, type(exc).__name__), json_safe(exc.facts)
+            why = json_safe(str(exc))
+            return seen(json_safe(exc.facts), why, _error_type(exc), type(exc).__name__)
         except Exception as exc:
             name = type(exc).__name__
             why = json_safe(f"probe {task.params.kind} crashed: {name}: {exc}")
-            return ended(Status.error, why, "crash", name), {}
-        partial = unread(task.expect, facts)
-        if partial:
-            return ended(Status.error, partial, "incomplete", None), facts
-        unmet = evaluate(task.expect, facts)
-        if not unmet:
-            return ended(Status.passed), facts
-        return ended(Status.failed, _explain(facts, unmet), "assertion"), facts
+            return seen({}, why, "crash", name)
 
     def _host(self, ref: TargetRef) -> str:
         """A task's host: on a node-local run, the node `local` stands for."""
@@ -394,6 +414,19 @@ class _Execution:
             address=host,
             port=port,
         )
+
+
+def _question(task: Task) -> tuple[Any, ...] | None:
+    """What a task asks: its probe and params, where, and the timeout (a probe may bound
+    itself by it); None for a task that must look for itself (it retries, or its probe
+    acts)."""
+    assert task.params is not None
+    if task.check.retry is not None or not task.params.shared:
+        return None
+    where = LOCAL.name if task.params.runs_on == "controller" else task.target.name
+    params = json.dumps(task.params.model_dump(mode="json"), sort_keys=True, default=str)
+    spans = tuple(host.name for host in task.spans)
+    return (where, spans, task.params.kind, task.check.timeout, params)
 
 
 def _error_type(exc: ProbeError) -> str:

@@ -61,6 +61,10 @@ class ProbeParams(BaseModel):
     # Probes that work across several hosts at once (torch.distributed): a check may run
     # them `across` a group, one task with every host in `ProbeContext.targets`.
     spans: ClassVar[bool] = False
+    # Probes that only look: checks asking one the same thing on the same place share one
+    # observation (matrix/observations.py). Those whose running acts (a team's command, a
+    # message sent) set it false, so each check runs its own.
+    shared: ClassVar[bool] = True
     default_expect: ClassVar[dict[str, Any]] = {}
     facts: ClassVar[dict[str, str]] = {}
     # Params that carry a credential (a webhook URL): the spec must give them as a

@@ -28,6 +28,8 @@ from matrix.probe import OUTPUT_LIMIT, ProbeContext, ProbeError, ProbeParams, pr
 class Command(ProbeParams):
     """Run a program. `argv` never meets a shell; in `shell`, every template value is quoted."""
 
+    shared = False  # a program may act: each check runs its own
+
     argv: list[str] | None = None
     """Program and arguments, e.g. [nvidia-smi, -L]."""
     shell: str | None = None

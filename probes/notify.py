@@ -92,6 +92,7 @@ class Webhook(ProbeParams):
     (refused, DNS, TLS, timeout) is an error naming the cause and the host, never the URL."""
 
     secret_fields: ClassVar[tuple[str, ...]] = ("url",)
+    shared = False  # each check sends its own message
 
     url: str
     """Webhook URL, http:// or https://; must be a secret reference, `"{{ secret.NAME }}"` or

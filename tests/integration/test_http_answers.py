@@ -128,3 +128,35 @@ def test_redirects_are_followed_to_an_answer_and_refused_when_they_lead_nowhere(
     assert found["as-is"].status.value == "pass", found["as-is"].reason
     load = found["load"]
     assert load.status.value == "pass" and load.facts["statuses"] == {"200": 10}
+
+
+def test_checks_asking_the_same_share_one_observation_and_judge_it_each(run_spec) -> None:
+    from http_server import Handler, serving
+
+    asked: list[str] = []
+
+    class Counting(Handler):
+        def do_GET(self) -> None:
+            asked.append(self.path)
+            self.reply(200, b'{"ready": false}')
+
+    with serving(Counting) as url:
+        probe = {"kind": "http", "url": f"{url}/health"}
+        found = rows(
+            run_spec,
+            {
+                "up": {"probe": probe},
+                "ready": {"probe": probe, "expect": {"json.ready": True}},
+                "retried": {"probe": probe, "retry": {"attempts": 2, "backoff": "10ms"}},
+                "other": {"probe": {**probe, "url": f"{url}/other"}},
+            },
+        )
+
+    assert {name: r.status.value for name, r in found.items()} == {
+        "up": "pass",
+        "ready": "fail",
+        "retried": "pass",
+        "other": "pass",
+    }
+    # up and ready asked one question; a check that retries looks for itself
+    assert sorted(asked) == ["/health", "/health", "/other"]
