@@ -383,7 +383,9 @@ class _Execution:
         account = _own_account(facts, evaluate(task.expect, facts)) if bad else None
         why = error or account or ""
         context = {**task.context, "facts": facts, "error": why, "reason": cause or ""}
-        failure = check.failure if bad else None  # a failed line leads with what went wrong
+        # a failed line leads with what went wrong; an error did not observe the failure mode,
+        # so it keeps the row's own name, and its reason says what stopped the check
+        failure = check.failure if status is Status.failed else None
         title = failure or _text(check.title, context) or check.category or check.id
         host, port = address(task.target)
         return Result(

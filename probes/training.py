@@ -115,6 +115,13 @@ class _Training(_Optimized):
     """Optimizer steps per run."""
 
 
+class _Learning(_Training):
+    batch: Literal["fixed", "fresh"] = "fixed"
+    """fixed: one batch, drawn first, trained on at every step — the overfit-one-batch
+    convention: any model that can learn drives its loss down on it, whatever the noise
+    between batches. fresh: a new batch each step (the loss then moves with the data)."""
+
+
 @probe(
     "torch.env",
     facts={
@@ -152,7 +159,8 @@ class TorchEnv(_Torch):
         "finite": "no NaN/Inf in any loss or gradient",
         "first_nonfinite": '"loss", or the first parameter whose gradient was NaN/Inf; null',
         "nonfinite_step": "the step where it happened (1-based); null",
-        "loss_decreased": "mean loss of the second half of the steps is below the first half's",
+        "loss_decreased": "mean loss of the second half of the steps is below the first half's "
+        "(on one fixed batch by default: `batch`)",
         "step_seconds": "median seconds per optimizer step",
         "samples_per_s": "batch_size / step_seconds",
         "peak_memory_gb": "CUDA: max_memory_allocated; CPU: peak RSS growth (Linux), else null",
@@ -163,8 +171,10 @@ class TorchEnv(_Torch):
         "problem": "what went wrong in words; null when training was healthy",
     },
 )
-class TorchTrain(_Training):
-    """A few real optimizer steps: finite, decreasing loss, speed and peak memory."""
+class TorchTrain(_Learning):
+    """A few real optimizer steps: finite, decreasing loss, speed and peak memory. The
+    steps train on one batch (`batch: fixed`), as the overfit-one-batch smoke test does, so
+    a model that learns passes however much its batches differ."""
 
     script = "torch_train"
 
@@ -184,7 +194,7 @@ class TorchTrain(_Training):
         "problem": 'e.g. "Loss diverged at lr=1 (ratio 37.2)"; null when it did not',
     },
 )
-class TorchLr(_Training):
+class TorchLr(_Learning):
     """Does training at this learning rate converge? Optionally a small LR range test."""
 
     script = "torch_train"
@@ -419,9 +429,28 @@ class TorchInference(_Workload):
         "steps": "optimizer steps run (warm-up included)",
         "seconds": "seconds the soak took",
         "warmup": "first steps left out of every figure (allocator and caches settle)",
-        "step_ms_first": "median step time of the first `window` steps after warm-up, ms",
+        "clock": "what step times are measured in: cpu (the process's CPU time per step, "
+        "on a CPU device: another process's load does not stretch it) or wall (on a GPU, "
+        "which the check has to itself)",
+        "step_ms_first": "median step time of the first `window` steps after warm-up, ms "
+        "(in `clock`)",
         "step_ms_last": "median step time of the last `window` steps, ms",
         "step_time_drift": "step_ms_last / step_ms_first",
+        "wall_time_drift": "the same in wall-clock time, for reference (a loaded machine "
+        "stretches it)",
+        "planned_steps": "the planned run's length in steps, as given",
+        "memory_limit_gb": "with planned_steps: what the watched memory may reach: on a CPU "
+        "this process's RSS plus what it can still allocate (a cgroup limit counts), on a GPU "
+        "the device's total",
+        "limit_source": "where memory_limit_gb comes from",
+        "projected_gb": "with planned_steps: the watched memory at the planned run's last "
+        "step, at the soak's growth",
+        "runs_out_at_step": "the step at which it would reach memory_limit_gb, when that is "
+        "within planned_steps; else null",
+        "runs_out_after_hours": "how long into the run that is, at the soak's step time",
+        "oom_projected": "projected_gb is over memory_limit_gb: the planned run runs out of "
+        "memory; null without planned_steps (and `incomplete` when the memory or its limit "
+        "cannot be read: an `expect` on it is then an error)",
         "step_time_slope_pct": "trend of the step time, % of the median per 100 steps (Theil–Sen)",
         "memory": "what memory_slope_mb watches: CUDA allocated on a GPU, else RSS",
         "memory_slope_mb": "trend of that memory, MB per 100 steps (Theil–Sen: steady growth "
@@ -454,6 +483,7 @@ class TorchSoak(_Training):
     alone, since another check's load would read as a slowdown."""
 
     script = "torch_soak"
+    libraries = ("_torch", "_memory")
     alone = True
 
     steps: int = Field(300, ge=2)
@@ -474,6 +504,10 @@ class TorchSoak(_Training):
     stall_ms: float = Field(100.0, gt=0)
     """A batch that takes longer than this to arrive is a stall (counted, not a failure by
     default: expect `stalls: 0` to make it one)."""
+    planned_steps: int | None = Field(None, ge=1)
+    """The real run's length in steps: the memory growth is projected over it, and
+    `oom_projected` says whether the run would run out of memory (expect it false on a
+    critical row)."""
 
     def script_params(self, ctx: ProbeContext) -> dict[str, Any]:
         params = super().script_params(ctx)
@@ -502,13 +536,34 @@ class TorchSoak(_Training):
                 f"), {facts['memory_growth_mb']:g} MB over the soak: a leak — tensors kept "
                 "across steps (a loss appended with its graph, a growing cache)"
             )
+        if facts["oom_projected"]:
+            problems.append(_runs_out(facts))
+        if self.planned_steps and facts["oom_projected"] is None:
+            facts["incomplete"] = {
+                "oom_projected": f"{facts['memory']} or the memory limit cannot be read on "
+                "this target: the planned run was not projected"
+            }
         if facts["slowdown"]:
             problems.append(
                 f"steps slowed from {facts['step_ms_first']:g} ms to {facts['step_ms_last']:g}"
-                f" ms ({drift:g}×, over {self.max_drift:g}×)"
+                f" ms of {facts['clock']} time ({drift:g}×, over {self.max_drift:g}×)"
             )
         facts["problem"] = "; ".join(problems) or None
         return facts
+
+
+def _runs_out(facts: dict[str, Any]) -> str:
+    """'the planned 100000 steps would need 51.2 GB, over the 15.5 GB it may use (...):
+    it runs out of memory at step ~29000, ~1.3 h in'."""
+    said = (
+        f"the planned {facts['planned_steps']} steps would need {facts['projected_gb']:g} GB "
+        f"of {facts['memory']}, over the {facts['memory_limit_gb']:g} GB it may use "
+        f"({facts['limit_source']})"
+    )
+    if facts["runs_out_at_step"] is not None:
+        said += f": it runs out of memory at step ~{facts['runs_out_at_step']}"
+        said += f", ~{facts['runs_out_after_hours']:g} h in"
+    return said
 
 
 ExportFormat = Literal["export", "onnx", "torchscript", "aoti"]

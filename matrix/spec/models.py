@@ -187,10 +187,11 @@ class Check(Model):
     """Unique id across the spec, used by `needs`, filters and reports."""
     title: str | None = None
     """Short human name, rendered for every result with facts:
-    `"Python {{ facts.version | default('3.10+') }}"`. A failing or erroring result is titled
-    by the check's `failure` when it has one (a failed line never keeps a positive title such
-    as "Learning rate converges"). Without a title, or if it cannot render (a fact that was
-    not observed), a result is titled by its `category`, then its `id`."""
+    `"Python {{ facts.version | default('3.10+') }}"`. A failing result is titled by the
+    check's `failure` when it has one (a failed line never keeps a positive title such as
+    "Learning rate converges"); an erroring one did not observe that failure, so it keeps
+    its title and its reason says what stopped it. Without a title, or if it cannot render (a
+    fact that was not observed), a result is titled by its `category`, then its `id`."""
     category: str | None = None
     """Test category, e.g. `AWS Credentials`; not templated."""
     failure: str | None = None

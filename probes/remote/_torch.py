@@ -53,19 +53,55 @@ def quiet(observe):
     return run
 
 
-def describe(exc):
-    """'ValueError: bad shape (at model.py:12)': the message's first line and the innermost
-    frame outside torch and these scripts."""
-    lines = str(exc).strip().splitlines()
-    text = f"{type(exc).__name__}: {lines[0] if lines else ''}"
-    theirs = ["<", os.path.dirname(importlib.__file__)]
+def _root(exc):
+    """The innermost exception an error was raised from (its __cause__, or the one it was
+    raised while handling): torch.onnx wraps its real complaint two levels down."""
+    seen = {id(exc)}
+    while True:
+        inner = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
+        if inner is None or id(inner) in seen:
+            return exc
+        seen.add(id(inner))
+        exc = inner
+
+
+def _first_line(exc):
+    lines = [line for line in str(exc).strip().splitlines() if line.strip()]
+    return f"{type(exc).__name__}: {lines[0] if lines else ''}"
+
+
+def yours(filename):
+    """A file of the user's code: not the standard library, torch or another installed
+    package, and not one of these scripts."""
+    theirs = [os.path.dirname(importlib.__file__)]
     if torch is not None:
         theirs.append(os.path.dirname(torch.__file__))
-    ours = (__file__, getattr(sys.modules["__main__"], "__file__", None))  # this and the script
-    tb = traceback.extract_tb(exc.__traceback__)
-    frames = [f for f in tb if not f.filename.startswith(tuple(theirs)) and f.filename not in ours]
+    if filename.startswith(("<", "probes/remote/")) or filename.startswith(tuple(theirs)):
+        return False
+    return not any(part in filename for part in ("/site-packages/", "/dist-packages/"))
+
+
+def describe(exc):
+    """'ValueError: bad shape (at model.py:12)': the message's first line, the root cause's
+    when the error wraps another ('ConversionError: Failed to convert … — DispatchError: No
+    ONNX function found for aten._linalg_eigh'), and the innermost frame of the user's own
+    code in any of them."""
+    root = _root(exc)
+    text = _first_line(exc)
+    if root is not exc:
+        text += f" — {_first_line(root)}"
+    chain, inner = [], exc
+    while inner is not None and inner not in chain:
+        chain.append(inner)
+        inner = inner.__cause__ or (None if inner.__suppress_context__ else inner.__context__)
+    frames = [
+        frame
+        for error in reversed(chain)  # the root's frames first: the deepest place wins
+        for frame in reversed(traceback.extract_tb(error.__traceback__))
+        if yours(frame.filename)
+    ]
     if frames:
-        text += f" (at {os.path.basename(frames[-1].filename)}:{frames[-1].lineno})"
+        text += f" (at {os.path.basename(frames[0].filename)}:{frames[0].lineno})"
     return text
 
 

@@ -16,6 +16,7 @@ from _torch import (
     need_torch,
     quiet,
     resolve_device,
+    yours,
 )
 
 PACKAGES = {"onnx": "onnx onnxscript onnxruntime"}
@@ -79,21 +80,38 @@ def export_format(model, args, kwargs, folder):
     return lambda a, k: module(*a, **k), path, "torch.export.load"
 
 
+OP = re.compile(r"\b(aten\.[\w.]+|op='([\w.]+)')")
+FRAME = re.compile(r'File "([^"]+)", line (\d+)')
+
+
+def _placed(program, error):
+    """' (at model.py:13)': where the user's forward() calls the op an exporter could not
+    convert, from the exported graph's record of each node's source; '' when unknown."""
+    found = OP.search(error)
+    if not found:
+        return ""
+    # the name the error gives may be a decomposition's (aten._linalg_eigh for linalg_eigh)
+    op = (found[2] or found[1]).split(".")[1].lstrip("_")
+    for node in program.graph.nodes:
+        if op in str(node.target):
+            places = FRAME.findall(node.meta.get("stack_trace") or "")
+            mine = [(f, line) for f, line in places if yours(f)]
+            if mine:
+                return f" (at {os.path.basename(mine[-1][0])}:{mine[-1][1]})"
+    return ""
+
+
 def onnx_format(model, args, kwargs, folder):
-    """ONNX through torch.onnx's exporter, checked by onnx.checker and run by onnxruntime."""
+    """ONNX through torch.onnx's exporter (from the torch.export program, so a node it cannot
+    convert is traced back to the user's line), checked by onnx.checker and run by
+    onnxruntime."""
     torch = need_torch()
     path = os.path.join(folder, "model.onnx")
-    _step(
-        "torch.onnx.export",
-        torch.onnx.export,
-        model,
-        args,
-        path,
-        kwargs=kwargs,
-        dynamic_shapes=_dynamic(model, args, kwargs),
-        dynamo=True,
-        verbose=False,
-    )
+    program = _exported(model, args, kwargs)
+    try:
+        _step("torch.onnx.export", torch.onnx.export, program, (), path, dynamo=True, verbose=False)
+    except Failed as exc:
+        raise Failed(f"{exc}{_placed(program, str(exc))}") from None
     import onnx
     import onnxruntime
 

@@ -3,7 +3,8 @@
 import statistics
 import time
 
-from _prelude import ObserveError
+from _memory import effective_memory
+from _prelude import GB, ObserveError
 from _torch import (
     Deadline,
     Trainer,
@@ -92,17 +93,18 @@ def _soak(params, device, deadline):
     work = load_workload(params, params["batch_size"], device)
     trainer = Trainer(work, params, device, params["lr"])
     batches = _Batches(work, device)
-    waits, times, samples = [], [], []
+    waits, times, cpu, samples = [], [], [], []
     seconds, started = params.get("seconds"), time.monotonic()
     step = 0
     while step < params["steps"] if seconds is None else time.monotonic() - started < seconds:
         deadline.check(f"{step} steps done")
-        began = time.perf_counter()
+        began, used = time.perf_counter(), time.process_time()
         batch = batches.next()
         fetched = time.perf_counter()
         _, bad = trainer.step(batch)
         sync(device)
         ended = time.perf_counter()
+        cpu.append(time.process_time() - used)
         step += 1
         if bad is not None:
             raise ObserveError(
@@ -111,7 +113,44 @@ def _soak(params, device, deadline):
         waits.append(fetched - began)
         times.append(ended - began)
         samples.append(_memory(device))
-    return waits, times, samples, batches.epochs, time.monotonic() - started
+    return waits, times, cpu, samples, batches.epochs, time.monotonic() - started
+
+
+def _limit(device, watched_now):
+    """(bytes the watched memory may reach, where that comes from): on a GPU the device's
+    total; on a CPU this process's RSS now plus what it can still allocate (its cgroup's
+    limit counts), so a job's memory limit is what it runs out of."""
+    if device.type == "cuda":
+        total = need_torch().cuda.get_device_properties(device).total_memory
+        return total, f"{device} total"
+    found = effective_memory()
+    if found["available"] is None:
+        return None, None
+    return watched_now + found["available"], found["source"]
+
+
+def _projection(params, device, watched, walls):
+    """When a run of `planned_steps` would run out of memory at the soak's growth rate."""
+    planned = params.get("planned_steps")
+    facts = {"planned_steps": planned, "memory_limit_gb": None, "limit_source": None,
+             "projected_gb": None, "runs_out_at_step": None, "runs_out_after_hours": None,
+             "oom_projected": None}  # fmt: skip
+    if not planned or watched[0] is None:
+        return facts
+    limit, source = _limit(device, watched[-1])
+    if limit is None:
+        return facts
+    per_step = max(slope(watched), 0.0)
+    projected = watched[0] + per_step * planned
+    facts.update(memory_limit_gb=round(limit / GB, 2), limit_source=source)
+    facts.update(projected_gb=round(projected / GB, 2), oom_projected=projected > limit)
+    if per_step > 0:
+        step = int((limit - watched[0]) / per_step)
+        facts["runs_out_at_step"] = step if step <= planned else None
+        if step <= planned:
+            hours = step * statistics.median(walls) / 3600
+            facts["runs_out_after_hours"] = round(hours, 2)
+    return facts
 
 
 def _per_100(values):
@@ -123,10 +162,12 @@ def _per_100(values):
 
 @quiet
 def observe(params):
-    need_torch()
+    torch = need_torch()
     device = resolve_device(params["device"])
     deadline = Deadline(params["max_seconds"])
-    waits, times, samples, epochs, elapsed = _soak(params, device, deadline)
+    if device.type == "cpu":  # one thread: no sibling spins on a core another process took,
+        torch.set_num_threads(1)  # so a step's CPU time is its work, whatever the load
+    waits, times, cpu, samples, epochs, elapsed = _soak(params, device, deadline)
     warmup, window = params["warmup"], params["window"]
     measured = len(times) - warmup
     if measured < 2 * window:
@@ -135,10 +176,16 @@ def observe(params):
             f"steps: a first and a last window of {window} need {warmup + 2 * window} — raise "
             "steps (or seconds), or lower window"
         )
-    kept_times, kept = times[warmup:], samples[warmup:]
+    # on a CPU the step's own CPU time: another process's load stretches the wall clock, not
+    # the work a step does; a GPU is the run's alone, so its wall time is the step's
+    clock = "wall" if device.type == "cuda" else "cpu"
+    kept_times = (times if clock == "wall" else cpu)[warmup:]
+    kept = samples[warmup:]
     first = statistics.median(kept_times[:window]) * 1000
     last = statistics.median(kept_times[-window:]) * 1000
     median = statistics.median(kept_times) * 1000
+    walls = times[warmup:]
+    wall_drift = statistics.median(walls[-window:]) / max(statistics.median(walls[:window]), 1e-9)
     rss, allocated, reserved = ([sample[i] for sample in kept] for i in range(3))
     watched = allocated if device.type == "cuda" else rss
     drift = round(last / first, 3) if first else None
@@ -148,10 +195,13 @@ def observe(params):
         "steps": len(times),
         "seconds": round(elapsed, 2),
         "warmup": warmup,
+        "clock": clock,
         "step_ms_first": round(first, 3),
         "step_ms_last": round(last, 3),
         "step_time_drift": drift,
+        "wall_time_drift": round(wall_drift, 3),
         "step_time_slope_pct": round(slope(kept_times) * 1000 * 100 / median * 100, 2),
+        **_projection(params, device, watched, walls),
         "memory": "CUDA allocated" if device.type == "cuda" else "RSS",
         "memory_slope_mb": _per_100(watched),
         "memory_growth_mb": None

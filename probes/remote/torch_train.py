@@ -25,11 +25,12 @@ def run(params, device, lr, deadline):
     baseline = peak_start(device)  # the model and optimizer count too
     work = load_workload(params, params["batch_size"], device)
     trainer = Trainer(work, params, device, lr)
+    fixed = work.batch() if params["batch"] == "fixed" else None  # None: fresh each step
     total, losses, seconds, bad = params["steps"], [], [], None
     for step in range(1, total + 1):
         deadline.check(f"{step - 1} of {total} steps at lr={lr:g} done")
         began = time.perf_counter()
-        loss, bad = trainer.step()
+        loss, bad = trainer.step(fixed)
         sync(device)
         seconds.append(time.perf_counter() - began)
         losses.append(loss if math.isfinite(loss) else None)
@@ -62,10 +63,11 @@ def observe_train(params, device, deadline):
         problem = f"GradScaler skipped all {steps} steps: fp16 gradients overflow; try bf16"
     elif problem is None and not decreased:
         early, late = statistics.mean(losses[:half]), statistics.mean(losses[half:])
+        batch = "one fixed batch" if params["batch"] == "fixed" else "a fresh batch each step"
         problem = (  # the words of the test itself: the later half's mean against the earlier
-            f"the loss did not decrease over {steps} steps at lr={params['lr']:g}: the mean "
-            f"of the last {steps - half} steps ({late:.4g}) is not below that of the first "
-            f"{half} ({early:.4g})"
+            f"the loss did not decrease over {steps} steps at lr={params['lr']:g} on {batch}: "
+            f"the mean of the last {steps - half} steps ({late:.4g}) is not below that of the "
+            f"first {half} ({early:.4g})"
         )
     return {
         "losses": losses,
