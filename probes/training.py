@@ -429,14 +429,15 @@ class TorchInference(_Workload):
         "steps": "optimizer steps run (warm-up included)",
         "seconds": "seconds the soak took",
         "warmup": "first steps left out of every figure (allocator and caches settle)",
-        "clock": "what step times are measured in: cpu (the process's CPU time per step, "
-        "on a CPU device: another process's load does not stretch it) or wall (on a GPU, "
-        "which the check has to itself)",
+        "clock": "what step times are measured in: own (each step's wall time less the time "
+        "it waited for a CPU that another process had, from the kernel's run delay: the "
+        "machine's load does not stretch it, while sleeping, I/O and real work count) or wall "
+        "(where the kernel does not report run delay)",
         "step_ms_first": "median step time of the first `window` steps after warm-up, ms "
         "(in `clock`)",
         "step_ms_last": "median step time of the last `window` steps, ms",
         "step_time_drift": "step_ms_last / step_ms_first",
-        "wall_time_drift": "the same in wall-clock time, for reference (a loaded machine "
+        "wall_time_drift": "the same in plain wall-clock time, for reference (a loaded machine "
         "stretches it)",
         "planned_steps": "the planned run's length in steps, as given",
         "memory_limit_gb": "with planned_steps: what the watched memory may reach: on a CPU "
@@ -480,7 +481,9 @@ class TorchInference(_Workload):
 class TorchSoak(_Training):
     """Train for many steps and watch for what a short run cannot show: memory that grows
     step after step (a leak), steps that get slower, and batches that arrive late. It runs
-    alone, since another check's load would read as a slowdown."""
+    alone, on one CPU thread on a CPU device, and times each step less its wait for a CPU,
+    so another process's load does not read as a slowdown. With `planned_steps`, the growth
+    is projected over the real run: `oom_projected` says whether it runs out of memory."""
 
     script = "torch_soak"
     libraries = ("_torch", "_memory")

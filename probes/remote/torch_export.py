@@ -84,11 +84,18 @@ OP = re.compile(r"\b(aten\.[\w.]+|op='([\w.]+)')")
 FRAME = re.compile(r'File "([^"]+)", line (\d+)')
 
 
-def _placed(program, error):
+def _source_of(model, args, kwargs, error):
     """' (at model.py:13)': where the user's forward() calls the op an exporter could not
-    convert, from the exported graph's record of each node's source; '' when unknown."""
+    convert, from torch.export's record of each graph node's source; '' when the error names
+    no op, it already names the place, or the model does not export."""
     found = OP.search(error)
-    if not found:
+    if not found or "(at " in error:
+        return ""
+    try:
+        program = need_torch().export.export(
+            model, args, kwargs, dynamic_shapes=_dynamic(model, args, kwargs)
+        )
+    except Exception:
         return ""
     # the name the error gives may be a decomposition's (aten._linalg_eigh for linalg_eigh)
     op = (found[2] or found[1]).split(".")[1].lstrip("_")
@@ -102,16 +109,24 @@ def _placed(program, error):
 
 
 def onnx_format(model, args, kwargs, folder):
-    """ONNX through torch.onnx's exporter (from the torch.export program, so a node it cannot
-    convert is traced back to the user's line), checked by onnx.checker and run by
-    onnxruntime."""
+    """ONNX through torch.onnx's exporter, checked by onnx.checker and run by onnxruntime; an
+    op it cannot convert is traced back to the user's line."""
     torch = need_torch()
     path = os.path.join(folder, "model.onnx")
-    program = _exported(model, args, kwargs)
     try:
-        _step("torch.onnx.export", torch.onnx.export, program, (), path, dynamo=True, verbose=False)
+        _step(
+            "torch.onnx.export",
+            torch.onnx.export,
+            model,
+            args,
+            path,
+            kwargs=kwargs,
+            dynamic_shapes=_dynamic(model, args, kwargs),
+            dynamo=True,
+            verbose=False,
+        )
     except Failed as exc:
-        raise Failed(f"{exc}{_placed(program, str(exc))}") from None
+        raise Failed(f"{exc}{_source_of(model, args, kwargs, str(exc))}") from None
     import onnx
     import onnxruntime
 

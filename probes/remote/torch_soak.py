@@ -21,6 +21,16 @@ MB = 1024**2
 SLOPE_POINTS = 120  # samples the slope is fitted on: pairwise slopes grow with the square
 
 
+def _run_delay():
+    """Seconds this thread has waited runnable for a CPU (the kernel's run delay, from
+    /proc/thread-self/schedstat), None where the kernel does not say."""
+    try:
+        with open("/proc/thread-self/schedstat") as handle:
+            return int(handle.read().split()[1]) / 1e9
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def _rss():
     """This process's resident memory in bytes (Linux), or None elsewhere."""
     try:
@@ -93,18 +103,19 @@ def _soak(params, device, deadline):
     work = load_workload(params, params["batch_size"], device)
     trainer = Trainer(work, params, device, params["lr"])
     batches = _Batches(work, device)
-    waits, times, cpu, samples = [], [], [], []
+    waits, times, own, samples = [], [], [], []
     seconds, started = params.get("seconds"), time.monotonic()
     step = 0
     while step < params["steps"] if seconds is None else time.monotonic() - started < seconds:
         deadline.check(f"{step} steps done")
-        began, used = time.perf_counter(), time.process_time()
+        began, delayed = time.perf_counter(), _run_delay()
         batch = batches.next()
         fetched = time.perf_counter()
         _, bad = trainer.step(batch)
         sync(device)
         ended = time.perf_counter()
-        cpu.append(time.process_time() - used)
+        if delayed is not None:  # the step's time less its wait for a CPU another took
+            own.append(ended - began - (_run_delay() - delayed))
         step += 1
         if bad is not None:
             raise ObserveError(
@@ -113,7 +124,7 @@ def _soak(params, device, deadline):
         waits.append(fetched - began)
         times.append(ended - began)
         samples.append(_memory(device))
-    return waits, times, cpu, samples, batches.epochs, time.monotonic() - started
+    return waits, times, own or None, samples, batches.epochs, time.monotonic() - started
 
 
 def _limit(device, watched_now):
@@ -165,9 +176,9 @@ def observe(params):
     torch = need_torch()
     device = resolve_device(params["device"])
     deadline = Deadline(params["max_seconds"])
-    if device.type == "cpu":  # one thread: no sibling spins on a core another process took,
-        torch.set_num_threads(1)  # so a step's CPU time is its work, whatever the load
-    waits, times, cpu, samples, epochs, elapsed = _soak(params, device, deadline)
+    if device.type == "cpu":  # one thread, whose run delay is the step's: no sibling thread
+        torch.set_num_threads(1)  # spins on a core another process took
+    waits, times, own, samples, epochs, elapsed = _soak(params, device, deadline)
     warmup, window = params["warmup"], params["window"]
     measured = len(times) - warmup
     if measured < 2 * window:
@@ -176,10 +187,10 @@ def observe(params):
             f"steps: a first and a last window of {window} need {warmup + 2 * window} — raise "
             "steps (or seconds), or lower window"
         )
-    # on a CPU the step's own CPU time: another process's load stretches the wall clock, not
-    # the work a step does; a GPU is the run's alone, so its wall time is the step's
-    clock = "wall" if device.type == "cuda" else "cpu"
-    kept_times = (times if clock == "wall" else cpu)[warmup:]
+    # a step's own time: the wall clock less the time it waited for a CPU that another
+    # process had (the machine's load), so sleeping, I/O and real work still count
+    clock = "wall" if own is None else "own"
+    kept_times = (times if own is None else own)[warmup:]
     kept = samples[warmup:]
     first = statistics.median(kept_times[:window]) * 1000
     last = statistics.median(kept_times[-window:]) * 1000

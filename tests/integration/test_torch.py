@@ -707,6 +707,6 @@ def test_a_loss_that_does_not_fall_is_reported_in_the_words_of_the_test(tmp_path
     )
     problem = run_torch(tmp_path, [spec])["frozen"].facts["problem"]
     assert problem == (
-        "the loss did not decrease over 6 steps at lr=0.003: the mean of the last 3 steps "
-        "(0.75) is not below that of the first 3 (0.75)"
+        "the loss did not decrease over 6 steps at lr=0.003 on one fixed batch: the mean of "
+        "the last 3 steps (0.75) is not below that of the first 3 (0.75)"
     )

@@ -53,6 +53,23 @@ class Fixed(nn.Module):
 def fixed(batch_size, device):
     x = torch.randn(batch_size, 8, device=device)
     return {"model": Fixed(), "batch": lambda: x, "loss": lambda m, b: m(b).sum()}
+
+
+class Eigh(nn.Module):
+    """An op ONNX has no function for: the exporter's real complaint is two levels down."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear = nn.Linear(4, 4)
+
+    def forward(self, x):
+        m = self.linear(x)
+        return torch.linalg.eigh(m.transpose(-1, -2) @ m).eigenvalues.sum(-1)  # EIGH
+
+
+def eigh(batch_size, device):
+    x = torch.randn(batch_size, 4, 4, device=device)
+    return {"model": Eigh(), "batch": lambda: x, "loss": lambda m, b: m(b).sum()}
 '''
 
 
@@ -126,6 +143,23 @@ def test_what_breaks_deployment_is_named_by_format_and_step(tmp_path: Path, mode
     )
     for name in ("onnx", "torchscript"):
         assert fixed["formats"][name]["error"].startswith("it answers differently"), name
+
+
+def test_an_export_error_keeps_its_root_cause_and_the_users_line(
+    tmp_path: Path, models: str
+) -> None:
+    results = run_checks(
+        tmp_path,
+        [export("eigh", formats=["onnx"], entrypoint="exportmodels:eigh", pythonpath=models)],
+    )
+
+    error = results["eigh"].facts["formats"]["onnx"]["error"]
+    line = next(n for n, text in enumerate(MODELS.splitlines(), 1) if "# EIGH" in text)
+    assert error.startswith("torch.onnx.export failed: ConversionError: ")
+    assert (
+        " — DispatchError: No ONNX function found for <OpOverload(op='aten._linalg_eigh'" in error
+    )
+    assert error.endswith(f"(at exportmodels.py:{line})")
 
 
 def test_a_target_without_onnxruntime_is_told_what_to_install(tmp_path: Path) -> None:
