@@ -128,14 +128,14 @@ class Http(HttpRequest):
 
 LATENCIES = ("p50_ms", "p95_ms", "p99_ms", "max_ms")
 PHASE = (
-    "{concurrency, requests, p50_ms, p95_ms, p99_ms, max_ms, p95_over_p50, rps, statuses, "
-    "first_error} of the requests made"
+    "{concurrency, requests, p50_ms, p95_ms, p99_ms, max_ms, control_p50_ms, control_p95_ms, "
+    "p95_over_p50, rps, statuses, first_error} of the requests made"
 )
 
 
 @probe(
     "http.load",
-    default_expect={"errors": 0, "over_budget": []},
+    default_expect={"errors": 0, "over_budget": [], "leak": {"ne": True}, "exited": []},
     facts={
         "url": "URL as given",
         "requests": "requests counted, both phases (warm-up requests are not)",
@@ -147,8 +147,11 @@ PHASE = (
             for key in LATENCIES[:3]
         },
         "max_ms": "slowest request of either phase, milliseconds",
-        "p95_over_p50": "p95 / p50, the worse of the two phases (a long tail; seed 003 asks for "
-        "< 2); p50 counts as at least `tail_floor_ms`",
+        "p95_over_p50": "the server's tail, the worse of the two phases (seed 003 asks for < 2): "
+        "(p50 + the server's spread p95 - p50 beyond the control's) / p50. Each request is "
+        "followed by one to a control server in the probe that answers at once, whose spread "
+        "is what the machine's load and the client add to any server; p50 counts as at least "
+        "`tail_floor_ms`",
         "rps": "requests per second at `concurrency` (one at a time when it is 1)",
         "sequential": f"{PHASE} one at a time",
         "concurrent": f"{PHASE} `concurrency` at a time; null when it is 1",
@@ -164,7 +167,7 @@ PHASE = (
         "started during the load, rss_after_mb null for one that exited)",
         "process_count": "the server's processes after the load",
         "exited": "pids of the server's processes that exited during the load (a worker that "
-        "crashed or was killed for memory)",
+        "crashed or was killed for memory); [] without `process`",
         "rss_before_mb": "resident memory of all the server's processes before the load, MiB",
         "rss_after_mb": "and after it",
         "rss_total_growth_pct": "growth of that total over the load, %",
@@ -223,6 +226,7 @@ class HttpLoad(HttpRequest):
         errors = sum(n for status, n in statuses.items() if status[:1] != "2")
         over = self._over_budget(phases)
         growth = facts.get("rss_growth_pct")
+        facts.setdefault("exited", [])
         facts["long_tail"] = max(phase["p95_over_p50"] for phase in phases) > self.max_tail_ratio
         facts["leak"] = None if growth is None else growth > self.max_growth_pct
         return {
@@ -313,8 +317,8 @@ SEEN = (
         "trace_id": "the fresh trace id it carries (32 hex digits)",
         "response": f"with `response_header`: {{header, {SEEN}}}; null without",
         "downstream": "with `downstream_port`: {port, calls (requests the listener got), "
-        f"method, path, {SEEN}}} of the call that carried a traceparent, else the first; "
-        "null without",
+        f"method, path, {SEEN}}} of the call that carried our trace, else of the first that "
+        "carried one, else of the first; null without",
         "looked": "where the trace was looked for: response, downstream",
         "propagated": "our trace id came back everywhere looked",
         "problem": "where the trace was lost, in words; null when it was not",

@@ -208,3 +208,18 @@ def aws(moto_server: MotoServer, monkeypatch: pytest.MonkeyPatch) -> MotoServer:
         if name.startswith("AWS_"):
             monkeypatch.setenv(name, value)
     return moto_server
+
+
+@pytest.fixture
+def loaded_machine() -> Iterator[None]:
+    """Every core busy with a competing process, as on a shared CI runner."""
+    hogs = [
+        subprocess.Popen([sys.executable, "-c", "while True: pass"])
+        for _ in range(os.cpu_count() or 2)
+    ]
+    try:
+        yield
+    finally:
+        for hog in hogs:
+            hog.kill()
+            hog.wait()

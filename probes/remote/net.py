@@ -128,13 +128,16 @@ def _send(params, context):
         return (str(code) if code else "error"), ms(started), why(exc, params["timeout"])
 
 
-def _phase(params, context, concurrency, count):
+def _phase(params, context, concurrency, count, control):
     """`count` requests, `concurrency` at a time: latencies, statuses, throughput, and the
-    tail ratio p95 / p50, with p50 taken as at least `tail_floor_ms` (a few milliseconds of
-    scheduling on a busy machine are not a long tail)."""
-    answers = []
+    tail ratio p95 / p50. Each request is followed by one to `control`, a server in this
+    process that answers at once: its spread (p95 - p50) is what the machine's load and
+    the client add to any server, and only the server's spread beyond it counts as its tail
+    (with p50 taken as at least `tail_floor_ms`)."""
+    answers, controls = [], []
     lock = threading.Lock()
     left = [count]
+    plain = {"url": control, "method": "GET", "timeout": params["timeout"]}
 
     def worker():
         while True:
@@ -143,8 +146,10 @@ def _phase(params, context, concurrency, count):
                     return
                 left[0] -= 1
             answer = _send(params, context)
+            beside = _send(plain, context)
             with lock:
                 answers.append(answer)
+                controls.append(beside[1])
 
     started = time.perf_counter()
     threads = [threading.Thread(target=worker) for _ in range(min(concurrency, count))]
@@ -153,11 +158,13 @@ def _phase(params, context, concurrency, count):
     for thread in threads:
         thread.join()
     seconds = max(time.perf_counter() - started, 1e-9)
-    ordered = sorted(took for _, took, _ in answers)
+    ordered, controls = sorted(took for _, took, _ in answers), sorted(controls)
     statuses = {}
     for status, _, _ in answers:
         statuses[status] = statuses.get(status, 0) + 1
     p50, p95 = percentile(ordered, 50), percentile(ordered, 95)
+    c50, c95 = percentile(controls, 50), percentile(controls, 95)
+    tail = max(0.0, (p95 - p50) - (c95 - c50))
     return {
         "concurrency": concurrency,
         "requests": count,
@@ -165,7 +172,9 @@ def _phase(params, context, concurrency, count):
         "p95_ms": p95,
         "p99_ms": percentile(ordered, 99),
         "max_ms": ordered[-1],
-        "p95_over_p50": round(p95 / max(p50, params["tail_floor_ms"], 1e-9), 2),
+        "control_p50_ms": c50,
+        "control_p95_ms": c95,
+        "p95_over_p50": round((p50 + tail) / max(p50, params["tail_floor_ms"], 1e-9), 2),
         "rps": round(count / seconds, 1),
         "statuses": statuses,
         "first_error": next((w for _, _, w in answers if w), None),
@@ -179,11 +188,17 @@ def observe_load(params):
     if failed:
         raise ObserveError(f"{params['method']} {params['url']} failed: {failed}")
     count, concurrency = params["requests"], params["concurrency"]
-    if concurrency > 1:  # every worker of a pre-fork server warms up before memory is read
-        _phase(params, context, concurrency, concurrency)
-    before = snapshot(server) if server else None
-    sequential = _phase(params, context, 1, count)
-    concurrent = _phase(params, context, concurrency, count) if concurrency > 1 else None
+    control = _listen(0, socket.gethostname())
+    try:
+        url = f"http://127.0.0.1:{control.server_address[1]}/"
+        if concurrency > 1:  # every worker of a pre-fork server warms up before memory is read
+            _phase(params, context, concurrency, concurrency, url)
+        before = snapshot(server) if server else None
+        sequential = _phase(params, context, 1, count, url)
+        concurrent = _phase(params, context, concurrency, count, url) if concurrency > 1 else None
+    finally:
+        control.shutdown()
+        control.server_close()
     facts = {"url": params["url"], "sequential": sequential, "concurrent": concurrent}
     if server:
         facts.update(pid=server.root, cgroup=server.cgroup, **growth(before, snapshot(server)))
@@ -279,7 +294,11 @@ def observe_trace(params):
         if server:
             server.arrived.wait(params["downstream_wait"])
             calls = list(server.calls)
-            first = next((c for c in calls if c[2]), calls[0]) if calls else (None,) * 3
+            # ours among them (another client's requests may reach the hop too), else the
+            # first that carried any trace, else the first
+            ours = [c for c in calls if c[2] and trace_id in c[2].lower()]
+            traced = ours or [c for c in calls if c[2]] or calls or [(None,) * 3]
+            first = traced[0]
             seen = _seen(first[2], trace_id, span_id)
             facts["downstream"] = {"port": port, "calls": len(calls), "method": first[0],
                                    "path": first[1], **seen}  # fmt: skip

@@ -289,8 +289,9 @@ def prefork(tmp_path: Path) -> Iterator[Callable[..., dict[str, Any]]]:
 
 
 def test_a_healthy_pre_fork_server_is_ready_and_says_what_it_did_not_check(
-    cli, tmp_path: Path, prefork
+    cli, tmp_path: Path, prefork, loaded_machine: None
 ) -> None:
+    """On a machine whose every core another process keeps busy, too."""
     rows = live_rows(cli, tmp_path, prefork("--workers", 2))
 
     bad = {t: r["reason"] for t, r in rows.items() if r["status"] not in ("pass", "skip")}

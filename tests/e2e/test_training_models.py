@@ -7,10 +7,6 @@ competing processes."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -68,21 +64,6 @@ def test_a_leaking_model_reaches_the_soak_and_is_blocked_for_the_planned_run(
     assert f"it runs out of memory at step ~{facts['runs_out_at_step']}" in planned["diagnostic"]
     # one soak answered both rows
     assert found["memory-stability"]["facts"]["seconds"] == facts["seconds"]
-
-
-@pytest.fixture
-def loaded_machine() -> Iterator[None]:
-    """Every core busy with a competing process, as on a shared CI runner."""
-    hogs = [
-        subprocess.Popen([sys.executable, "-c", "while True: pass"])
-        for _ in range(os.cpu_count() or 2)
-    ]
-    try:
-        yield
-    finally:
-        for hog in hogs:
-            hog.kill()
-            hog.wait()
 
 
 def test_the_slowdown_verdict_holds_on_a_loaded_machine(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -130,6 +131,44 @@ def test_torch_rows_are_held_to_the_cgroup_limit(
     assert batch["configured_fits"] is False and 0 < batch["max_batch_size"] < 2048
     assert batch["max_batch_size"] % 64 == 0 and batch["problem"].startswith("Batch size 2048 ")
     assert outside["batch"]["facts"]["limit_source"] == "physical"
+
+
+def test_http_load_measures_a_server_as_every_process_of_its_cgroup_or_unit(
+    cgroups: Callable[[int], Path], tmp_path: Path
+) -> None:
+    """A pre-fork server started inside a real cgroup, its workers leaking: `process:
+    cgroup:/<path>` and `unit:<name>` (how systemd names a service's cgroup) both watch the
+    master and its workers."""
+    from http_server import PREFORK
+
+    cgroup = cgroups(ROOMY)
+    run_file = tmp_path / "server.port"
+    argv = [sys.executable, str(PREFORK), "--workers", "2", "--leak", str(1 << 20), str(run_file)]
+    server = subprocess.Popen(
+        ["sh", "-c", 'echo $$ > "$0/cgroup.procs" && exec "$@"', str(cgroup), *argv]
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while not (run_file.exists() and run_file.read_text()):
+            assert server.poll() is None and time.monotonic() < deadline, "no server"
+            time.sleep(0.05)
+        url = f"http://127.0.0.1:{run_file.read_text()}/v1/predict"
+        load = {"kind": "http.load", "url": url, "requests": 30, "concurrency": 2}
+        path = spec(tmp_path, [
+            {"id": "cgroup", "probe": {**load, "process": f"cgroup:/{cgroup.name}"}},
+            {"id": "unit", "probe": {**load, "process": f"unit:{cgroup.name}"}},
+        ])  # fmt: skip
+        found = run(tmp_path, path, None)
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+    for row in ("cgroup", "unit"):
+        facts = found[row]["facts"]
+        assert facts["cgroup"] == str(cgroup), found[row]["reason"]
+        assert facts["process_count"] == 3 and facts["leak"] is True
+        assert found[row]["status"] == "fail"
+        assert re.match(r"memory grew \d+(\.\d)?% in pid \d+ \(python", found[row]["reason"])
 
 
 def test_effective_memory_inside_a_real_cgroup_is_its_limit(
