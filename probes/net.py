@@ -435,7 +435,7 @@ class Bandwidth(_Net, AwsParams):
         else:
             params["source"] = self.url.split("?")[0]
             url = self.url
-        return await ctx.python(self.script, {**params, "url": url})
+        return await ctx.python(self.script, {**params, "url": url}, libraries=self.libraries)
 
     async def _presign(self) -> str:
         """A GET URL for the object, valid just long enough for the test."""
