@@ -125,8 +125,8 @@ def stand_in(
         "alert_template": str(template),
         # the team's scripts, each reporting its result as the contract asks
         "heartbeat_cmd": """echo beat; echo '{"ok": true, "beats": 1}'""",
-        "detect_cmd": 'case "$1" in oom|nan_loss|stalled_progress|spot_interruption) '
-        """printf '{"ok": true, "detected": "%s"}\\n' "$1";; *) exit 1;; esac""",
+        "detect_cmd": 'detect() { case "$1" in oom|nan_loss|stalled_progress|spot_interruption) '
+        """printf '{"ok": true, "detected": "%s"}\\n' "$1";; *) exit 1;; esac; }; detect""",
         "pipeline_cmd": """echo step 3/3; echo '{"ok": true, "step": "3/3"}'""",
         "resume_cmd": """echo '{"ok": true, "step": "resumed at 2/3"}'""",
         "propagation_cmd": """echo '{"ok": true, "still_running": []}'""",
