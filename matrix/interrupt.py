@@ -1,4 +1,5 @@
-"""Ctrl-C and SIGTERM, taken as "stop and report", whenever they come.
+"""Ctrl-C, SIGTERM and SIGHUP (a dropped terminal or SSH session), taken as "stop and
+report", whenever they come.
 
 The CLI calls `defer()` before its first heavy import: a signal during imports, loading or
 planning is kept (`pending`), not obeyed at once, so the run that follows starts interrupted,
@@ -14,7 +15,9 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-SIGNALS = (signal.SIGINT, signal.SIGTERM)
+SIGNALS = tuple(
+    getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)
+)
 ESCAPE = 3  # the signal that stops at once, reports or not
 
 _received: list[int] = []
@@ -30,7 +33,7 @@ def _on_signal(signum: int, frame: Any) -> None:
 
 
 def defer() -> None:
-    """Keep SIGINT and SIGTERM from now on instead of dying of them (main thread only); what
+    """Keep SIGINT, SIGTERM and SIGHUP from now on instead of dying of them (main thread only); what
     came before belongs to an earlier command."""
     _received.clear()
     _install()

@@ -10,7 +10,7 @@ Prometheus (as Goss's `goss serve` does for its checks).
 Runs never overlap: the next starts `--interval` after the last one ended. Each run is one
 line on stdout (when, verdict, score, counts, the first thing that blocked it). The spec is loaded
 and planned once, at start (an invalid spec exits 2 before anything listens). SIGINT or
-SIGTERM stops serving (exit 0); a run they cut short is not published.
+SIGTERM (or SIGHUP) stops serving (exit 0); a run they cut short is not published.
 """
 
 from __future__ import annotations

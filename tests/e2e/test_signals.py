@@ -1,6 +1,7 @@
-"""Ctrl-C or SIGTERM at any moment of `matrix run` — while it imports, loads, plans, probes or
-writes — ends in exit 130 with every requested report written and no traceback. (A signal
-in the interpreter's own start-up, before any matrix code runs, is outside matrix's reach.)"""
+"""Ctrl-C, SIGTERM or SIGHUP (a dropped terminal) at any moment of `matrix run` — while it
+imports, loads, plans, probes or writes — ends in exit 130 with every requested report written
+and no traceback. (A signal in the interpreter's own start-up, before any matrix code runs, is
+outside matrix's reach.)"""
 
 from __future__ import annotations
 
@@ -24,7 +25,9 @@ MOMENTS = [0.3, 0.6, 1.0, 1.6, 2.5]  # seconds after start: imports, planning, p
 
 
 @pytest.mark.parametrize("moment", MOMENTS)
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["INT", "TERM"])
+@pytest.mark.parametrize(
+    "sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ids=["INT", "TERM", "HUP"]
+)
 def test_a_signal_at_any_moment_exits_130_with_every_report(cli, write_spec, tmp_path, sig, moment):
     write_spec(spec(300))
     reports = ["--json", "r.json", "--junit", "r.xml", "--markdown", "r.md"]
