@@ -344,17 +344,33 @@ class _Execution:
                 ctx.targets = tuple(self.pool.get(host) for host in task.spans)
                 ctx.addresses = tuple(address(host)[0] or "127.0.0.1" for host in task.spans)
             with anyio.fail_after(timeout):
-                return seen(json_safe(await task.params.observe(ctx)))
+                facts = await task.params.observe(ctx)
+            if not isinstance(facts, Mapping):
+                why = (
+                    f"probe {task.params.kind} crashed: observe() returned "
+                    f"{type(facts).__name__}, not a mapping of facts (a bug of the probe)"
+                )
+                return seen({}, why, "crash", "TypeError")
+            return seen(json_safe(facts))
         except TimeoutError:
             why = f"timed out after {span(timeout)} (probe killed)"
             return seen({}, why, "timeout", "TimeoutError")
         except ProbeError as exc:
-            why = json_safe(str(exc))
+            why = json_safe(_said(exc))
             return seen(json_safe(exc.facts), why, _error_type(exc), type(exc).__name__)
-        except Exception as exc:
+        except BaseException as exc:  # a plugin may raise anything: SystemExit, GeneratorExit…
+            if self._ours(exc):
+                raise
             name = type(exc).__name__
-            why = json_safe(f"probe {task.params.kind} crashed: {name}: {exc}")
+            why = json_safe(f"probe {task.params.kind} crashed: {name}: {_said(exc)}")
             return seen({}, why, "crash", name)
+
+    def _ours(self, exc: BaseException) -> bool:
+        """Whether `exc` is the run's own way of stopping (a cancellation the run asked for,
+        the third Ctrl-C), not something a probe raised of itself."""
+        if isinstance(exc, KeyboardInterrupt):
+            return interrupt.escaping()
+        return isinstance(exc, anyio.get_cancelled_exc_class()) and self.scope.cancel_called
 
     def _host(self, ref: TargetRef) -> str:
         """A task's host: on a node-local run, the node `local` stands for."""
@@ -429,6 +445,14 @@ def _question(task: Task) -> tuple[Any, ...] | None:
     params = json.dumps(task.params.model_dump(mode="json"), sort_keys=True, default=str)
     spans = tuple(host.name for host in task.spans)
     return (where, spans, task.params.kind, task.check.timeout, params)
+
+
+def _said(exc: BaseException) -> str:
+    """An exception's message, or a safe account of it when its __str__ itself raises."""
+    try:
+        return str(exc)
+    except Exception as broken:
+        return f"(its message cannot be shown: {type(broken).__name__} in __str__)"
 
 
 def _error_type(exc: ProbeError) -> str:

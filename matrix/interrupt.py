@@ -44,6 +44,11 @@ def _install() -> None:
         signal.signal(sig, _on_signal)
 
 
+def escaping() -> bool:
+    """Whether enough signals came that the run is to stop at once (KeyboardInterrupt)."""
+    return len(_received) >= ESCAPE
+
+
 def pending() -> bool:
     """Whether a signal has come (the run should stop, and the exit code be 130)."""
     return bool(_received)

@@ -3,8 +3,10 @@ through the CLI, the way docs/writing-a-probe.md tells a plugin author to test t
 
 from __future__ import annotations
 
+import json
 import resource
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -220,3 +222,119 @@ def test_a_plugin_that_replaces_a_built_in_kind_is_a_warning_in_every_report(cli
     said = "probe kind 'memory' comes from shadow_probes, which replaced the one in probes.host"
     assert said in done.stdout
     assert said in (tmp_path / "out.json").read_text()
+
+
+MISBEHAVING = """
+import asyncio
+import sys
+
+from matrix.probe import ProbeParams, probe
+
+
+class Unprintable(Exception):
+    def __str__(self):
+        raise RuntimeError("no words")
+
+
+class Custom(BaseException):
+    pass
+
+
+RAISES = {
+    "unprintable": Unprintable,
+    "base": lambda: Custom("a BaseException of its own"),
+    "generator-exit": GeneratorExit,
+    "keyboard": KeyboardInterrupt,
+    "cancelled": asyncio.CancelledError,
+    "exit": lambda: SystemExit(3),
+}
+
+
+@probe("bad.raise")
+class Raise(ProbeParams):
+    how: str
+
+    async def observe(self, ctx):
+        raise RAISES[self.how]()
+
+
+@probe("bad.list")
+class ReturnsList(ProbeParams):
+    async def observe(self, ctx):
+        return [1, 2, 3]
+"""
+
+
+SHAPES = ["unprintable", "base", "generator-exit", "keyboard", "cancelled", "exit"]
+
+
+def misbehaving(tmp_path: Path) -> dict:
+    """spec.yaml in tmp_path, a row per way the bad plugin misbehaves and a sound one last;
+    returns the environment that installs the plugin."""
+    env = installed_plugin(
+        tmp_path, "bad", "bad_matrix.probes",
+        {"bad_matrix/__init__.py": "", "bad_matrix/probes.py": MISBEHAVING},
+    )  # fmt: skip
+    checks = "".join(
+        f"      - {{id: {how}, probe: {{kind: bad.raise, how: {how}}}}}\n" for how in SHAPES
+    )
+    checks += "      - {id: a-list, probe: {kind: bad.list}}\n"
+    checks += "      - {id: after, probe: {kind: command, argv: ['true']}}\n"
+    head = "version: 1\nname: bad\nphases:\n  - id: p\n    checks:\n"
+    (tmp_path / "spec.yaml").write_text(head + checks)
+    return env
+
+
+def test_a_misbehaving_plugin_is_an_error_and_the_run_and_its_reports_complete(
+    cli, tmp_path
+) -> None:
+    env = misbehaving(tmp_path)
+
+    done = cli("run", "spec.yaml", "--json", "out.json", "--junit", "out.xml", env=env)
+
+    assert "Traceback" not in done.stderr, done.stderr
+    assert done.returncode == 1, done.stdout + done.stderr  # BLOCKED: not 3, 130 or a crash
+    report = json.loads((tmp_path / "out.json").read_text())
+    assert report["verdict"] == "BLOCKED" and not report["interrupted"]
+    rows = {r["task_id"]: r for r in report["results"]}
+    assert rows["after"]["status"] == "pass"
+    for how in [*SHAPES, "a-list"]:
+        assert rows[how]["status"] == "error", (how, rows[how])
+        assert rows[how]["error_type"] == "crash", how
+    assert rows["unprintable"]["reason"] == (
+        "probe bad.raise crashed: Unprintable: (its message cannot be shown: RuntimeError in "
+        "__str__)"
+    )
+    assert rows["exit"]["reason"] == "probe bad.raise crashed: SystemExit: 3"
+    assert rows["a-list"]["reason"] == (
+        "probe bad.list crashed: observe() returned list, not a mapping of facts (a bug of the "
+        "probe)"
+    )
+    assert (tmp_path / "out.xml").read_text().count("<testcase") == 8
+
+
+def test_serve_keeps_serving_through_a_misbehaving_plugin(cli, tmp_path) -> None:
+    import urllib.error
+    import urllib.request
+
+    env = misbehaving(tmp_path)
+    process = cli.popen(
+        "serve", "spec.yaml", "--listen", "127.0.0.1:0", "--interval", "1s", env=env
+    )
+    try:
+        assert process.stdout is not None
+        base = process.stdout.readline().split()[-1].rsplit("/", 1)[0]
+        runs = [process.stdout.readline() for _ in range(3)]  # three runs, one line each
+        assert all(" run " in line and " BLOCKED " in line for line in runs), runs
+        try:
+            urllib.request.urlopen(f"{base}/healthz", timeout=5)
+            raise AssertionError("a BLOCKED run must answer 503")
+        except urllib.error.HTTPError as answer:
+            assert answer.code == 503
+            assert json.loads(answer.read())["verdict"] == "BLOCKED"
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=20) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
