@@ -291,8 +291,12 @@ def prefork(tmp_path: Path) -> Iterator[Callable[..., dict[str, Any]]]:
 def test_a_healthy_pre_fork_server_is_ready_and_says_what_it_did_not_check(
     cli, tmp_path: Path, prefork, loaded_machine: None
 ) -> None:
-    """On a machine whose every core another process keeps busy, too."""
-    rows = live_rows(cli, tmp_path, prefork("--workers", 2))
+    """On a machine whose every core another process keeps busy, too: the tail ratio (taken
+    against a control in the same run) and the memory verdicts hold. The absolute budgets are
+    latency as the clients see it, which a saturated machine really stretches: off here, and
+    held to in the tail fault below."""
+    budgets = {"latency_budget_ms": {"p50": None, "p95": None, "p99": None}}
+    rows = live_rows(cli, tmp_path, prefork("--workers", 2, **budgets))
 
     bad = {t: r["reason"] for t, r in rows.items() if r["status"] not in ("pass", "skip")}
     assert bad == {}
