@@ -224,12 +224,11 @@ class HttpLoad(HttpRequest):
                 statuses[status] = statuses.get(status, 0) + count
         requests = sum(statuses.values())
         errors = sum(n for status, n in statuses.items() if status[:1] != "2")
-        over = self._over_budget(phases)
         growth = facts.get("rss_growth_pct")
         facts.setdefault("exited", [])
         facts["long_tail"] = max(phase["p95_over_p50"] for phase in phases) > self.max_tail_ratio
         facts["leak"] = None if growth is None else growth > self.max_growth_pct
-        return {
+        judged = {
             "url": facts["url"],
             "requests": requests,
             **{key: max(phase[key] for phase in phases) for key in LATENCIES},
@@ -239,27 +238,19 @@ class HttpLoad(HttpRequest):
             "statuses": statuses,
             "errors": errors,
             "error_rate": round(errors / requests, 4) if requests else 0.0,
-            "over_budget": over,
-            "problem": self._problem(errors, requests, statuses, phases, over, facts),
+            "over_budget": self._over_budget(phases),
         }
+        return {**judged, "problem": self._problem(judged, phases)}
 
-    def _problem(
-        self,
-        errors: int,
-        requests: int,
-        statuses: dict[str, int],
-        phases: list[dict[str, Any]],
-        over: list[str],
-        facts: dict[str, Any],
-    ) -> str | None:
+    def _problem(self, facts: dict[str, Any], phases: list[dict[str, Any]]) -> str | None:
         """What went wrong under the load, in words: errors with their first cause, budgets
         missed, a long tail, a leak (in the process that grew most) and exited processes."""
         said = []
-        if errors:
+        if facts["errors"]:
             cause = next((p["first_error"] for p in phases if p["first_error"]), None)
-            said.append(f"{errors} of {requests} requests failed {statuses}")
-            said[-1] += f" ({cause})" if cause else ""
-        said += over
+            failed = f"{facts['errors']} of {facts['requests']} requests failed"
+            said.append(f"{failed} {facts['statuses']}" + (f" ({cause})" if cause else ""))
+        said += facts["over_budget"]
         if facts["long_tail"]:
             worst = max(phases, key=lambda p: p["p95_over_p50"])
             said.append(
@@ -268,7 +259,7 @@ class HttpLoad(HttpRequest):
             )
         if facts["leak"]:
             said.append(self._grew(facts))
-        if facts.get("exited"):
+        if facts["exited"]:
             said.append(f"server processes {facts['exited']} exited during the load")
         return "; ".join(said) or None
 

@@ -102,13 +102,13 @@ def tls(verify):
 FAILED = (OSError, ValueError, http.client.HTTPException)  # no answer at all
 
 
-def open_url(params, context, headers=None):
+def open_url(params, context):
     """(the response, or the HTTPError that is the server's 4xx/5xx answer, and the redirect
     hops followed). A redirect that is not followed raises RedirectRefused; no answer raises
     one of FAILED."""
     data = params["body"].encode() if params.get("body") is not None else None
     request = urllib.request.Request(
-        params["url"], data=data, headers=headers or params.get("headers") or {},
+        params["url"], data=data, headers=params.get("headers") or {},
         method=params["method"],
     )  # fmt: skip
     redirects = _Redirects()

@@ -45,13 +45,14 @@ def _cmdline(pid):
     return [word for word in words if word]
 
 
-def _mine(table):
-    """This script and its ancestors (the agent, matrix): never the server."""
-    pid, ours = os.getpid(), set()
-    while pid in table and pid not in ours:
-        ours.add(pid)
+def _ancestors(pid, table):
+    """The pids above `pid`, its parent first."""
+    seen = set()
+    pid = table[pid][0] if pid in table else None
+    while pid in table and pid not in seen:
+        seen.add(pid)
         pid = table[pid][0]
-    return ours
+    return seen
 
 
 def _cgroup_dir(spec):
@@ -108,7 +109,7 @@ def _from_pid_file(path, table, host):
 def _by_name(name, table, host):
     """The one tree whose processes carry `name` (as their name or a word of their command
     line); several unrelated ones are an error listing them."""
-    ours = _mine(table)
+    ours = {os.getpid(), *_ancestors(os.getpid(), table)}  # this script, the agent, matrix
     matched = {
         pid
         for pid, (_, comm) in table.items()
@@ -128,15 +129,6 @@ def _by_name(name, table, host):
             "server's pid file, pid or `unit:NAME.service` as `process` to say which"
         )
     return roots[0]
-
-
-def _ancestors(pid, table):
-    seen = set()
-    pid = table[pid][0]
-    while pid in table and pid not in seen:
-        seen.add(pid)
-        pid = table[pid][0]
-    return seen
 
 
 class Server:
