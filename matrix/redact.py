@@ -3,29 +3,28 @@
 Every way out of the process passes text through it: the standard streams (`guard_streams`:
 console, errors, explain, list, dry-run), report files (reporters.base.write_report), spans
 (the OTel reporter) and the Results handed to listeners. A secret is a value read through
-`{{ secret.NAME }}` or listed under `secrets:` (`remember`), in any common encoding of it
-(JSON-escaped, URL-encoded, base64 at every alignment, any letter case), and any well-known
-credential shape (AWS key ids and secrets, webhook URLs, bearer tokens, private keys), declared
-or not.
+`{{ secret.NAME }}` or listed under `secrets:` (`remember`), in every form on the documented
+list (matrix.secret_forms: encoded, escaped, split across lines, reversed, hex, base64), and
+any well-known credential shape (AWS key ids and secrets, webhook URLs, bearer tokens,
+private keys), declared or not.
 """
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import enum
 import io
-import json
 import re
 import sys
 from collections.abc import Iterable, Mapping
 from functools import lru_cache
 from typing import Any, TextIO
-from urllib.parse import quote, quote_plus
+
+from matrix import secret_forms
+from matrix.secret_forms import MIN_SECRET_LENGTH
 
 MASK = "***"
-MIN_SECRET_LENGTH = 4  # shorter values would mask ordinary words
-_MIN_BASE64 = 6  # a shorter run of base64 says too little of the secret to be worth masking
+_MASK_BYTES = MASK.encode()
 
 # Each credential shape with the literals one of its matches must contain (lower-cased): a
 # text holding none of them is not searched, which keeps a big report's redaction cheap.
@@ -74,31 +73,30 @@ def remember(value: str) -> None:
         _REMEMBERED.add(value)
 
 
-def encodings(secret: str) -> set[str]:
-    """The forms a secret takes in output: as is, JSON-escaped, URL-encoded, and base64 (plain
-    and URL-safe) at each of the three alignments it can have inside a longer encoded text —
-    only the characters that depend on the secret alone, as CI systems mask them."""
-    forms = {secret, json.dumps(secret)[1:-1], quote(secret, safe=""), quote_plus(secret)}
-    raw = secret.encode("utf-8", "surrogatepass")
-    for offset, skip in ((0, 0), (1, 2), (2, 3)):
-        end = (offset + len(raw)) * 8 // 6
-        for encode in (base64.b64encode, base64.urlsafe_b64encode):
-            part = encode(b"\0" * offset + raw).decode()[skip:end]
-            if len(part) >= _MIN_BASE64:
-                forms.add(part)
-    return {form for form in forms if len(form) >= MIN_SECRET_LENGTH}
-
-
-@lru_cache(maxsize=64)
-def _pattern(values: frozenset[str]) -> tuple[frozenset[str], re.Pattern[str]] | None:
-    """One case-insensitive alternation of every form of every value, longest first, so a
-    secret that contains another is masked whole; with the forms case-folded, to look for
-    before searching."""
-    forms = sorted({form for value in values for form in encodings(value)}, key=len, reverse=True)
-    if not forms:
+@lru_cache(maxsize=256)
+def _forms(secret: str) -> Any:
+    """The compiled RE2 pattern of every form of one secret (matrix.secret_forms), or None
+    for a value too short to mask. A pattern a secret keeps each small enough for RE2's
+    linear-time automaton; RE2 is imported only once a run has a secret."""
+    source = secret_forms.pattern(secret)
+    if source is None:
         return None
-    pattern = re.compile("|".join(map(re.escape, forms)), re.IGNORECASE)
-    return frozenset(form.casefold() for form in forms), pattern
+    import re2
+
+    options = re2.Options()
+    options.case_sensitive = False
+    options.log_errors = False
+    options.max_mem = 256 << 20  # the budget of its lazily built automaton, not an allocation
+    return re2.compile(source.encode("utf-8", "surrogatepass"), options)
+
+
+def _mask_forms(pattern: Any, raw: bytes) -> bytes:
+    parts, last = [], 0
+    for found in pattern.finditer(raw):
+        start, end = found.span()
+        parts += [raw[last:start], _MASK_BYTES]
+        last = end
+    return b"".join([*parts, raw[last:]]) if parts else raw
 
 
 class Redactor:
@@ -108,10 +106,14 @@ class Redactor:
         self._values = frozenset(v for v in values if len(v) >= MIN_SECRET_LENGTH)
 
     def text(self, value: str) -> str:
+        secrets = self._values | _REMEMBERED
+        if secrets:
+            raw = value.encode("utf-8", "surrogatepass")
+            for secret in sorted(secrets, key=len, reverse=True):  # one holding another: whole
+                if (forms := _forms(secret)) is not None:
+                    raw = _mask_forms(forms, raw)
+            value = raw.decode("utf-8", "surrogatepass")
         folded = value.casefold()  # full case folding: finds all that IGNORECASE would match
-        secrets = _pattern(self._values | _REMEMBERED)
-        if secrets is not None and any(form in folded for form in secrets[0]):
-            value = secrets[1].sub(MASK, value)
         for needles, shape in SHAPES:
             if any(needle in folded for needle in needles):
                 value = shape.sub(_mask_match, value)
