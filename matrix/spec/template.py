@@ -49,7 +49,12 @@ def is_template(text: Any) -> bool:
 @lru_cache(maxsize=4096)
 def _compile(text: str, shell: bool) -> Any:
     """Compiled on a budget of its own (filters of constants run while compiling), so every
-    render of a template, first or cached, has the same budget."""
+    render of a template, first or cached, has the same budget; parsed (and its nesting
+    checked) first, since compiling walks the tree recursively."""
+    try:
+        _parsed(text)
+    except RenderError as exc:
+        raise RenderError(f"{exc} in {_shown(text)}") from None
     single = None if shell else _SINGLE.match(text)
     env = _SHELL if shell else _PLAIN
     if single and "{{" not in single["expr"]:
@@ -113,16 +118,39 @@ def truthy(value: Any) -> bool:
     return bool(value)
 
 
+MAX_NESTING = 100  # what a person writes stays far below; Python's stack holds about 200
+_TOO_DEEP = (
+    f"template nests too deeply: operators, filters, brackets or blocks inside one another, "
+    f"at most {MAX_NESTING} levels (fewer for brackets); split it into several vars"
+)
+
+
 @lru_cache(maxsize=4096)
-def references(text: str) -> tuple[tuple[str, str | None], ...]:
-    """(name, attribute) pairs a template reads, e.g. ('vars', 'gpu_host'); the name is ''
-    when the attribute is read off an expression. Raises RenderError on a syntax error."""
+def _parsed(text: str) -> nodes.Template:
+    """The template's tree, at most MAX_NESTING deep, so no later walk of it (reading its
+    names, compiling, rendering) can run out of stack. Raises RenderError."""
     try:
         tree = _PLAIN.parse(text)
     except TemplateError as exc:
         raise RenderError(f"template syntax error: {exc.message}") from None
-    except Exception as exc:  # RecursionError on deep nesting, MemoryError
-        raise RenderError(f"template cannot be parsed: {type(exc).__name__}: {exc}") from None
+    except RecursionError:  # the parser recurses on brackets and blocks
+        raise RenderError(_TOO_DEEP) from None
+    except MemoryError:
+        raise RenderError("template too large to parse") from None
+    level: list[tuple[nodes.Node, int]] = [(tree, 0)]
+    while level:  # iterative: the tree may be thousands deep (`1 + 1 + …`)
+        node, depth = level.pop()
+        if depth > MAX_NESTING:
+            raise RenderError(_TOO_DEEP)
+        level.extend((child, depth + 1) for child in node.iter_child_nodes())
+    return tree
+
+
+@lru_cache(maxsize=4096)
+def references(text: str) -> tuple[tuple[str, str | None], ...]:
+    """(name, attribute) pairs a template reads, e.g. ('vars', 'gpu_host'); the name is ''
+    when the attribute is read off an expression. Raises RenderError on a syntax error."""
+    tree = _parsed(text)
     bound = {n.name for n in tree.find_all(nodes.Name) if n.ctx in ("store", "param")}
     read = {n.name for n in tree.find_all(nodes.Name) if n.ctx == "load"}
     found: list[tuple[str, str | None]] = [(name, None) for name in sorted(read - bound)]

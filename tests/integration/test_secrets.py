@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import html
+import inspect
 import json
 import subprocess
 import time
@@ -27,12 +29,21 @@ PEM = "-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEAplanted0key0without0its0
 
 
 def forms(secret: str) -> dict[str, str]:
-    """The secret as each output could carry it."""
+    """The secret as each output could carry it: the documented list (docs/spec.md)."""
     return {
         "raw": secret,
         "json": json.dumps(secret)[1:-1],
         "url": urllib.parse.quote(secret, safe=""),
         "url-plus": urllib.parse.quote_plus(secret),
+        "jinja urlencode": urllib.parse.quote(secret, safe="/"),
+        "every byte": "".join(f"%{byte:02X}" for byte in secret.encode()),
+        "\\u escapes": "".join(f"\\u{ord(c):04x}" for c in secret),
+        "split": secret[:12] + "\n" + secret[12:],
+        "folded": "\n".join(secret[i : i + 6] for i in range(0, len(secret), 6)),
+        "hex": secret.encode().hex(),
+        "reversed": secret[::-1],
+        "html entities": "".join(f"&#{ord(c)};" for c in secret),
+        "spaced": " ".join(secret),
         "lower": secret.lower(),
         "base64": base64.b64encode(secret.encode()).decode()[:-4],  # its stable head
     }
@@ -45,14 +56,16 @@ NEEDLES = {
     "pem body": "MIIEowIBAAKCAQEAplanted",
 }
 
-# The probe prints the secret raw, as a fact's key, JSON-escaped, URL-encoded, in a Basic
-# header (base64) and lower-cased; the spec puts credential shapes in its name, a phase
-# title, a category and a failure line, and the secret in a title and a matrix cell.
-PRINT = (
-    "import base64, json, os, urllib.parse as u; s = os.environ['PLANTED']; "
-    "print(json.dumps({s: 1, 'escaped': s, 'url': u.quote(s, safe=''), "
-    "'basic': base64.b64encode(('user:' + s).encode()).decode(), 'low': s.lower(), "
-    "'pem': os.environ['PLANTED_PEM']}))"
+# The probe prints the secret in every documented form, one as a fact's key; the spec puts
+# credential shapes in its name, a phase title, a category and a failure line, the secret in
+# a title and a matrix cell, and its Jinja-urlencoded form in a URL and a diagnostic.
+PRINTER = "\n".join(
+    [
+        "import base64, json, os, urllib.parse",
+        inspect.getsource(forms),
+        "s = os.environ['PLANTED']",
+        "print(json.dumps({s: 1, **forms(s), 'pem': os.environ['PLANTED_PEM']}))",
+    ]
 )
 
 DIGEST = hashlib.sha256(SECRET.encode()).hexdigest()
@@ -73,10 +86,16 @@ phases:
         category: "category {AWS_KEY_ID}"
         failure: "post to {SLACK}"
         matrix: {{tok: ["{{{{ secret.PLANTED }}}}"]}}
-        probe: {{kind: command, argv: [python3, -c, "{PRINT}", "{{{{ matrix.tok }}}}"]}}
+        probe: {{kind: command, argv: [python3, printer.py, "{{{{ matrix.tok }}}}"]}}
         expect: {{exit_code: 1}}
         diagnostic: "saw {{{{ facts.stdout }}}} for {{{{ matrix.tok }}}}"
         fix: "rotate {{{{ secret.PLANTED }}}}"
+      - id: jinja-urlencoded
+        probe:
+          kind: http
+          url: "http://127.0.0.1:{{{{ vars.port }}}}/{{{{ secret.PLANTED | urlencode }}}}"
+        expect: {{status: 299}}
+        diagnostic: "asked for {{{{ secret.PLANTED | urlencode }}}}"
       - &http
         id: http-local
         probe:
@@ -122,7 +141,12 @@ def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshServer]:
 
 
 def leaks(text: str) -> list[str]:
-    return [name for name, needle in NEEDLES.items() if needle in text]
+    """The needles in the text as is, JSON-escaped (a JSON report) or XML-escaped (JUnit)."""
+    return [
+        name
+        for name, needle in NEEDLES.items()
+        if any(way in text for way in (needle, json.dumps(needle)[1:-1], html.escape(needle)))
+    ]
 
 
 def process_list() -> str:
@@ -145,6 +169,7 @@ def test_a_planted_secret_leaves_by_no_way_out(cli, write_spec, tmp_path, sshd, 
         [sshd.target("agent", [sshd.hosts[0]]), sshd.target("plain", [sshd.hosts[1]], agent=False)]
     )
     spec = write_spec(SPEC.replace("TARGETS", targets))
+    (tmp_path / "printer.py").write_text(PRINTER)
     env = {"PLANTED": SECRET, "PLANTED_PEM": PEM}
     port = ["--var", f"port={http_port}"]
     outputs: dict[str, str] = {}

@@ -594,3 +594,55 @@ def test_a_drained_node_blocks_the_spanning_check_by_name(cli, tmp_path, cluster
 
     row = results(tmp_path)[("ddp", "cluster")]
     assert row["status"] == "skip" and row["skip"]["detail"] == "slurm-connect@n3"
+
+
+LEAKY = """\
+version: 1
+name: leaky
+secrets: [PLANTED]
+targets:
+  cluster: {{via: slurm, partition: debug}}
+phases:
+  - id: nodes
+    checks:
+      - id: leaky
+        on: cluster
+        probe:
+          kind: command
+          argv: [python3, "{printer}", "{{{{ target.host }}}}"]
+          env: {{PLANTED: "{{{{ secret.PLANTED }}}}"}}
+        expect: {{exit_code: 0}}
+        diagnostic: "{{{{ secret.PLANTED | urlencode }}}} {{{{ facts.stdout }}}}"
+"""
+
+# What each node's check prints: a form of the secret on the documented list.
+PRINTER = """\
+import os, sys
+s = os.environ["PLANTED"]
+print({
+    "n1": "\\n".join(s[i : i + 6] for i in range(0, len(s), 6)),  # folded at 6 columns
+    "n2": "".join(f"\\\\u{ord(c):04x}" for c in s),  # JSON \\\\u escapes
+    "n3": ":".join(f"{b:02x}" for b in s.encode()) + " " + s[::-1],  # hex, reversed
+}[sys.argv[1]])
+sys.exit(1)
+"""
+
+
+def test_a_secret_in_any_documented_form_never_reaches_a_drain_reason(
+    cli, tmp_path, cluster
+) -> None:
+    """The reason Slurm keeps is readable by every cluster user (`sinfo -R`)."""
+    secret = "Zq9-Sekr3t+/Val_ue"
+    printer = tmp_path / "printer.py"
+    printer.write_text(PRINTER)
+    (tmp_path / "spec.yaml").write_text(LEAKY.format(printer=printer))
+
+    done = cli("run", "spec.yaml", "--drain", env={"PLANTED": secret})
+
+    assert done.returncode == 1, done.stdout + done.stderr
+    reasons = {node: why for node, (state, why) in cluster.sinfo().items() if state == "drained"}
+    assert sorted(reasons) == ["n1", "n2", "n3"], cluster.sinfo()
+    leaked = ["Sekr3", "Zq9", "%2B/Val", "\\u0053", "53:65:6b", "eu_laV"]
+    for node, why in reasons.items():
+        assert why.startswith("matrix[leaky] leaky: ***"), why
+        assert not [piece for piece in leaked if piece in why], (node, why)

@@ -392,9 +392,51 @@ def test_every_failure_is_a_render_error_naming_the_template(text):
     assert text[:40] in str(info.value)
 
 
-def test_references_turn_any_parse_failure_into_a_render_error():
-    with pytest.raises(template.RenderError, match="cannot be parsed"):
-        template.references("{{ " + "(" * 5000 + "1" + ")" * 5000 + " }}")
+def nested(kind: str, n: int) -> str:
+    """A template of one kind of nesting, n levels deep."""
+    return {
+        "operators": "{{ " + " + ".join(["1"] * n) + " }}",
+        "filters": "{{ 1" + " | abs" * n + " }}",
+        "attributes": "{{ vars" + ".a" * n + " }}",
+        "indexes": "{{ vars.x" + "[0]" * n + " }}",
+        "and": "{{ " + " and ".join(["true"] * n) + " }}",
+        "not": "{{ " + "not " * n + "1 }}",
+        "brackets": "{{ " + "(" * n + "1" + ")" * n + " }}",
+        "lists": "{{ " + "[" * n + "]" * n + " | length }}",
+        "blocks": "{% if 1 %}" * n + "x" + "{% endif %}" * n,
+    }[kind]
+
+
+NESTINGS = ["operators", "filters", "attributes", "indexes", "and", "not", "brackets", "lists"]
+
+
+@pytest.mark.parametrize("kind", [*NESTINGS, "blocks"])
+def test_a_template_nested_past_the_limit_is_a_spec_problem_at_its_place(cli, write_spec, kind):
+    """Reading its names, compiling and rendering all walk the tree recursively: a tree
+    deeper than MAX_NESTING is refused before any of them, where the template stands."""
+    text = nested(kind, 500 if kind == "blocks" else 3000)
+    with pytest.raises(template.RenderError, match="nests too deeply"):
+        template.references(text)
+    with pytest.raises(template.RenderError, match="nests too deeply"):
+        template.render(text, {"vars": {}})
+    path = write_spec(
+        "version: 1\nname: t\nvars: {x: [1]}\nphases:\n  - id: p\n    checks:\n"
+        f"      - id: c\n        probe: {{kind: command, argv: [echo, '{text}']}}\n"
+    )
+    done = cli("validate", str(path))
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    assert f"{path.name}:8:" in done.stderr and "argv[1]: template nests too deeply" in done.stderr
+
+
+@pytest.mark.parametrize("kind", [*NESTINGS, "blocks"])
+def test_a_template_nested_well_within_the_limit_renders(kind):
+    itself: dict = {}
+    itself["a"] = itself
+    listed: list = []
+    listed.append(listed)
+    text = nested(kind, template.MAX_NESTING // 3)  # a level is one to three nodes
+    assert template.render(text, {"vars": {"a": itself, "x": listed}}) not in (None, "")
 
 
 def test_a_secret_read_is_remembered_for_redaction():
