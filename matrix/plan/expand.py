@@ -41,6 +41,7 @@ from matrix.transport.base import (
     TargetRef,
     expand_hosts,
     host_count,
+    hostlist_problem,
 )
 
 _UNRENDERED = object()  # a template in it could not be rendered; the problem is reported
@@ -95,6 +96,10 @@ class Planner:
                 continue
             refs = []
             for where, host in self._host_patterns(name, spec):
+                if (wrong := hostlist_problem(host)) is not None:
+                    self.problem(where, wrong)
+                    self.refused.add(name)
+                    continue
                 count = host_count(host)
                 if not self._fits(where, f"{_short(host)} names", count, "hosts", self.hosts):
                     self.refused.add(name)

@@ -97,6 +97,8 @@ LOCAL_NAMES = ("local", "controller")
 _HOST_PORT = re.compile(r"^\[(?P<v6>[^\]]+)\]:(?P<port6>\d+)$|^(?P<host>[^:\[\]]+):(?P<port>\d+)$")
 # a bracket of numbers and ranges, Slurm's hostlist syntax: [1-3], [01-16], [1-3,7,10-12]
 _RANGE = re.compile(r"\[(\d+(?:-\d+)?(?:,\d+(?:-\d+)?)*)\]")
+_BRACKET = re.compile(r"\[([^\[\]]*)\]")
+_IPV6 = re.compile(r"^\[[0-9A-Fa-f.%:\w-]*:[0-9A-Fa-f.%:\w-]*\](?::\d+)?$")
 _TOP_COMMA = re.compile(r",(?![^\[]*\])")  # a comma outside brackets
 
 
@@ -140,6 +142,40 @@ def expand_hosts(pattern: str) -> list[str]:
         "".join(text + number for text, number in zip(parts[0::2], (*combo, "")))
         for combo in itertools.product(*numbers)
     ]
+
+
+def hostlist_problem(pattern: str) -> str | None:
+    """What is wrong with a host pattern's brackets, said so a person can fix it, or None: a
+    bracket never closed or never opened, one that is not numbers and ranges, a range that
+    runs backwards. (`[::1]:22`, an IPv6 address, is not a range.)"""
+    if _IPV6.match(pattern):
+        return None
+    opened = None
+    for at, char in enumerate(pattern):
+        if char == "[" and opened is not None:
+            return f"host pattern {pattern!r} opens a bracket inside another (at {at + 1})"
+        if char == "]" and opened is None:
+            return f"host pattern {pattern!r} closes a bracket it never opened (at {at + 1})"
+        opened = at if char == "[" else None if char == "]" else opened
+    if opened is not None:
+        return (
+            f"host pattern {pattern!r} opens a bracket it never closes (at {opened + 1}): "
+            "close it, as in n[1-3]"
+        )
+    for bracket in _BRACKET.findall(pattern):
+        if not _RANGE.fullmatch(f"[{bracket}]"):
+            return (
+                f"host pattern {pattern!r} has [{bracket}], not a list of numbers and ranges: "
+                "write them like [1-3,7,10-12]"
+            )
+        for item in bracket.split(","):
+            first, _, last = item.partition("-")
+            if last and int(last) < int(first):
+                return (
+                    f"host pattern {pattern!r} has the range {item}, which runs backwards: "
+                    f"write {last}-{first}"
+                )
+    return None
 
 
 def split_hostlist(text: str) -> list[str]:

@@ -109,6 +109,44 @@ def test_a_phase_need_is_one_link_a_task_however_big_the_phase(plan_spec):
     assert sum(len(t.needs) for t in plan.tasks.values()) <= 2 * len(plan.tasks)
 
 
+@pytest.mark.parametrize(
+    ("hosts", "said"),
+    [
+        (["m1", "n[5-1]"], "'n[5-1]' has the range 5-1, which runs backwards: write 1-5"),
+        (["n[5-1]"], "'n[5-1]' has the range 5-1, which runs backwards"),
+        (["n[1-3]x[9-4]"], "has the range 9-4, which runs backwards"),
+        (["m1", "n[1-2"], "'n[1-2' opens a bracket it never closes (at 2)"),
+        (["n1-2]"], "'n1-2]' closes a bracket it never opened (at 5)"),
+        (["n[[1-2]]"], "opens a bracket inside another (at 3)"),
+        (["n[a-c]"], "has [a-c], not a list of numbers and ranges: write them like [1-3,7"),
+        (["n[]"], "has [], not a list of numbers and ranges"),
+    ],
+)
+def test_a_host_pattern_that_is_not_a_hostlist_is_a_problem_at_its_place(
+    spec_problems, hosts, said
+):
+    """Never dropped, never taken as a literal name, never only "the group has no hosts"."""
+    listed = ", ".join(f"'{host}'" for host in hosts)
+    [problem] = spec_problems(fleet("X").replace("['X']", f"[{listed}]"))
+    bad = len(hosts) - 1
+    assert (problem.where.line, problem.key) == (4, f"targets.fleet.hosts[{bad}]")
+    assert said in problem.message and "has no hosts" not in problem.message
+
+
+def test_a_bad_host_pattern_from_the_command_line_is_refused_too(spec_problems):
+    problems = spec_problems(fleet("h1"), target_args=["fleet=gpu[1-2,gpu[9-3]"])
+    assert {str(problem.where) for problem in problems} == {"--target:1:1"}
+    assert [problem.message.split(": ")[0] for problem in problems] == [
+        "host pattern 'gpu[1-2' opens a bracket it never closes (at 4)",
+        "host pattern 'gpu[9-3]' has the range 9-3, which runs backwards",
+    ]
+
+
+@pytest.mark.parametrize("host", ["[::1]:2222", "[fe80::1%eth0]", "gpu-[01-16]", "n[1-3,7]"])
+def test_ipv6_addresses_and_hostlists_are_not_bracket_problems(plan_spec, host):
+    assert plan_spec(fleet(host)).tasks
+
+
 def test_host_ranges_are_counted_without_listing():
     assert host_count("gpu-[01-16]") == 16
     assert host_count("n[8-10].dc[1-2]") == 6
