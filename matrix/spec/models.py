@@ -6,7 +6,7 @@ import re
 from enum import Enum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
@@ -41,6 +41,61 @@ Duration = Annotated[
 ]
 Weight = Annotated[float, Field(ge=0, le=MAX_WEIGHT, allow_inf_nan=False)]
 Id = Annotated[str, Field(pattern=ID_PATTERN)]
+
+
+def _fact_path(path: str) -> str:
+    if not path.strip() or path != path.strip():
+        raise ValueError(
+            f"{path!r} is not a fact path: name a fact, or a dotted path into one "
+            "(packages.torch, gpu.count), without spaces around it"
+        )
+    return path
+
+
+def _fact_paths(paths: list[str]) -> list[str]:
+    if not paths:
+        raise ValueError(
+            "an empty list compares nothing: list the fact paths that must agree on every "
+            "host (e.g. [packages.torch, gpu.count]), or leave `consistent` out"
+        )
+    twice = sorted({path for path in paths if paths.count(path) > 1})
+    if twice:
+        raise ValueError(f"{', '.join(map(repr, twice))} listed twice: list each fact path once")
+    return paths
+
+
+def _env_name(name: str) -> str:
+    if not _ENV_NAME.fullmatch(name):
+        raise ValueError(
+            f"{name!r} is not an environment variable name: letters, digits and _, not "
+            "starting with a digit (HF_TOKEN)"
+        )
+    return name
+
+
+def _tag(tag: str) -> str:
+    if not tag or any(c.isspace() or c == "," for c in tag):
+        raise ValueError(f"{tag!r} is not a tag: one word, no spaces or commas (gpu, slow)")
+    return tag
+
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+EnvName = Annotated[
+    str,
+    AfterValidator(_env_name),
+    WithJsonSchema({"type": "string", "pattern": f"^{_ENV_NAME.pattern}$"}),
+]
+Tag = Annotated[
+    str, AfterValidator(_tag), WithJsonSchema({"type": "string", "pattern": r"^[^\s,]+$"})
+]
+FactPath = Annotated[
+    str, AfterValidator(_fact_path), WithJsonSchema({"type": "string", "pattern": r"^\S(.*\S)?$"})
+]
+FactPaths = Annotated[
+    list[FactPath],
+    AfterValidator(_fact_paths),
+    Field(json_schema_extra={"minItems": 1, "uniqueItems": True}),
+]
 
 
 class Model(BaseModel):
@@ -225,7 +280,7 @@ class Check(Model):
     """Run with no other task of the run beside it: for a measurement that other checks'
     load would skew (latency percentiles, throughput). It waits for the tasks running to
     end, and none starts until it has. Default: the probe kind's (`http.load` runs alone)."""
-    tags: list[str] = []
+    tags: list[Tag] = []
     """Labels for `--tags` / `--skip-tags`."""
     when: str | bool | None = None
     """Template that must render true for the check to run (e.g. `{{ vars.use_gpu }}`)."""
@@ -238,7 +293,7 @@ class Check(Model):
     (`torch.distributed`: ranks on every host, rendezvous on the first); the group's every
     host must be reachable first, and a dead or slow one is named. Rendered like `on`; give
     one of the two."""
-    consistent: list[str] = []
+    consistent: FactPaths = []
     """Fact paths that must be the same on every host of the check's `on` group (versions of
     torch, CUDA, the driver or Python; GPU count and model): once every host's task has
     finished, one more result, `ID@GROUP:consistent`, compares them and fails naming the hosts
@@ -291,7 +346,7 @@ class Spec(Model):
     vars: dict[str, Any] = {}
     """Defaults for `{{ vars.* }}`; override with `--var k=v` or `--vars file.yaml`. A var may
     use the vars above it: `model_path: "{{ vars.training_dir }}/models"`."""
-    secrets: list[str] = []
+    secrets: list[EnvName] = []
     """Environment variables whose values are secrets: readable as `{{ secret.NAME }}`,
     replaced by *** in every output."""
     targets: dict[Id, TargetSpec] = {}

@@ -574,3 +574,43 @@ def test_a_key_with_brackets_is_located(spec_problems):
     )
     assert problem.key == "h[1-2]"
     assert line_of(problem) == 3
+
+
+@pytest.mark.parametrize(
+    ("line", "key", "said"),
+    [
+        ("consistent: []", "consistent", "an empty list compares nothing"),
+        ('consistent: [""]', "consistent[0]", "'' is not a fact path"),
+        ("consistent: [stdout, stdout]", "consistent", "'stdout' listed twice"),
+        ('tags: ["gpu", ""]', "tags[1]", "'' is not a tag: one word"),
+        ('tags: ["a,b"]', "tags[0]", "'a,b' is not a tag"),
+    ],
+)
+def test_a_list_of_names_holding_nothing_or_a_blank_is_a_problem_at_its_item(
+    spec_problems, line, key, said
+):
+    """An empty `consistent` would compare nothing, a blank name name nothing: both are
+    mistakes a spec would otherwise carry silently."""
+    problems = spec_problems(
+        f"""
+        version: 1
+        name: t
+        targets:
+          g: {{hosts: [h1]}}
+        phases:
+          - id: p
+            checks:
+              - id: c
+                on: g
+                probe: {{kind: command, argv: ["true"]}}
+                {line}
+        """
+    )
+    problem = one(problems, said)
+    assert problem.key == f"phases[p].checks[c].{key}" and line_of(problem) == 11
+
+
+def test_a_secret_that_is_not_an_environment_variable_name_is_a_problem(spec_problems):
+    problems = spec_problems('version: 1\nname: t\nsecrets: [HF_TOKEN, "", "A B"]\n')
+    assert [(p.key, line_of(p)) for p in problems] == [("secrets[1]", 3), ("secrets[2]", 3)]
+    assert "'A B' is not an environment variable name" in str(problems[1])
