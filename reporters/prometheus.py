@@ -8,6 +8,7 @@ count failing checks (`sum(matrix_check_status{status="fail"})`) and an alert ca
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
@@ -50,7 +51,7 @@ def metrics(run: Run) -> str:
 
 def _task_labels(run: Run, result: Result) -> dict[str, str]:
     """Which task: its spec, phase, check, target and severity, and each matrix axis as
-    `cell_AXIS`."""
+    `cell_AXIS` (escaped as `label_name` says, so two axes never share a label)."""
     return {
         "spec": run.spec_name,
         **({"node": run.node} if run.node else {}),
@@ -58,7 +59,7 @@ def _task_labels(run: Run, result: Result) -> dict[str, str]:
         "check": result.check_id,
         "target": result.target,
         "severity": result.severity,
-        **{f"cell_{axis}": str(value) for axis, value in result.cell.items()},
+        **{label_name(f"cell_{axis}"): str(value) for axis, value in result.cell.items()},
     }
 
 
@@ -77,17 +78,42 @@ def _family(lines: list[str]) -> Callable[[str, str, Samples], None]:
 
 
 def _labels(labels: Mapping[str, str]) -> str:
-    return ",".join(f'{_name(key)}="{_escape(str(value))}"' for key, value in labels.items())
+    return ",".join(f'{key}="{_escape(str(value))}"' for key, value in labels.items())
 
 
-def _name(key: str) -> str:
-    """A label name Prometheus accepts: [a-zA-Z_][a-zA-Z0-9_]*."""
-    cleaned = "".join(c if c.isascii() and (c.isalnum() or c == "_") else "_" for c in key)
-    return cleaned if cleaned[:1].isalpha() or cleaned[:1] == "_" else f"_{cleaned}"
+def label_name(name: str) -> str:
+    """A label name Prometheus accepts ([a-zA-Z_][a-zA-Z0-9_]*), one to one: a name outside
+    that set is written in Prometheus's own `values` escaping (`U__` before it, `_` doubled,
+    any other character as `_HEX_`: axis `a-b` is `U__cell__a_2d_b`, never `cell_a_b`),
+    which Prometheus and its client libraries decode (`model.UnescapeName`)."""
+    if _LEGACY_NAME.fullmatch(name):
+        return name
+    return "U__" + "".join(
+        "__" if c == "_" else c if c.isascii() and c.isalnum() else f"_{_code_point(c):x}_"
+        for c in name
+    )
+
+
+def _code_point(c: str) -> int:
+    return 0xFFFD if 0xD800 <= ord(c) <= 0xDFFF else ord(c)  # a lone surrogate: no character
 
 
 def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+    """A label value as the format writes it: `\\`, `\n` and `\"` escaped, and every other
+    character a reader could take for a line break or that is not text (`\r`, which
+    Python's universal newlines read as one; other control characters, U+2028; a lone
+    surrogate from a file name) replaced by its visible stand-in, never written raw."""
+    value = value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+    return value.translate(_STAND_INS) if _UNSAFE.search(value) else value
+
+
+_LEGACY_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
+_UNSAFE = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+_STAND_INS = {
+    **{code: 0x2400 + code for code in range(0x20) if code != 0x0A},  # ␍ ␀ ␉ …: control pictures
+    0x7F: 0x2421,  # ␡
+    **dict.fromkeys([*range(0x80, 0xA0), 0x2028, 0x2029, *range(0xD800, 0xE000)], 0xFFFD),
+}
 
 
 def _value(value: float) -> str:

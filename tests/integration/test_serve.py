@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from prometheus import get, prometheus, query, until
-from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.parser import text_fd_to_metric_families, text_string_to_metric_families
 
 SPEC = """\
 version: 1
@@ -173,3 +173,43 @@ def test_a_run_on_a_slurm_node_labels_its_results_and_metrics_with_the_node(cli,
         for sample in family.samples
     ]
     assert samples and {s.labels.get("node") for s in samples} == {"gpu-07"}
+
+
+AXES = """\
+version: 1
+name: "axes\\r\\u2028"
+phases:
+  - id: p
+    checks:
+      - id: c
+        matrix: {"a-b": ["x\\ry"], a_b: ["2"], "ünï": ["\\u0000z"], "a.b": ["\\t"]}
+        probe: {kind: command, argv: ["true"]}
+"""
+
+
+def test_axes_and_values_prometheus_would_reject_are_written_so_promtool_reads_them(
+    cli, tmp_path
+) -> None:
+    """Two axes never share a label (`a-b` beside `a_b`); no label value carries a raw `\\r`."""
+    (tmp_path / "spec.yaml").write_text(AXES)
+
+    done = cli("run", "spec.yaml", "--prometheus", "out.prom")
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    checked = subprocess.run(
+        ["promtool", "check", "metrics"],
+        stdin=(tmp_path / "out.prom").open("rb"),
+        capture_output=True,
+        text=True,
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    with (tmp_path / "out.prom").open() as stream:  # universal newlines: a raw \r ends a line
+        families = {family.name: family.samples for family in text_fd_to_metric_families(stream)}
+    [labels] = [sample.labels for sample in families["matrix_check_duration_seconds"]]
+    assert {name: value for name, value in labels.items() if "cell" in name} == {
+        "U__cell__a_2d_b": "x\u240dy",
+        "cell_a_b": "2",
+        "U__cell___fc_n_ef_": "\u2400z",
+        "U__cell__a_2e_b": "\u2409",
+    }
+    assert labels["spec"] == "axes\u240d\ufffd"
