@@ -20,10 +20,10 @@ import itertools
 import json
 import sys
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 
 from matrix.commands import EXIT_INVALID, plan, spec_options
+from matrix.commands.answering import Answering
 
 if TYPE_CHECKING:
     from matrix.results import Run
@@ -85,7 +85,7 @@ class Latest:
             self._metrics = (200, redact.text(metrics(run)).encode())
 
     def answer(self, path: str) -> tuple[int, str, bytes]:
-        """(status, content type, body) for a GET of `path`."""
+        """(status, content type, body) for a GET (or HEAD) of `path`."""
         with self._lock:
             if path == "/healthz":
                 code, body = self._health
@@ -102,22 +102,6 @@ def _text(body: dict[str, Any]) -> str:
 
 def _json(body: dict[str, Any]) -> bytes:
     return _text(body).encode()
-
-
-def _handler(latest: Latest) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            code, kind, body = latest.answer(self.path.split("?", 1)[0])
-            self.send_response(code)
-            self.send_header("Content-Type", kind)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            """Quiet: a scrape every few seconds is no news."""
-
-    return Handler
 
 
 def _address(text: str) -> tuple[str, int]:
@@ -181,13 +165,12 @@ def main(args: argparse.Namespace) -> int:
     planned = plan(args)
     latest = Latest()
     try:
-        server = ThreadingHTTPServer(address, _handler(latest))
+        server = Answering(address, latest.answer)
     except OSError as exc:
         print(f"matrix: cannot listen on {args.listen}: {exc.strerror or exc}", file=sys.stderr)
         return EXIT_INVALID
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    where = f"http://{address[0]}:{server.server_port}"
+    server.start()
+    where = f"http://{address[0]}:{server.port}"
     print(
         f"matrix serve: {planned.spec_path} every {args.interval}; {where}/healthz {where}/metrics",
         flush=True,
@@ -204,6 +187,5 @@ def main(args: argparse.Namespace) -> int:
                 if stop.wait(interval):
                     break
     finally:
-        server.shutdown()
-        server.server_close()
+        server.close()
     return 0

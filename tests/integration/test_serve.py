@@ -5,9 +5,13 @@ Prometheus server (Debian's `prometheus`) and read back through Prometheus's HTT
 from __future__ import annotations
 
 import contextlib
+import http.client
 import json
+import os
 import re
+import resource
 import signal
+import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +19,8 @@ from pathlib import Path
 import pytest
 from prometheus import get, prometheus, query, until
 from prometheus_client.parser import text_fd_to_metric_families, text_string_to_metric_families
+
+from matrix.commands import answering
 
 SPEC = """\
 version: 1
@@ -94,6 +100,62 @@ def test_healthz_follows_the_last_run_and_sigterm_stops_serving(served) -> None:
         f"BLOCKED 50/100 in {blocked_line.split(' in ')[1].split(':')[0]}: 1 passed, 1 failed, "
         f"0 errors, 0 skipped; first: marker@localhost: {marker} exists"
     )
+
+
+def request(base: str, method: str, path: str) -> tuple[int, dict[str, str], bytes]:
+    """(status, headers, body) of one request, whatever the status."""
+    host, port = base.removeprefix("http://").rsplit(":", 1)
+    connection = http.client.HTTPConnection(host, int(port), timeout=10)
+    try:
+        connection.request(method, path)
+        answer = connection.getresponse()
+        return answer.status, dict(answer.getheaders()), answer.read()
+    finally:
+        connection.close()
+
+
+def test_head_answers_as_get_does_without_a_body_and_other_methods_are_refused(served) -> None:
+    base, _, _ = served
+    until(lambda: get(f"{base}/healthz")[0] == 200 or None)
+    for path in ("/healthz", "/metrics"):
+        got, head = request(base, "GET", path), request(base, "HEAD", path)
+        assert (head[0], head[2]) == (got[0], b"")
+        assert head[1]["Content-Length"] == str(len(got[2]))
+        assert head[1]["Content-Type"] == got[1]["Content-Type"]
+    status, headers, body = request(base, "POST", "/healthz")
+    assert (status, headers["Allow"]) == (405, "GET, HEAD")
+    assert body == b"matrix serve answers GET and HEAD, not POST\n"
+
+
+def test_slowloris_connections_neither_starve_answers_nor_grow_threads(served) -> None:
+    """1,500 sockets that send their request a byte at a time: a scrape is still answered,
+    serve keeps its few threads and a bounded number of sockets, and drops each slow one."""
+    base, _, process = served
+    host, port = base.removeprefix("http://").rsplit(":", 1)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = 1500 + 100
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, wanted)), hard))
+    slow = []
+    try:
+        for _ in range(min(1500, min(hard, wanted) - 100)):
+            sock = socket.create_connection((host, int(port)))
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nX-Slow: ")
+            slow.append(sock)
+        until(lambda: get(f"{base}/healthz")[0] == 200 or None)  # answered among them
+        status = Path(f"/proc/{process.pid}/status").read_text()
+        threads = int(status.split("Threads:")[1].split()[0])
+        sockets = len(os.listdir(f"/proc/{process.pid}/fd"))
+        assert threads <= 4, status  # the main one, the HTTP loop's, perhaps a run's helper
+        assert sockets <= answering.MAX_READING + 64
+        for sock in slow[-10:]:  # the newest were kept until their deadline, then dropped
+            sock.settimeout(answering.REQUEST_SECONDS + 10)
+            sock.sendall(b"x")
+            with contextlib.suppress(ConnectionResetError):
+                assert sock.recv(1) == b""
+    finally:
+        for sock in slow:
+            sock.close()
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
 @pytest.mark.parametrize(
