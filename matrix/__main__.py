@@ -2,6 +2,6 @@
 
 import sys
 
-from matrix.cli import main
+from matrix.launch import main
 
 sys.exit(main())

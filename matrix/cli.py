@@ -54,11 +54,13 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Signals are kept and secrets masked from the first line on, before anything heavy is
-    imported: whatever happens next, a Ctrl-C ends in exit 130 with the reports written, and
-    nothing printed carries a secret."""
-    interrupt.defer()
+def main(argv: Sequence[str] | None = None, *, signals_kept: bool = False) -> int:
+    """Signals are kept (here, or already by matrix.launch: `signals_kept`) and secrets
+    masked from the first line on, before anything heavy is imported: whatever happens next,
+    a Ctrl-C ends in exit 130 with the reports written, and nothing printed carries a
+    secret."""
+    if not signals_kept:
+        interrupt.defer()
     redact.guard_streams()
     try:
         code = _dispatch(sys.argv[1:] if argv is None else list(argv))
