@@ -29,7 +29,8 @@ import anyio
 from matrix.errors import ProbeError, TransportError
 from matrix.transport.base import OUTPUT_LIMIT, Completed
 
-BOOTSTRAP = "import sys; exec(sys.stdin.buffer.read(int(sys.argv[1])))"
+# SOURCE stays a global of the agent: its keeper runs the same program (agent_remote.keep)
+BOOTSTRAP = "import sys; SOURCE = sys.stdin.buffer.read(int(sys.argv[1])); exec(SOURCE)"
 
 
 def connection_lost(link: str, why: object) -> TransportError:

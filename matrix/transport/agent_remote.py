@@ -9,7 +9,10 @@ Nothing a task starts outlives it: when its program ends (or is killed for a tim
 agent kills the rest of its process group and every descendant that left it — adopted as
 orphans (the agent is a child subreaper) and known by the task's mark in their environment.
 When stdin closes (matrix finished or the connection died) the agent does the same for every
-task still running, then sweeps whatever of its own is left, and exits.
+task still running, then sweeps whatever of its own is left, and exits. And when the agent
+itself dies by any means (SIGKILL included), its keeper does it: the agent is a fork of the
+process the session started, which stays behind as a subreaper, `matrix-keeper` in its
+command line, adopts every process the agent leaves and sweeps them (`keep`).
 
 The local transport imports the containment part (Claim to subreaper) to do the same on the
 machine running matrix; only run as a program does this module serve requests.
@@ -444,6 +447,53 @@ def serve(request):
     send(reply)
 
 
+KEEPER = "matrix-keeper"
+# the keeper's program: this one, handed over in the environment (nothing written to the host)
+KEEPER_BOOT = "import os; SOURCE = os.environb.pop(b'MATRIX_KEEPER'); exec(SOURCE)"
+
+
+def keep(token, started):
+    """Fork: the child serves as the agent, in a process group of its own (a signal to one
+    group spares the other); this process becomes its keeper, re-executed under a command
+    line of its own (so whatever names the agent to kill it, `pkill -f matrix-agent`, spares
+    it). Returns in the agent only; where there is no fork or no agent source, at once."""
+    source = globals().get("SOURCE")
+    if not isinstance(source, bytes) or not hasattr(os, "fork"):
+        return
+    agent = os.fork()
+    if agent == 0:
+        with contextlib.suppress(OSError):
+            os.setpgid(0, 0)
+        return
+    with contextlib.suppress(OSError):
+        os.setpgid(agent, agent)
+    subreaper(True)  # kept across exec: what the agent leaves comes here from the start
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):  # the session ends with the agent's streams, not this process's
+        os.dup2(null, fd)
+    argv = [sys.executable, "-c", KEEPER_BOOT, KEEPER, str(agent), token, str(started)]
+    environ = dict(os.environb, MATRIX_KEEPER=source) if os.supports_bytes_environ else None
+    with contextlib.suppress(OSError, TypeError):
+        os.execve(sys.executable, argv, environ)
+    keeper(agent, token, started)  # could not re-execute: keep under the agent's name
+
+
+def keeper(agent, token, started):
+    """Wait for the agent; once it is gone, sweep every process of its tasks (adopted here)
+    as its own last sweep would, and exit as it did."""
+    status = 0
+    while True:
+        try:
+            pid, status = os.waitpid(-1, 0)
+        except ChildProcessError:
+            break
+        if pid == agent:
+            break
+    claim = Claim((), token + ".", since=started)
+    settle(claim, kill_strays(claim))
+    os._exit(128 + os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status))
+
+
 def warm():
     for name in WARM:
         with contextlib.suppress(ImportError):
@@ -454,10 +504,14 @@ def main(argv):
     """argv: the target's `python` as configured (requests for it run this interpreter), the
     bytes kept per stream, the marker printed before the first frame, after any banner, and
     optionally the token that starts its tasks' marks (matrix's own, on this machine, so that
-    its last sweep finds what an agent that died left)."""
+    its last sweep finds what an agent that died left). Or `matrix-keeper` and what `keep`
+    hands the keeper."""
+    if argv[1:2] == [KEEPER]:
+        keeper(int(argv[2]), argv[3], int(argv[4]))
     token = argv[5] if len(argv) > 5 else os.urandom(8).hex()  # not `secrets`: 4 ms to import
     _settings.update(python=argv[2], limit=int(argv[3]), token=token)
     started = boot_ticks()
+    keep(token, started)
     subreaper(True)
     sys.stdout.buffer.write(argv[4].encode())
     send({"python": sys.executable, "pid": os.getpid()})

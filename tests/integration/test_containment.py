@@ -12,6 +12,7 @@ import json
 import os
 import secrets
 import signal
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -199,6 +200,66 @@ def test_sigterm_to_matrix_mid_run_leaves_nothing(transport, sshd, marker, cli, 
             proc.wait()
     assert proc.returncode == 130, stdout + stderr
     assert leftovers(marker) == []
+    assert_clean_exit(stderr)
+
+
+def agents() -> dict[str, list[int]]:
+    """Pids of the host agents and of their keepers running now (sshd is on this machine)."""
+    found: dict[str, list[int]] = {"agent": [], "keeper": []}
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if any(arg.startswith(b"matrix-agent-") for arg in cmdline):
+            found["agent"].append(int(entry.name))
+        elif b"matrix-keeper" in cmdline:
+            found["keeper"].append(int(entry.name))
+    return found
+
+
+@pytest.mark.parametrize("how", ["its pid", "its process group", "pkill -f matrix-agent"])
+def test_killing_the_hosts_agent_mid_run_leaves_nothing_of_its_tasks(
+    how, sshd, marker, cli, write_spec, report, tmp_path
+):
+    """The tasks error (their host's agent is gone); their processes, the ones that left
+    their session or ignore SIGTERM included, end with it: its keeper sweeps them."""
+    checks = {
+        "children": shell(f"sleep {marker}1 & sleep {marker}2"),
+        "daemon": shell(
+            f"(setsid sh -c 'trap \"\" TERM; sleep {marker}3' >/dev/null 2>&1 &); sleep {marker}4"
+        ),
+        "ignores-term": shell(f"trap '' TERM HUP; sleep {marker}5"),
+    }
+    write_spec(spec("ssh-agent", sshd, checks))
+    before = agents()
+    proc = cli.popen("run", "spec.yaml", "--json", "out.json")
+    try:
+        deadline = time.monotonic() + 30
+        while len(sleeping(marker)) < 5 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(sleeping(marker)) == 5, "the probes never started"
+        [agent] = set(agents()["agent"]) - set(before["agent"])
+        [keeper] = set(agents()["keeper"]) - set(before["keeper"])
+        if how == "its process group":
+            os.killpg(os.getpgid(agent), signal.SIGKILL)
+        elif how == "its pid":
+            os.kill(agent, signal.SIGKILL)
+        else:
+            subprocess.run(["pkill", "-KILL", "-f", "matrix-agent-"], check=True)
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert leftovers(marker) == []
+    assert not Path(f"/proc/{keeper}").exists()  # the keeper swept, then went too
+    results = report(tmp_path / "out.json")["by_id"]
+    for check_id in checks:
+        result = task(results, check_id)
+        assert result["status"] == "error", result
+        assert "lost the SSH connection" in result["reason"], result
+    assert proc.returncode == 1, stdout + stderr
     assert_clean_exit(stderr)
 
 
