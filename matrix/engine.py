@@ -24,7 +24,7 @@ from typing import Any
 
 import anyio
 
-from matrix import interrupt
+from matrix import held, interrupt
 from matrix.errors import NoAnswer, ProbeError, TransportError
 from matrix.listener import Listener, Listeners
 from matrix.observations import Observation, Observations
@@ -108,7 +108,7 @@ class _Execution:
     async def run(self) -> Run:
         started_at, started = time.time(), time.perf_counter()
         self.listeners.start(self.plan)
-        with self.scope, self._signals():
+        with self.scope, self._signals(), self._watched():
             async with self.pool, anyio.create_task_group() as work:
                 for task in self.plan.tasks.values():
                     if not self.interrupted:
@@ -145,6 +145,12 @@ class _Execution:
         self.interrupted = interrupt.pending()
         loop = asyncio.get_running_loop()
         return interrupt.listen(lambda: loop.call_soon_threadsafe(self._interrupt))
+
+    def _watched(self) -> AbstractContextManager[None]:
+        """A probe that holds the event loop past its timeout is broken off (matrix.held)."""
+        if not self.options.handle_signals:
+            return nullcontext()
+        return held.watching(_Execution._look.__code__, _overdue)
 
     def _interrupt(self) -> None:
         self.interrupted = True
@@ -355,6 +361,13 @@ class _Execution:
         except TimeoutError:
             why = f"timed out after {span(timeout)} (probe killed)"
             return seen({}, why, "timeout", "TimeoutError")
+        except held.Held:
+            why = (
+                f"timed out after {span(timeout)}: probe {task.params.kind} held matrix's event "
+                "loop (a blocking call such as time.sleep in its async observe(): await "
+                "anyio.sleep, or run blocking work in anyio.to_thread.run_sync)"
+            )
+            return seen({}, why, "timeout", "Held")
         except ProbeError as exc:
             why = json_safe(_said(exc))
             return seen(json_safe(exc.facts), why, _error_type(exc), type(exc).__name__)
@@ -511,6 +524,16 @@ def _text(source: str | None, context: dict[str, Any]) -> str | None:
         return template.render_text(source, context)
     except template.RenderError:
         return None
+
+
+def _overdue(frame: dict[str, Any]) -> bool:
+    """Whether the observation `_look` is making (its locals) is past its timeout."""
+    timeout, clock = frame.get("timeout"), frame.get("clock")
+    return (
+        timeout is not None
+        and clock is not None
+        and (time.perf_counter() - clock > timeout + held.GRACE)
+    )
 
 
 async def execute(

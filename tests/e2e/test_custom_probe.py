@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from matrix import held
+
 REPO = Path(__file__).resolve().parents[2]
 PACKAGE = REPO / "examples" / "custom-probe"
 SPEC = PACKAGE / "spec.yaml"
@@ -226,7 +228,9 @@ def test_a_plugin_that_replaces_a_built_in_kind_is_a_warning_in_every_report(cli
 
 MISBEHAVING = """
 import asyncio
+import socket
 import sys
+import time
 
 from matrix.probe import ProbeParams, probe
 
@@ -262,6 +266,37 @@ class Raise(ProbeParams):
 class ReturnsList(ProbeParams):
     async def observe(self, ctx):
         return [1, 2, 3]
+
+
+def swallowing():
+    while True:
+        try:
+            time.sleep(3600)
+        except Exception:
+            pass
+
+
+def busy():
+    while True:
+        pass
+
+
+def reading():
+    left, right = socket.socketpair()
+    left.recv(1)
+
+
+BLOCKS = {"sleep": lambda: time.sleep(3600), "swallow": swallowing, "busy": busy,
+          "socket": reading}
+
+
+@probe("bad.block")
+class Block(ProbeParams):
+    how: str
+
+    async def observe(self, ctx):
+        BLOCKS[self.how]()  # never returns: the event loop is held
+        return {}
 """
 
 
@@ -279,6 +314,7 @@ def misbehaving(tmp_path: Path) -> dict:
         f"      - {{id: {how}, probe: {{kind: bad.raise, how: {how}}}}}\n" for how in SHAPES
     )
     checks += "      - {id: a-list, probe: {kind: bad.list}}\n"
+    checks += "      - {id: holds, timeout: 1s, probe: {kind: bad.block, how: sleep}}\n"
     checks += "      - {id: after, probe: {kind: command, argv: ['true']}}\n"
     head = "version: 1\nname: bad\nphases:\n  - id: p\n    checks:\n"
     (tmp_path / "spec.yaml").write_text(head + checks)
@@ -298,8 +334,9 @@ def test_a_misbehaving_plugin_is_an_error_and_the_run_and_its_reports_complete(
     assert report["verdict"] == "BLOCKED" and not report["interrupted"]
     rows = {r["task_id"]: r for r in report["results"]}
     assert rows["after"]["status"] == "pass"
-    for how in [*SHAPES, "a-list"]:
+    for how in [*SHAPES, "a-list", "holds"]:
         assert rows[how]["status"] == "error", (how, rows[how])
+    for how in [*SHAPES, "a-list"]:
         assert rows[how]["error_type"] == "crash", how
     assert rows["unprintable"]["reason"] == (
         "probe bad.raise crashed: Unprintable: (its message cannot be shown: RuntimeError in "
@@ -310,7 +347,38 @@ def test_a_misbehaving_plugin_is_an_error_and_the_run_and_its_reports_complete(
         "probe bad.list crashed: observe() returned list, not a mapping of facts (a bug of the "
         "probe)"
     )
-    assert (tmp_path / "out.xml").read_text().count("<testcase") == 8
+    assert rows["holds"]["error_type"] == "timeout"
+    assert (tmp_path / "out.xml").read_text().count("<testcase") == 9
+
+
+@pytest.mark.parametrize("how", ["sleep", "swallow", "busy", "socket"])
+def test_a_plugin_that_holds_the_event_loop_times_out_and_the_run_goes_on(
+    cli, tmp_path, how
+) -> None:
+    """time.sleep, a busy loop, a blocking read, one that swallows what breaks its sleep:
+    the row's timeout holds, the rows beside it run, the reports are written."""
+    env = installed_plugin(
+        tmp_path, "bad", "bad_matrix.probes",
+        {"bad_matrix/__init__.py": "", "bad_matrix/probes.py": MISBEHAVING},
+    )  # fmt: skip
+    (tmp_path / "spec.yaml").write_text(
+        "version: 1\nname: held\nphases:\n  - id: p\n    checks:\n"
+        f"      - {{id: holds, timeout: 2s, probe: {{kind: bad.block, how: {how}}}}}\n"
+        "      - {id: beside, probe: {kind: command, argv: [sleep, '0.5']}}\n"
+    )
+
+    done = cli("run", "spec.yaml", "--json", "out.json", env=env, timeout=60)
+
+    assert done.returncode == 1, done.stdout + done.stderr
+    rows = {r["task_id"]: r for r in json.loads((tmp_path / "out.json").read_text())["results"]}
+    assert rows["beside"]["status"] == "pass"
+    holds = rows["holds"]
+    assert (holds["status"], holds["error_type"]) == ("error", "timeout")
+    assert holds["reason"].startswith(
+        "timed out after 2.0s: probe bad.block held matrix's event loop (a blocking call such "
+        "as time.sleep in its async observe()"
+    )
+    assert holds["duration"] < 2 + 2 * held.GRACE + 1  # its timeout, and the watch's grace
 
 
 def test_serve_keeps_serving_through_a_misbehaving_plugin(cli, tmp_path) -> None:
