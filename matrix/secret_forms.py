@@ -65,9 +65,11 @@ def _base64(secret: str) -> set[str]:
 
 def _written(form: str, character: Callable[[str], str]) -> str:
     """Each character as `character` writes it, separators allowed between them; whitespace
-    in the secret itself is one of those separators (`quote_plus` writes it as `+`)."""
+    in the secret itself is one of those separators, also escaped (`\u0020`) or written as
+    `quote_plus` does (`+`)."""
     gap = _gap()
-    return _gap(r"\+").join(gap.join(map(character, word)) for word in form.split())
+    spaces = _gap(r"\+", *(character(c) for c in " \t\n"))
+    return spaces.join(gap.join(map(character, word)) for word in form.split())
 
 
 def _hex(secret: str) -> str:
@@ -118,7 +120,7 @@ def _plain(c: str) -> str:
 
 
 def _punctuation(c: str) -> bool:
-    return c.isascii() and c.isprintable() and not c.isalnum() and c != " "
+    return c.isascii() and c.isprintable() and not c.isalnum()
 
 
 def _literal(c: str) -> str:

@@ -45,7 +45,7 @@ def forms(secret: str) -> dict[str, str]:
         "html entities": "".join(f"&#{ord(c)};" for c in secret),
         "spaced": " ".join(secret),
         "lower": secret.lower(),
-        "base64": base64.b64encode(secret.encode()).decode()[:-4],  # its stable head
+        "base64": base64.b64encode(secret.encode()).decode(),
     }
 
 
@@ -54,6 +54,7 @@ NEEDLES = {
     "aws key id": AWS_KEY_ID,
     "slack webhook": SLACK.split("//")[1],
     "pem body": "MIIEowIBAAKCAQEAplanted",
+    "base64 head": base64.b64encode(SECRET.encode()).decode()[:-4],  # what hangs on the secret
 }
 
 # The probe prints the secret in every documented form, one as a fact's key; the spec puts
@@ -86,7 +87,7 @@ phases:
         category: "category {AWS_KEY_ID}"
         failure: "post to {SLACK}"
         matrix: {{tok: ["{{{{ secret.PLANTED }}}}"]}}
-        probe: {{kind: command, argv: [python3, printer.py, "{{{{ matrix.tok }}}}"]}}
+        probe: {{kind: command, argv: [python3, printer.py]}}
         expect: {{exit_code: 1}}
         diagnostic: "saw {{{{ facts.stdout }}}} for {{{{ matrix.tok }}}}"
         fix: "rotate {{{{ secret.PLANTED }}}}"
@@ -150,7 +151,7 @@ def leaks(text: str) -> list[str]:
 
 
 def process_list() -> str:
-    return subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    return subprocess.run(["ps", "-ww", "-eo", "args"], capture_output=True, text=True).stdout
 
 
 def run_watching_processes(cli: Any, *args: str, env: dict[str, str]) -> tuple[Any, str]:

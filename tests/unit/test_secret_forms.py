@@ -126,7 +126,7 @@ DERIVATIONS: dict[str, Callable[[str, random.Random], list[str]]] = {
 
 ASCII = st.characters(min_codepoint=0x21, max_codepoint=0x7E)
 ANY = st.characters(blacklist_categories=("Cs", "Cc", "Zs", "Zl", "Zp", "Cf"))
-SECRETS = st.text(st.one_of(ASCII, ASCII, ANY), min_size=4, max_size=24).filter(
+SECRETS = st.text(st.one_of(ASCII, ASCII, ANY, st.just(" ")), min_size=4, max_size=24).filter(
     lambda s: len("".join(s.split())) >= 4 and "*" not in s
 )
 FILLER = st.text(st.characters(blacklist_categories=("Cs",)), max_size=30)
