@@ -78,6 +78,8 @@ def _forms(secret: str) -> Any:
     """The compiled RE2 pattern of every form of one secret (matrix.secret_forms), or None
     for a value too short to mask. A pattern a secret keeps each small enough for RE2's
     linear-time automaton; RE2 is imported only once a run has a secret."""
+    if secret_forms.too_long(secret):
+        return _as_is(secret)
     source = secret_forms.pattern(secret)
     if source is None:
         return None
@@ -87,7 +89,17 @@ def _forms(secret: str) -> Any:
     options.case_sensitive = False
     options.log_errors = False
     options.max_mem = 256 << 20  # the budget of its lazily built automaton, not an allocation
-    return re2.compile(source.encode("utf-8", "surrogatepass"), options)
+    try:
+        return re2.compile(source.encode("utf-8", "surrogatepass"), options)
+    except re2.error:  # a pattern RE2 cannot hold after all
+        return _as_is(secret)
+
+
+def _as_is(secret: str) -> re.Pattern[bytes]:
+    """A secret found as is only, in linear time: `re`'s search for a literal skips ahead
+    with its overlap table (case-sensitive; ignoring case, it would compare at every
+    position)."""
+    return re.compile(re.escape(secret.encode("utf-8", "surrogatepass")))
 
 
 def _mask_forms(pattern: Any, raw: bytes) -> bytes:

@@ -16,7 +16,14 @@ import base64
 from collections.abc import Callable
 
 MIN_SECRET_LENGTH = 4  # shorter values would mask ordinary words
-FULLY_ESCAPED = 256  # a longer secret (a key file) is looked for only as a URL or JSON writes it
+FULLY_ESCAPED = 256  # a longer secret (a key file): each character as is, %-encoded or \-escaped
+MAX_FORMED, MAX_WORDS = 64 * 1024, 1024  # past either, RE2 cannot hold a secret's forms
+
+
+def too_long(secret: str) -> bool:
+    """Whether a secret is past what its forms' pattern can hold: it is looked for as is."""
+    return len(secret) > MAX_FORMED or len(secret.split()) > MAX_WORDS
+
 _MIN_BASE64 = 6  # a shorter run of base64 says too little of the secret to be worth masking
 
 _AMP = "&(?:amp;)?"  # a character reference, also once more XML-escaped (`&amp;#83;`)
@@ -38,14 +45,16 @@ def _gap(*more: str) -> str:
 
 
 def pattern(secret: str) -> str | None:
-    """The RE2 pattern of every form of one secret, longest first so a secret that contains
-    another is masked whole; None when it is too short to mask."""
+    """The RE2 pattern (matched ignoring case) of every form of one secret; None when it is
+    too short to mask. (Of two secrets, one inside the other, the Redactor masks the longer
+    first.)"""
     if len("".join(secret.split())) < MIN_SECRET_LENGTH:
         return None
-    character = _character if len(secret) <= FULLY_ESCAPED else _plain
-    branches = [_written(secret, character), _written(secret[::-1], character), _hex(secret)]
-    branches += [_written(part, _plain) for part in _base64(secret)]
-    return "|".join(branches)
+    full = len(secret) <= FULLY_ESCAPED
+    character, gap = (_character, _gap()) if full else (_plain, "")
+    branches = [_written(form, character, gap) for form in (secret, secret[::-1])]
+    branches += [_written(part, _plain, gap) for part in _base64(secret)]
+    return "|".join([*branches, _hex(secret, gap and _gap("[:,.-]", "0x"))])
 
 
 def _base64(secret: str) -> set[str]:
@@ -63,20 +72,20 @@ def _base64(secret: str) -> set[str]:
     return parts
 
 
-def _written(form: str, character: Callable[[str], str]) -> str:
-    """Each character as `character` writes it, separators allowed between them; whitespace
-    in the secret itself is one of those separators, also escaped (`\u0020`) or written as
-    `quote_plus` does (`+`)."""
-    gap = _gap()
+def _written(form: str, character: Callable[[str], str], gap: str) -> str:
+    """Each character as `character` writes it, `gap` between them; whitespace in the secret
+    itself is any run of separators, also escaped (`\u0020`) or written as `quote_plus` does
+    (`+`): a key file's lines are found however output breaks them."""
     spaces = _gap(r"\+", *(character(c) for c in " \t\n"))
     return spaces.join(gap.join(map(character, word)) for word in form.split())
 
 
-def _hex(secret: str) -> str:
-    """The hex of the secret's UTF-8 bytes, each byte maybe `0x`-prefixed and separated by
-    `:`, `,`, `-` or `.` (`xxd`, `od -x`, C arrays, openssl)."""
+def _hex(secret: str, gap: str) -> str:
+    """The hex of the secret's UTF-8 bytes, `gap` between bytes (for a secret of up to
+    FULLY_ESCAPED characters, any separators, `0x` and `:`, `,`, `-` or `.`: `xxd`, `od -x`,
+    C arrays, openssl)."""
     raw = secret.encode("utf-8", "surrogatepass")
-    return _gap("[:,.-]", "0x").join(f"{byte:02x}" for byte in raw)
+    return gap.join(f"{byte:02x}" for byte in raw)
 
 
 def _character(c: str) -> str:
@@ -112,11 +121,17 @@ def _character(c: str) -> str:
 
 
 def _plain(c: str) -> str:
-    """A character of base64 (or of a long secret): as is, percent-encoded or backslash-escaped,
-    as a URL, a JSON document or Markdown carries it."""
-    percent = "".join(f"%(?:25)?{byte:02x}" for byte in c.encode("utf-8", "surrogatepass"))
-    escaped = f"|{_BACKSLASHES}{_literal(c)}" if _punctuation(c) else ""
-    return f"(?:{_literal(c)}|{percent}{escaped})"
+    """A character of base64 (or of a long secret): as is, or a punctuation mark or non-ASCII
+    character percent-encoded or backslash-escaped, as a URL, a JSON document or Markdown
+    carries it."""
+    if c.isascii() and c.isalnum():
+        return c
+    ways = ["".join(f"%(?:25)?{byte:02x}" for byte in c.encode("utf-8", "surrogatepass"))]
+    if not 0xD800 <= ord(c) <= 0xDFFF:
+        ways.append(_literal(c))
+    if _punctuation(c):
+        ways.append(_BACKSLASHES + _literal(c))
+    return "(?:" + "|".join(ways) + ")"
 
 
 def _punctuation(c: str) -> bool:

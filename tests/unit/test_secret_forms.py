@@ -231,3 +231,37 @@ def test_no_report_the_console_or_a_drain_reason_carries_a_documented_form(leak,
         outputs = _outputs(run, scratch)
     for name, text in outputs.items():
         assert secret not in text and written not in text, f"{name}: {how}"
+
+
+KEY_FILE = "-----BEGIN KEY-----\n" + "\n".join(
+    base64.b64encode(bytes((i + j) % 256 for j in range(48))).decode() for i in range(0, 4800, 48)
+)
+
+
+@pytest.mark.parametrize(
+    ("secret", "written"),
+    [
+        (KEY_FILE, KEY_FILE),  # 6.5 KB over 101 lines: its words at any line breaks
+        (KEY_FILE, json.dumps(KEY_FILE)[1:-1]),
+        (KEY_FILE, KEY_FILE.replace("\n", "\r\n    ")),
+        ("x" * 100_000, "x" * 100_000),  # past what a pattern of its forms can hold: as is
+        ("a b " * 4096, "a b " * 4096),
+    ],
+    ids=["key file", "key file in JSON", "key file re-wrapped", "100 KB", "8,192 words"],
+)
+def test_a_long_secret_is_masked_and_redaction_prints_nothing_of_its_own(secret, written, capfd):
+    masked = Redactor([secret]).text(f"before {written} after")
+    assert masked == f"before {MASK} after"
+    assert capfd.readouterr() == ("", "")  # RE2 logs a pattern it struggles with to fd 2
+
+
+def test_a_secret_whose_pattern_re2_refuses_is_masked_as_is(monkeypatch):
+    import re2
+
+    def refuse(*args, **kwargs):
+        raise re2.error(b"pattern too large - compile failed")
+
+    monkeypatch.setattr(re2, "compile", refuse)
+    redact_module._forms.cache_clear()
+    assert Redactor(["refused-Secret-9"]).text("a refused-Secret-9 b") == f"a {MASK} b"
+    redact_module._forms.cache_clear()
