@@ -24,6 +24,7 @@ def too_long(secret: str) -> bool:
     """Whether a secret is past what its forms' pattern can hold: it is looked for as is."""
     return len(secret) > MAX_FORMED or len(secret.split()) > MAX_WORDS
 
+
 _MIN_BASE64 = 6  # a shorter run of base64 says too little of the secret to be worth masking
 
 _AMP = "&(?:amp;)?"  # a character reference, also once more XML-escaped (`&amp;#83;`)
