@@ -18,13 +18,6 @@ from collections.abc import Callable
 MIN_SECRET_LENGTH = 4  # shorter values would mask ordinary words
 FULLY_ESCAPED = 256  # a longer secret (a key file): each character as is, %-encoded or \-escaped
 MAX_FORMED, MAX_WORDS = 64 * 1024, 1024  # past either, RE2 cannot hold a secret's forms
-
-
-def too_long(secret: str) -> bool:
-    """Whether a secret is past what its forms' pattern can hold: it is looked for as is."""
-    return len(secret) > MAX_FORMED or len(secret.split()) > MAX_WORDS
-
-
 _MIN_BASE64 = 6  # a shorter run of base64 says too little of the secret to be worth masking
 
 _AMP = "&(?:amp;)?"  # a character reference, also once more XML-escaped (`&amp;#83;`)
@@ -43,6 +36,11 @@ _SEPARATORS = [
 def _gap(*more: str) -> str:
     """Any run of separators (and of `more`) between two characters of a form."""
     return "(?:" + "|".join([*_SEPARATORS, *more]) + ")*"
+
+
+def too_long(secret: str) -> bool:
+    """Whether a secret is past what its forms' pattern can hold: it is looked for as is."""
+    return len(secret) > MAX_FORMED or len(secret.split()) > MAX_WORDS
 
 
 def pattern(secret: str) -> str | None:
