@@ -68,11 +68,13 @@ class GpuHealth(ScriptProbe):
     """DCGM's diagnostic level: 1 quick (seconds), 2 medium (about 2 minutes), 3 long (about
     30 minutes), 4 extended (about 2 hours, stresses the GPUs: drain the node first). Give
     the check a `timeout` that fits the level: the diagnostic gets the level's usual time,
-    at most the check's timeout less 10%, and a diagnostic cut short says so."""
+    at most what is left of the check's timeout less 10% (at least a second, for the rest
+    of the probe), and a diagnostic cut short says so."""
 
     def script_params(self, ctx: ProbeContext) -> dict[str, Any]:
-        """The diagnostic's own time bound, from its level and the task's timeout."""
-        budget = min(DCGM_SECONDS[self.dcgm_level], ctx.timeout * 0.9)
+        """The diagnostic's own time bound, from its level and the task's timeout; the script
+        takes off what it spent before the diagnostic (nvidia-smi, the kernel log)."""
+        budget = min(DCGM_SECONDS[self.dcgm_level], ctx.timeout - max(ctx.timeout * 0.1, 1.0))
         return {**super().script_params(ctx), "dcgm_timeout": round(budget, 1)}
 
     xid: bool = True

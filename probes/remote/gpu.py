@@ -5,6 +5,7 @@ import json
 import re
 import shutil
 import subprocess
+import time
 
 GPU_FIELDS = (
     "index",
@@ -51,6 +52,7 @@ XID = re.compile(
 XID_PROCESS = re.compile(r"^pid=[^,]*,\s*name=[^,]*,\s*")
 SMI_TIMEOUT = 30  # a hung driver makes nvidia-smi hang too
 DCGM_TIMEOUT = 300  # without `dcgm_timeout`: `-r 1` takes seconds, a busy host minutes
+STARTED = time.monotonic()  # `dcgm_timeout` counts from the script's start, not dcgmi's
 LOG_TIMEOUT = 20
 
 
@@ -337,6 +339,7 @@ def observe_nvidia(facts, problems):
 
 
 def observe_dcgm(mode, level, timeout, facts, problems):
+    timeout = round(max(0.1, timeout - (time.monotonic() - STARTED)), 1)  # what is left of it
     done = _run(["dcgmi", "diag", "-r", str(level), "--json"], timeout) if mode else None
     facts.update(dcgm=False, dcgm_level=level, dcgm_version=None, dcgm_failures=None)
     facts["dcgm_error"] = None
