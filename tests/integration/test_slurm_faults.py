@@ -213,12 +213,13 @@ def test_slurmctld_killed_and_restarted_mid_run_leaves_no_job(cli, tmp_path, clu
 
     def restart(job: str) -> None:
         saved = cluster.root / "state" / "job_state"  # as a controller that ran a while has:
-        assert wait_for(lambda: saved.exists() and saved.stat().st_mtime > started)  # else
+        changed = time.time()  # a change of the job makes slurmctld save its state soon
+        cluster.run("scontrol", "update", f"JobId={job}", "AdminComment=state-saved")
+        assert wait_for(lambda: saved.exists() and saved.stat().st_mtime > changed)  # else
         cluster.kill("slurmctld")  # the new one forgets the job and kills its steps
         time.sleep(3)  # the steps run on without it
         cluster.start("slurmctld")
 
-    started = time.time()
     run = faulted_run(cli, tmp_path, cluster, spec, restart)
 
     assert [run.results[("busy", n)]["status"] for n in NODES] == ["pass"] * 3, run.out
