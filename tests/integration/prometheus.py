@@ -49,6 +49,17 @@ def prometheus_binary() -> str:
     return found
 
 
+def promtool_binary() -> str:
+    found = shutil.which("promtool")
+    if found is None:
+        unavailable(
+            "promtool not found: these tests check metrics with Prometheus's own linter "
+            "(apt-get install prometheus)",
+            "MATRIX_REQUIRE_PROMETHEUS",
+        )
+    return found
+
+
 @contextlib.contextmanager
 def prometheus(root: Path, jobs: dict[str, str], rules: str = "") -> Iterator[str]:
     """A Prometheus scraping each `jobs` name → host:port, with `rules` as its rule file;
