@@ -38,22 +38,12 @@ def until(probe: Callable[[], Any], seconds: float = 30) -> Any:
     raise AssertionError(f"not within {seconds}s: {probe.__doc__ or probe}")
 
 
-def prometheus_binary() -> str:
-    found = shutil.which("prometheus")
+def binary(name: str = "prometheus") -> str:
+    """Prometheus's `prometheus` or `promtool`; skips (fails in CI) where it is missing."""
+    found = shutil.which(name)
     if found is None:
         unavailable(
-            "prometheus not found: these tests run a real Prometheus server "
-            "(apt-get install prometheus)",
-            "MATRIX_REQUIRE_PROMETHEUS",
-        )
-    return found
-
-
-def promtool_binary() -> str:
-    found = shutil.which("promtool")
-    if found is None:
-        unavailable(
-            "promtool not found: these tests check metrics with Prometheus's own linter "
+            f"{name} not found: these tests run Prometheus's own server and tools "
             "(apt-get install prometheus)",
             "MATRIX_REQUIRE_PROMETHEUS",
         )
@@ -64,7 +54,7 @@ def promtool_binary() -> str:
 def prometheus(root: Path, jobs: dict[str, str], rules: str = "") -> Iterator[str]:
     """A Prometheus scraping each `jobs` name → host:port, with `rules` as its rule file;
     its base URL. Stopped on exit."""
-    binary = prometheus_binary()
+    server = binary()
     port = free_ports(1)[0]
     config = root / "prometheus.yml"
     scrapes = "".join(
@@ -77,7 +67,7 @@ def prometheus(root: Path, jobs: dict[str, str], rules: str = "") -> Iterator[st
         f"rule_files: ['{root / 'rules.yml'}']\nscrape_configs:\n{scrapes}"
     )
     server = subprocess.Popen(
-        [binary, f"--config.file={config}", f"--storage.tsdb.path={root / 'tsdb'}",
+        [server, f"--config.file={config}", f"--storage.tsdb.path={root / 'tsdb'}",
          f"--web.listen-address=127.0.0.1:{port}"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from prometheus import get, prometheus, promtool_binary, query, until
+from prometheus import binary, get, prometheus, query, until
 from prometheus_client.parser import text_fd_to_metric_families, text_string_to_metric_families
 
 from matrix.commands import answering
@@ -259,7 +259,7 @@ def test_axes_and_values_prometheus_would_reject_are_written_so_promtool_reads_t
 
     assert done.returncode == 0, done.stdout + done.stderr
     checked = subprocess.run(
-        [promtool_binary(), "check", "metrics"],
+        [binary("promtool"), "check", "metrics"],
         stdin=(tmp_path / "out.prom").open("rb"),
         capture_output=True,
         text=True,
