@@ -54,7 +54,7 @@ def binary(name: str = "prometheus") -> str:
 def prometheus(root: Path, jobs: dict[str, str], rules: str = "") -> Iterator[str]:
     """A Prometheus scraping each `jobs` name → host:port, with `rules` as its rule file;
     its base URL. Stopped on exit."""
-    server = binary()
+    program = binary()
     port = free_ports(1)[0]
     config = root / "prometheus.yml"
     scrapes = "".join(
@@ -67,7 +67,7 @@ def prometheus(root: Path, jobs: dict[str, str], rules: str = "") -> Iterator[st
         f"rule_files: ['{root / 'rules.yml'}']\nscrape_configs:\n{scrapes}"
     )
     server = subprocess.Popen(
-        [server, f"--config.file={config}", f"--storage.tsdb.path={root / 'tsdb'}",
+        [program, f"--config.file={config}", f"--storage.tsdb.path={root / 'tsdb'}",
          f"--web.listen-address=127.0.0.1:{port}"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
