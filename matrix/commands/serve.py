@@ -170,7 +170,10 @@ def main(args: argparse.Namespace) -> int:
         print(f"matrix: cannot listen on {args.listen}: {exc.strerror or exc}", file=sys.stderr)
         return EXIT_INVALID
     server.start()
-    where = f"http://{address[0]}:{server.port}"
+    host = (
+        f"[{address[0]}]" if ":" in address[0] else address[0]
+    )  # an IPv6 address, as URLs write it
+    where = f"http://{host}:{server.port}"
     print(
         f"matrix serve: {planned.spec_path} every {args.interval}; {where}/healthz {where}/metrics",
         flush=True,

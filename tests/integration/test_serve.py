@@ -275,3 +275,20 @@ def test_axes_and_values_prometheus_would_reject_are_written_so_promtool_reads_t
         "U__cell__a_2e_b": "\u2409",
     }
     assert labels["spec"] == "axes\u240d\ufffd"
+
+
+def test_an_ipv6_listen_address_is_printed_as_a_url_and_answers(cli, tmp_path) -> None:
+    try:
+        socket.create_server(("::1", 0), family=socket.AF_INET6).close()
+    except OSError as exc:
+        pytest.skip(f"no IPv6 loopback on this machine ({exc.strerror}): nothing to listen on")
+    (tmp_path / "spec.yaml").write_text(SPEC.format(marker=tmp_path / "bad"))
+    process = cli.popen("serve", "spec.yaml", "--listen", "[::1]:0", "--interval", "1s")
+    try:
+        assert process.stdout is not None
+        metrics = process.stdout.readline().split()[-1]
+        assert re.fullmatch(r"http://\[::1\]:\d+/metrics", metrics), metrics
+        until(lambda: get(metrics)[0] == 200 or None)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=20)
