@@ -159,11 +159,28 @@ def _mask_match(found: re.Match[str]) -> str:
     return MASK
 
 
+# What a CI system's log reader obeys: GitHub's `::command::` at a line's start (after
+# blanks; its runner ends a line at \r too), its older `##[command]`, Azure's `##vso[…]` and
+# TeamCity's `##teamcity[…]` anywhere in a line.
+_CI_COMMAND = re.compile(r"(?:\A|(?<=[\r\n]))([^\S\r\n]*:)(?=:)|(#)(?=#(?:vso|teamcity)?\[)")
+ZERO_WIDTH = "\u200b"
+
+
+def inert(text: str) -> str:
+    """The text with no line a CI log would take as a command: a zero-width space goes
+    inside each command's opening (`:​:error`, `#​#vso[`), which reads the same to a person."""
+    if "::" not in text and "##" not in text:
+        return text
+    return _CI_COMMAND.sub(lambda found: (found[1] or found[2]) + ZERO_WIDTH, text)
+
+
 class GuardedStream(io.TextIOBase):
-    """A text stream that masks secrets before they reach the one it wraps. Whole lines are
-    masked at once (a secret printed in two writes is still one line); the rest waits for the
-    next newline or flush. Text the stream cannot encode (a lone surrogate from a file name)
-    is written with replacement characters rather than ending the run."""
+    """A text stream that masks secrets before they reach the one it wraps, and keeps any
+    line of it from acting on a CI log (`inert`): probe output printed by matrix can neither
+    leak a secret nor raise an annotation, set a variable or stop a runner's commands. Whole
+    lines are handled at once (a secret printed in two writes is still one line); the rest
+    waits for the next newline or flush. Text the stream cannot encode (a lone surrogate from
+    a file name) is written with replacement characters rather than ending the run."""
 
     def __init__(self, inner: TextIO):
         self.inner = inner
@@ -184,7 +201,7 @@ class GuardedStream(io.TextIOBase):
         self.inner.flush()
 
     def _emit(self, text: str) -> None:
-        text = redact.text(text)
+        text = inert(redact.text(text))
         try:
             self.inner.write(text)
         except UnicodeEncodeError:

@@ -82,3 +82,49 @@ def test_a_failing_reporter_costs_only_its_own_report(cli, hostile, tmp_path):
     assert "JunitReporter could not write its report" in done.stderr
     assert strict_json((tmp_path / "r.json").read_text())["verdict"] == "BLOCKED"
     assert (tmp_path / "r.md").exists()
+
+
+# Lines a CI log reader obeys: GitHub's workflow commands (one that stops all further
+# commands among them), its older form, Azure's and TeamCity's service messages.
+CI_COMMANDS = [
+    "::error file=evil.py,line=1::pwned",
+    "::stop-commands::tok",
+    "  ::add-mask::visible",
+    "::set-output name=a::b",
+    "##[error]old form",
+    "done ##vso[task.setvariable variable=deploy]yes",
+    "##teamcity[buildStatus text='green']",
+]
+
+
+def obeyed(log: str) -> list[str]:
+    """The lines of `log` a runner would take as commands, by its own rules: GitHub's runner
+    trims a line's start and looks for `::` there, and `##[` anywhere; Azure and TeamCity look
+    for their prefixes anywhere; a line ends at \\r, \\n or both."""
+    found = []
+    for line in re.split(r"\r\n|\r|\n", log):
+        if line.lstrip().startswith("::") or re.search(r"##(vso|teamcity)?\[", line):
+            found.append(line)
+    return found
+
+
+@pytest.mark.parametrize("ci", [{"GITHUB_ACTIONS": "true"}, {}], ids=["github", "plain"])
+def test_no_line_of_probe_text_acts_on_a_ci_log(cli, write_spec, tmp_path, ci):
+    """In a failed row's diagnostic, reason and facts, split by \\n or \\r, in the console
+    and in stderr: every command is shown (with a zero-width space inside its opening) and
+    none is one."""
+    said = tmp_path / "said.txt"
+    said.write_text("\n".join(CI_COMMANDS) + "\r::error::after a carriage return")
+    rows = [
+        {"id": "loud", "probe": {"kind": "command", "argv": ["cat", str(said)]},
+         "expect": {"exit_code": 1}, "diagnostic": "said: {{ facts.stdout }}"},
+        {"id": "to-stderr", "probe": {"kind": "command", "shell": f"cat '{said}' >&2; exit 3"}},
+    ]  # fmt: skip
+    checks = "".join(f"      - {json.dumps(row)}\n" for row in rows)
+    write_spec(f"version: 1\nname: ci\nphases:\n  - id: p\n    checks:\n{checks}")
+
+    done = cli("run", "spec.yaml", env=ci)
+
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "pwned" in done.stdout and "deploy]yes" in done.stdout  # shown, not hidden
+    assert obeyed(done.stdout) == [] and obeyed(done.stderr) == []
