@@ -5,11 +5,14 @@ from __future__ import annotations
 import base64
 import io
 import json
+import re
 import urllib.parse
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from matrix.redact import MASK, GuardedStream, Redactor, remember
+from matrix.redact import MASK, ZERO_WIDTH, GuardedStream, Redactor, inert, remember
 from matrix.results import Status
 from reporters.json_report import JsonReporter
 
@@ -191,3 +194,23 @@ def test_a_guarded_stream_masks_a_secret_split_across_writes_and_survives_lone_s
     stream.flush()
     inner.buffer.seek(0)
     assert inner.buffer.read() == f"token={MASK}\nnext ? line".encode()
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            st.sampled_from(
+                ["::", ":", "##", "#", "[", "vso[", "teamcity[", "\n", "\r", " ", "\t"]
+            ),
+            st.text(max_size=5),
+        ),
+        max_size=30,
+    ).map("".join)
+)
+def test_inert_text_holds_no_ci_command_and_only_gains_zero_width_spaces(text):
+    made = inert(text)
+    assert made.replace(ZERO_WIDTH, "") == text.replace(ZERO_WIDTH, "")
+    for line in re.split(r"\r\n|\r|\n", made):
+        assert not line.lstrip().startswith("::"), line
+        assert not re.search(r"##(vso|teamcity)?\[", line), line
