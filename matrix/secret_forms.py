@@ -97,7 +97,7 @@ def _character(c: str) -> str:
     if point >= 0x10000:
         utf16.append(0xDC00 + (point - 0x10000) % 0x400)
     ways = [
-        "".join(f"%(?:25)?{byte:02x}" for byte in raw),  # percent-encoded, once or twice
+        *_as_urls_write(c),
         "".join(f"={byte:02x}" for byte in raw),  # quoted-printable
         "".join(f"{_BACKSLASHES}x{byte:02x}" for byte in raw),  # C, Python bytes
         "".join(f"{_BACKSLASHES}0?{byte:03o}" for byte in raw),  # octal: printf, od -b
@@ -108,12 +108,8 @@ def _character(c: str) -> str:
         f"{_AMP}#0*{point};?",  # HTML and XML character references
         f"{_AMP}#x0*{point:x};?",
     ]
-    if not 0xD800 <= point <= 0xDFFF:  # a lone surrogate has no UTF-8 to match as is
-        ways.insert(0, _literal(c))
     if point in codepoint2name or c == "'":
         ways.append(f"{_AMP}{codepoint2name.get(point, 'apos')};")
-    if _punctuation(c):
-        ways.append(_BACKSLASHES + _literal(c))  # JSON, shell and Markdown escapes
     if 0x21 <= point <= 0x7E:
         ways.append(_literal(chr(point - 0x21 + 0xFF01)))  # fullwidth
     return "(?:" + "|".join(ways) + ")"
@@ -125,16 +121,18 @@ def _plain(c: str) -> str:
     carries it."""
     if c.isascii() and c.isalnum():
         return c
+    return "(?:" + "|".join(_as_urls_write(c)) + ")"
+
+
+def _as_urls_write(c: str) -> list[str]:
+    """A character as is (a lone surrogate has no UTF-8 to match so), percent-encoded once
+    or twice, and a punctuation mark backslash-escaped (JSON, shell and Markdown escapes)."""
     ways = ["".join(f"%(?:25)?{byte:02x}" for byte in c.encode("utf-8", "surrogatepass"))]
     if not 0xD800 <= ord(c) <= 0xDFFF:
-        ways.append(_literal(c))
-    if _punctuation(c):
+        ways.insert(0, _literal(c))
+    if c.isascii() and c.isprintable() and not c.isalnum():
         ways.append(_BACKSLASHES + _literal(c))
-    return "(?:" + "|".join(ways) + ")"
-
-
-def _punctuation(c: str) -> bool:
-    return c.isascii() and c.isprintable() and not c.isalnum()
+    return ways
 
 
 def _literal(c: str) -> str:

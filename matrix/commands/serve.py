@@ -170,9 +170,8 @@ def main(args: argparse.Namespace) -> int:
         print(f"matrix: cannot listen on {args.listen}: {exc.strerror or exc}", file=sys.stderr)
         return EXIT_INVALID
     server.start()
-    host = (
-        f"[{address[0]}]" if ":" in address[0] else address[0]
-    )  # an IPv6 address, as URLs write it
+    # an IPv6 address in brackets, as URLs write it
+    host = f"[{address[0]}]" if ":" in address[0] else address[0]
     where = f"http://{host}:{server.port}"
     print(
         f"matrix serve: {planned.spec_path} every {args.interval}; {where}/healthz {where}/metrics",
